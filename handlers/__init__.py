@@ -1,0 +1,12 @@
+"""REST handlers, their marshmallow schemas and the OpenAPI description."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from handlers import catalog, ops
+
+
+def setup_routes(app: web.Application) -> None:
+    ops.setup_routes(app)
+    catalog.setup_routes(app)

@@ -1,0 +1,78 @@
+"""Who is calling: bearer token -> Principal, and the checks handlers make with it."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from storage.appkeys import SETTINGS, TOKENS
+from storage.auth import ADMIN, ANONYMOUS, Principal, is_admin_token
+from storage.errors import Forbidden, Unauthorized
+
+PRINCIPAL = "principal"
+MAX_TOKEN = 512
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()[:MAX_TOKEN]
+
+
+async def principal_for_token(app: web.Application, token: str | None) -> Principal | None:
+    """The principal of a token; None if the token is given but unknown."""
+    if not token:
+        return ANONYMOUS
+    if is_admin_token(token, app[SETTINGS].admin_token):
+        return ADMIN
+    user_id = await app[TOKENS].user_for(token)
+    return Principal(user_id=user_id) if user_id else None
+
+
+async def principal(request: web.Request) -> Principal:
+    cached = request.get(PRINCIPAL)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    found = await principal_for_token(request.app, bearer_token(request))
+    if found is None:
+        raise Unauthorized("The bearer token is not valid", code="invalid_token")
+    request[PRINCIPAL] = found
+    return found
+
+
+async def require_admin(request: web.Request) -> None:
+    if not request.app[SETTINGS].auth_required:
+        return
+    who = await principal(request)
+    if who.anonymous:
+        raise Unauthorized()
+    if not who.is_admin:
+        raise Forbidden("This route needs the admin token", code="admin_required")
+
+
+async def acting_user(request: web.Request, claimed: uuid.UUID | None = None) -> uuid.UUID:
+    """The user a request acts for. With auth on: the token's user (a claimed userId must match)."""
+    if not request.app[SETTINGS].auth_required:
+        if claimed is None:
+            raise Unauthorized("userId is required when authentication is off", code="user_required")
+        return claimed
+    who = await principal(request)
+    if who.user_id is None:
+        raise Unauthorized() if who.anonymous else Forbidden("The admin token cannot act for a user")
+    if claimed is not None and claimed != who.user_id:
+        raise Forbidden("userId does not match the token's user", code="not_owner")
+    return who.user_id
+
+
+async def require_owner_or_admin(request: web.Request, owner_id: uuid.UUID) -> None:
+    """Reading someone's data: their own token, or the admin's."""
+    if not request.app[SETTINGS].auth_required:
+        return
+    who = await principal(request)
+    if who.anonymous:
+        raise Unauthorized()
+    if not who.is_admin and who.user_id != owner_id:
+        raise Forbidden("This belongs to another user", code="not_owner")

@@ -1,0 +1,115 @@
+"""REST handlers of the catalog: users, rooms, sessions and seat maps."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp_apigami import docs, match_info_schema, querystring_schema, request_schema, response_schema
+
+from handlers import schemas as s
+from handlers.auth import require_admin, require_owner_or_admin
+from storage import catalog
+from storage.appkeys import PG_POOL, TOKENS
+
+ERRORS = {400: {"schema": s.ErrorSchema, "description": "invalid request"}}
+
+
+def data(request: web.Request) -> dict:  # type: ignore[type-arg]
+    return request["data"]  # type: ignore[no-any-return]
+
+
+@docs(tags=["users"], summary="Create a user (returns its bearer token, once)",
+      responses={409: {"schema": s.ErrorSchema, "description": "email_taken"}, **ERRORS})
+@request_schema(s.UserCreateSchema)
+@response_schema(s.UserCreatedSchema, 201)
+async def create_user(request: web.Request) -> web.Response:
+    body = data(request)
+    user, token = await catalog.create_user(request.app[PG_POOL], body["name"], body["email"])
+    request.app[TOKENS].remember(token, user.id)
+    return web.json_response({**user.to_json(), "token": token}, status=201)
+
+
+@docs(tags=["users"], summary="Read a user (owner or admin)")
+@match_info_schema(s.IdPathSchema)
+@response_schema(s.UserSchema, 200)
+async def get_user(request: web.Request) -> web.Response:
+    user_id = request["match_info"]["id"]
+    await require_owner_or_admin(request, user_id)
+    user = await catalog.get_user(request.app[PG_POOL], user_id)
+    return web.json_response(user.to_json())
+
+
+@docs(tags=["rooms"], summary="Create a room (admin): rows x seatsPerRow, or capacity",
+      responses={401: {"schema": s.ErrorSchema}, 403: {"schema": s.ErrorSchema}, **ERRORS})
+@request_schema(s.RoomCreateSchema)
+@response_schema(s.RoomSchema, 201)
+async def create_room(request: web.Request) -> web.Response:
+    await require_admin(request)
+    body = data(request)
+    layout = catalog.seat_layout(body.get("rows"), body.get("seatsPerRow"), body.get("capacity"))
+    room = await catalog.create_room(request.app[PG_POOL], body["name"], layout)
+    return web.json_response(room, status=201)
+
+
+@docs(tags=["rooms"], summary="List rooms")
+@querystring_schema(s.PageQuerySchema)
+@response_schema(s.RoomSchema(many=True), 200)
+async def list_rooms(request: web.Request) -> web.Response:
+    page = request["querystring"]
+    return web.json_response(await catalog.list_rooms(request.app[PG_POOL], page["limit"], page["offset"]))
+
+
+@docs(tags=["rooms"], summary="Read a room with its seats")
+@match_info_schema(s.IdPathSchema)
+@response_schema(s.RoomSchema, 200)
+async def get_room(request: web.Request) -> web.Response:
+    return web.json_response(await catalog.get_room(request.app[PG_POOL], request["match_info"]["id"]))
+
+
+@docs(tags=["sessions"], summary="Create a session (admin); the room needs at least 16 seats",
+      responses={422: {"schema": s.ErrorSchema, "description": "room_too_small, invalid_show_times"}, **ERRORS})
+@request_schema(s.SessionCreateSchema)
+@response_schema(s.SessionSchema, 201)
+async def create_session(request: web.Request) -> web.Response:
+    await require_admin(request)
+    body = data(request)
+    session = await catalog.create_session(
+        request.app[PG_POOL], body["movieTitle"], body["startShowTime"], body["endShowTime"],
+        body["roomId"], body["ticketPrice"],
+    )
+    return web.json_response(session, status=201)
+
+
+@docs(tags=["sessions"], summary="List sessions")
+@querystring_schema(s.PageQuerySchema)
+@response_schema(s.SessionSchema(many=True), 200)
+async def list_sessions(request: web.Request) -> web.Response:
+    page = request["querystring"]
+    return web.json_response(await catalog.list_sessions(request.app[PG_POOL], page["limit"], page["offset"]))
+
+
+@docs(tags=["sessions"], summary="Read a session")
+@match_info_schema(s.IdPathSchema)
+@response_schema(s.SessionSchema, 200)
+async def get_session(request: web.Request) -> web.Response:
+    return web.json_response(await catalog.get_session(request.app[PG_POOL], request["match_info"]["id"]))
+
+
+@docs(tags=["sessions"], summary="The seat map of a session, optionally filtered by status")
+@match_info_schema(s.IdPathSchema)
+@querystring_schema(s.SeatMapQuerySchema)
+@response_schema(s.SeatMapSchema, 200)
+async def seat_map(request: web.Request) -> web.Response:
+    result = await catalog.seat_map(request.app[PG_POOL], request["match_info"]["id"], request["querystring"].get("status"))
+    return web.json_response(result)
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/users", create_user)
+    app.router.add_get("/users/{id}", get_user)
+    app.router.add_post("/rooms", create_room)
+    app.router.add_get("/rooms", list_rooms)
+    app.router.add_get("/rooms/{id}", get_room)
+    app.router.add_post("/sessions", create_session)
+    app.router.add_get("/sessions", list_sessions)
+    app.router.add_get("/sessions/{id}", get_session)
+    app.router.add_get("/sessions/{id}/seats", seat_map)

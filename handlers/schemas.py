@@ -1,0 +1,149 @@
+"""Marshmallow schemas of the REST contract: requests reject unknown fields and bound every value."""
+
+from __future__ import annotations
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+MAX_NAME = 200
+MAX_EMAIL = 254
+MAX_PAGE = 500
+
+
+class StrictSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class LooseSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+Text = lambda n, **kw: fields.String(validate=validate.Length(min=1, max=n), **kw)  # noqa: E731
+
+
+# ------------------------------------------------------------ errors
+
+class ErrorSchema(Schema):
+    statusCode = fields.Integer(required=True)
+    error = fields.String(required=True)
+    code = fields.String(required=True, metadata={"description": "stable machine-readable code"})
+    message = fields.String(required=True)
+    details = fields.Dict(required=True)
+
+
+# ------------------------------------------------------------ users
+
+class UserCreateSchema(StrictSchema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=MAX_NAME))
+    email = fields.Email(required=True, validate=validate.Length(max=MAX_EMAIL))
+
+
+class UserSchema(Schema):
+    id = fields.UUID(required=True)
+    name = fields.String(required=True)
+    email = fields.String(required=True)
+    createdAt = fields.DateTime(required=True)
+
+
+class UserCreatedSchema(UserSchema):
+    token = fields.String(required=True, metadata={"description": "bearer token; shown once"})
+
+
+class UserPathSchema(LooseSchema):
+    id = fields.UUID(required=True)
+
+
+IdPathSchema = UserPathSchema
+
+
+class PageQuerySchema(LooseSchema):
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=MAX_PAGE))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=1_000_000))
+
+
+# ------------------------------------------------------------ rooms
+
+MAX_ROWS = 100
+MAX_SEATS_PER_ROW = 100
+MAX_CAPACITY = 5000
+
+
+class RoomCreateSchema(StrictSchema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=MAX_NAME))
+    rows = fields.Integer(validate=validate.Range(min=1, max=MAX_ROWS), strict=True)
+    seatsPerRow = fields.Integer(validate=validate.Range(min=1, max=MAX_SEATS_PER_ROW), strict=True)
+    capacity = fields.Integer(validate=validate.Range(min=1, max=MAX_CAPACITY), strict=True)
+
+    @validates_schema
+    def one_shape(self, data: dict[str, object], **_: object) -> None:
+        has_grid = "rows" in data or "seatsPerRow" in data
+        if has_grid and "capacity" in data:
+            raise ValidationError("give either rows and seatsPerRow, or capacity, not both", "_schema")
+        if has_grid and not ("rows" in data and "seatsPerRow" in data):
+            raise ValidationError("rows and seatsPerRow go together", "_schema")
+        if not has_grid and "capacity" not in data:
+            raise ValidationError("give rows and seatsPerRow, or capacity", "_schema")
+
+
+class SeatSchema(Schema):
+    id = fields.UUID(required=True)
+    rowLabel = fields.String(required=True)
+    seatNumber = fields.Integer(required=True)
+
+
+class RoomSchema(Schema):
+    id = fields.UUID(required=True)
+    name = fields.String(required=True)
+    capacity = fields.Integer(required=True)
+    seats = fields.List(fields.Nested(SeatSchema))
+
+
+# ------------------------------------------------------------ sessions
+
+class SessionCreateSchema(StrictSchema):
+    movieTitle = fields.String(required=True, validate=validate.Length(min=1, max=MAX_NAME))
+    startShowTime = fields.AwareDateTime(required=True)
+    endShowTime = fields.AwareDateTime(required=True)
+    roomId = fields.UUID(required=True)
+    ticketPrice = fields.Decimal(required=True, places=2, validate=validate.Range(min=0, max=100_000),
+                                 allow_nan=False, as_string=False)
+
+
+class SessionSchema(Schema):
+    id = fields.UUID(required=True)
+    movieTitle = fields.String(required=True)
+    startShowTime = fields.DateTime(required=True)
+    endShowTime = fields.DateTime(required=True)
+    roomId = fields.UUID(required=True)
+    ticketPrice = fields.Float(required=True)
+
+
+SEAT_STATUSES = ("AVAILABLE", "RESERVED", "SOLD")
+
+
+class SeatMapQuerySchema(LooseSchema):
+    status = fields.String(validate=validate.OneOf(SEAT_STATUSES))
+
+
+class SessionSeatSchema(Schema):
+    id = fields.UUID(required=True, metadata={"description": "session-seat id, used in reservations"})
+    status = fields.String(required=True, validate=validate.OneOf(SEAT_STATUSES))
+    version = fields.Integer(required=True)
+    seat = fields.Nested(SeatSchema, required=True)
+
+
+class SeatMapSchema(Schema):
+    session = fields.Nested(SessionSchema, required=True)
+    seats = fields.List(fields.Nested(SessionSeatSchema), required=True)
+
+
+# ------------------------------------------------------------ health
+
+class HealthSchema(Schema):
+    status = fields.String(required=True)
+
+
+class ReadySchema(Schema):
+    status = fields.String(required=True)
+    checks = fields.Dict(keys=fields.String(), values=fields.String())

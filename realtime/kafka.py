@@ -1,0 +1,99 @@
+"""The node's Kafka producer: started in the background and retried, so a broker outage never stops a node."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from storage.settings import Settings
+
+log = logging.getLogger("boxoffice.kafka")
+
+
+class KafkaLink:
+    """Owns the producer. `producer` is None while the broker cannot be reached."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer: AIOKafkaProducer | None = None
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            acks="all",
+            enable_idempotence=self.settings.kafka_idempotence,
+            linger_ms=0,
+            request_timeout_ms=5000,
+            client_id=f"boxoffice-{self.settings.node_id}",
+        )
+
+    async def ensure_topic(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            topics = await admin.list_topics()
+            if self.settings.kafka_topic not in topics:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics(
+                        [NewTopic(self.settings.kafka_topic, self.settings.kafka_partitions, 1)]
+                    )
+                log.info("created topic %s", self.settings.kafka_topic)
+        finally:
+            await admin.close()
+
+    async def connect(self) -> AIOKafkaProducer:
+        """Connect (or reconnect) the producer and make sure the topic exists."""
+        await self.close_producer()
+        producer = self._new_producer()
+        try:
+            await producer.start()
+            await self.ensure_topic()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        self.producer = producer
+        self.connected.set()
+        return producer
+
+    async def close_producer(self) -> None:
+        producer, self.producer = self.producer, None
+        self.connected.clear()
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+    async def _connect_forever(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.connect()
+                return
+            except (KafkaError, OSError) as exc:
+                log.warning("kafka not reachable (%r); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def start(self, wait: float = 5.0) -> None:
+        self._task = asyncio.create_task(self._connect_forever(), name="kafka-connect")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._task), wait)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.close_producer()
+
+    async def ping(self) -> None:
+        """Readiness: the broker answers a metadata request now."""
+        if self.producer is None:
+            raise ConnectionError("kafka producer not connected")
+        await self.producer.client.fetch_all_metadata()

@@ -1,0 +1,111 @@
+"""The app factory: one aiohttp application per node, every resource in its own cleanup context."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from aiohttp_apigami import setup_aiohttp_apispec, validation_middleware
+from aiohttp_apigami.constants import APISPEC_PARSER
+from redis.asyncio import Redis
+
+from handlers import setup_routes
+from jobs import setup as setup_jobs
+from realtime import setup as setup_realtime
+from handlers.parsing import ContractParser
+from realtime.kafka import KafkaLink
+from server.middlewares import error_middleware, request_context_middleware
+from storage import db
+from storage.appkeys import GATE, KAFKA, NODE_ID, PG_POOL, READY_CHECKS, REDIS, SETTINGS, TOKENS
+from storage.auth import TokenCache
+from storage.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from storage.redis_gate import RedisGate
+from storage.settings import Settings
+
+log = logging.getLogger("boxoffice.app")
+STATIC = Path(__file__).parent / "static"
+
+
+async def pg_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    pool = await db.create_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    app[PG_POOL] = pool
+    app[TOKENS] = TokenCache(pool)
+    yield
+    await pool.close()
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    client = Redis.from_url(
+        settings.redis_url, socket_timeout=settings.redis_timeout, socket_connect_timeout=settings.redis_timeout,
+        health_check_interval=10, max_connections=200,
+    )
+    app[REDIS] = client
+    app[GATE] = RedisGate(client)
+    yield
+    await client.aclose()
+
+
+async def kafka_ctx(app: web.Application) -> AsyncIterator[None]:
+    link = KafkaLink(app[SETTINGS])
+    app[KAFKA] = link
+    app[READY_CHECKS]["kafka"] = link.ping
+    await link.start()
+    yield
+    await link.stop()
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
+        HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build a node. No I/O here: connections open in the cleanup contexts when the app starts."""
+    settings = settings.with_node_id()
+    if not settings.auth_required:
+        log.warning("AUTH_REQUIRED=false: no token is checked and userId in bodies is trusted (demo mode only)")
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[request_context_middleware, metrics_middleware, error_middleware, validation_middleware],
+    )
+    app[SETTINGS] = settings
+    app[NODE_ID] = settings.node_id
+    app[READY_CHECKS] = {}
+    app.cleanup_ctx.extend([pg_ctx, redis_ctx, kafka_ctx])
+    setup_jobs(app)
+    setup_realtime(app)
+
+    setup_routes(app)
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", STATIC, name="static")
+    setup_aiohttp_apispec(
+        app, title="boxoffice", version="1.0.0", url="/api-docs/swagger.json", swagger_path="/api-docs",
+        static_path="/api-docs/static", in_place=True,
+        info={"description": "Real-time ticketing: rooms, sessions, seat holds, purchases."},
+        securityDefinitions={"bearer": {"type": "apiKey", "name": "Authorization", "in": "header"}},
+    )
+    app[APISPEC_PARSER] = ContractParser()
+    return app
+

@@ -1,0 +1,164 @@
+"""The `boxoffice` command: serve, dev, cluster, migrate, seed, rush."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from aiohttp import web
+
+from server.embedded import EmbeddedStack, ServiceStartError
+from server.logs import setup_logging
+from storage import db
+from storage.settings import Settings, read_dotenv
+
+log = logging.getLogger("boxoffice.cli")
+STATE_DIR = Path(os.environ.get("BOXOFFICE_STATE_DIR", ".boxoffice"))
+
+
+@contextlib.contextmanager
+def services(state_dir: Path = STATE_DIR) -> Iterator[dict[str, str]]:
+    """Start the embedded services whose URLs are not set; put the URLs in os.environ; stop on exit."""
+    stack = EmbeddedStack(state_dir)
+    try:
+        urls = stack.start()
+    except ServiceStartError as exc:
+        print(f"boxoffice: could not start the embedded stack: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    os.environ.update(urls)
+    try:
+        yield urls
+    finally:
+        stack.stop()
+
+
+def prepare_database(dsn: str, demo: bool) -> dict[str, str]:
+    from storage.seed import seed  # noqa: PLC0415
+
+    asyncio.run(db.migrate(dsn))
+    return asyncio.run(seed(dsn)) if demo else {}
+
+
+def serve(settings: Settings) -> None:
+    from server.app import create_app  # noqa: PLC0415
+
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None,
+                shutdown_timeout=8.0, access_log=None, handle_signals=True)
+
+
+def banner(settings: Settings, ids: dict[str, str]) -> str:
+    base = f"http://{settings.host}:{settings.port}"
+    lines = [
+        "",
+        "boxoffice is running",
+        f"  seat picker : {base}/" + (f"?session={ids['sessionId']}" if ids.get("sessionId") else ""),
+        f"  API docs    : {base}/api-docs",
+        f"  seat map    : {base}/sessions/{ids['sessionId']}/seats" if ids.get("sessionId") else "",
+        f"  admin token : {settings.admin_token}",
+        "  stop        : Ctrl-C (stops every service it started)",
+        "",
+    ]
+    return "\n".join(line for line in lines if line or line == "")
+
+
+def cmd_dev(args: argparse.Namespace) -> None:
+    with services():
+        settings = _settings(args)
+        ids = prepare_database(settings.database_url, demo=True)
+        print(banner(settings, ids), flush=True)
+        serve(settings)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    with services():
+        settings = _settings(args)
+        prepare_database(settings.database_url, demo=False)
+        if settings.admin_token_generated:
+            print(f"admin token: {settings.admin_token}", flush=True)
+        serve(settings)
+
+
+def cmd_migrate(args: argparse.Namespace) -> None:
+    with services():
+        applied = asyncio.run(db.migrate(os.environ["DATABASE_URL"]))
+        print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
+
+
+def cmd_seed(args: argparse.Namespace) -> None:
+    with services():
+        print(prepare_database(os.environ["DATABASE_URL"], demo=True))
+
+
+def cmd_cluster(args: argparse.Namespace) -> None:
+    from server.cluster import run_cluster  # noqa: PLC0415
+
+    raise SystemExit(run_cluster(args.nodes, args.port))
+
+
+def cmd_rush(args: argparse.Namespace) -> None:
+    from loadtests.rush import main as rush_main  # noqa: PLC0415
+
+    raise SystemExit(rush_main(args))
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    overrides: dict[str, object] = {}
+    if getattr(args, "host", None):
+        overrides["host"] = args.host
+    if getattr(args, "port", None):
+        overrides["port"] = args.port
+    settings = replace(settings, **overrides).with_node_id()
+    setup_logging(settings.log_level, settings.log_format, settings.node_id)
+    return settings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="boxoffice", description="Real-time ticketing server")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    for name, fn, helptext in (("serve", cmd_serve, "one node against the configured services"),
+                               ("dev", cmd_dev, "embedded stack + migrate + demo data + one node (make run)")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--host", default=None)
+        p.add_argument("--port", type=int, default=None)
+        p.set_defaults(func=fn)
+
+    p = sub.add_parser("cluster", help="N nodes behind HAProxy")
+    p.add_argument("--nodes", type=int, default=3)
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_cluster)
+
+    sub.add_parser("migrate", help="apply schema migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("seed", help="load the demo room and session").set_defaults(func=cmd_seed)
+
+    p = sub.add_parser("rush", help="a bounded Locust rush, then the invariant check")
+    p.add_argument("--scenario", default="rush")
+    p.add_argument("--users", type=int, default=None)
+    p.add_argument("--duration", type=int, default=None)
+    p.add_argument("--nodes", type=int, default=2)
+    p.add_argument("--host", default=None)
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=cmd_rush)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    read_dotenv()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

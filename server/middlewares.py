@@ -1,0 +1,111 @@
+"""Middlewares: request id + node id headers, and the one mapping of every error to the contract's body."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from http import HTTPStatus
+from typing import Any
+
+import asyncpg
+import redis.exceptions
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from storage.appkeys import NODE_ID
+from server.logs import request_id_var
+from storage.errors import DomainError
+
+log = logging.getLogger("boxoffice.http")
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    408: "request_timeout",
+    409: "conflict",
+    410: "gone",
+    411: "length_required",
+    413: "payload_too_large",
+    414: "uri_too_long",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "rate_limited",
+    431: "headers_too_large",
+    503: "service_unavailable",
+}
+
+
+def error_body(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Error"
+    return {"statusCode": status, "error": reason, "code": code, "message": message, "details": details or {}}
+
+
+def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(error_body(status, code, message, details), status=status, headers=headers)
+
+
+def domain_error_response(exc: DomainError) -> web.Response:
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+
+def unavailable(service: str, exc: BaseException) -> DomainError:
+    """A backing service failed: 503 with a stable code and a hint to retry soon."""
+    err = DomainError(f"{service} is unavailable, retry shortly", code=f"{service}_unavailable",
+                      headers={"Retry-After": "1"})
+    err.status = 503
+    log.warning("%s unavailable: %r", service, exc)
+    return err
+
+
+@web.middleware
+async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+    request_id_var.set(rid)
+    node_id = request.app[NODE_ID]
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers["X-Node-Id"] = node_id
+        exc.headers["X-Request-Id"] = rid
+        raise
+    if not response.prepared:
+        response.headers["X-Node-Id"] = node_id
+        response.headers["X-Request-Id"] = rid
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes `{statusCode, error, code, message, details}`; never a stack trace."""
+    try:
+        return await handler(request)
+    except DomainError as exc:
+        return domain_error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = HTTP_CODES.get(exc.status, "http_error")
+        message = exc.reason
+        if exc.status == 413:
+            message = "The request body is too large"
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        return error_response(exc.status, code, message, headers=headers)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        return domain_error_response(unavailable("redis", exc))
+    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError, OSError,
+            asyncpg.exceptions.CannotConnectNowError) as exc:
+        return domain_error_response(unavailable("database", exc))
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - the one place that turns a bug into a clean 500
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "Internal server error")

@@ -1,0 +1,27 @@
+"""Typed application keys: every shared resource of a node, declared once."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+from redis.asyncio import Redis
+
+from storage.settings import Settings
+
+if TYPE_CHECKING:
+    from realtime.kafka import KafkaLink  # noqa: F401 - a name only; storage never calls realtime
+    from storage.auth import TokenCache
+    from storage.redis_gate import RedisGate
+
+SETTINGS = web.AppKey("settings", Settings)
+NODE_ID = web.AppKey("node_id", str)
+PG_POOL = web.AppKey("pg_pool", asyncpg.Pool)
+REDIS = web.AppKey("redis", Redis)
+GATE = web.AppKey("redis_gate", "RedisGate")
+TOKENS = web.AppKey("token_cache", "TokenCache")
+KAFKA = web.AppKey("kafka", "KafkaLink")
+# Readiness checks beyond PostgreSQL and Redis (Kafka registers itself): name -> coroutine function.
+READY_CHECKS = web.AppKey("ready_checks", dict[str, Callable[[], Awaitable[object]]])

@@ -1,0 +1,221 @@
+"""Catalog queries: users, rooms with their seats, sessions with their session seats, seat maps."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from storage.auth import hash_token, new_token
+from storage.errors import Conflict, NotFound, Unprocessable
+
+MIN_SESSION_SEATS = 16
+SEATS_PER_ROW_FOR_CAPACITY = 16
+
+
+class EmailTaken(Conflict):
+    code, message = "email_taken", "A user with this email already exists"
+
+
+class RoomNotFound(NotFound):
+    code, message = "room_not_found", "Room not found"
+
+
+class SessionNotFound(NotFound):
+    code, message = "session_not_found", "Session not found"
+
+
+class UserNotFound(NotFound):
+    code, message = "user_not_found", "User not found"
+
+
+class RoomTooSmall(Unprocessable):
+    code = "room_too_small"
+
+
+class InvalidShowTimes(Unprocessable):
+    code, message = "invalid_show_times", "endShowTime must be after startShowTime"
+
+
+def row_label(index: int) -> str:
+    """0 -> A, 25 -> Z, 26 -> AA ... (spreadsheet style)."""
+    label = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        label = chr(ord("A") + rem) + label
+    return label
+
+
+def seat_layout(rows: int | None, seats_per_row: int | None, capacity: int | None) -> list[tuple[str, int]]:
+    if rows and seats_per_row:
+        return [(row_label(r), n + 1) for r in range(rows) for n in range(seats_per_row)]
+    assert capacity
+    return [(row_label(i // SEATS_PER_ROW_FOR_CAPACITY), i % SEATS_PER_ROW_FOR_CAPACITY + 1) for i in range(capacity)]
+
+
+# ---------------------------------------------------------------- users
+
+@dataclass(frozen=True)
+class User:
+    id: uuid.UUID
+    name: str
+    email: str
+    created_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": str(self.id), "name": self.name, "email": self.email, "createdAt": self.created_at.isoformat()}
+
+
+async def create_user(pool: asyncpg.Pool, name: str, email: str) -> tuple[User, str]:
+    token = new_token()
+    try:
+        row = await pool.fetchrow(
+            "INSERT INTO users (id, name, email, token_hash) VALUES ($1, $2, $3, $4)"
+            " RETURNING id, name, email, created_at",
+            uuid.uuid4(), name, email, hash_token(token),
+        )
+    except asyncpg.UniqueViolationError:
+        raise EmailTaken() from None
+    return User(**dict(row)), token
+
+
+async def get_user(pool: asyncpg.Pool, user_id: uuid.UUID) -> User:
+    row = await pool.fetchrow("SELECT id, name, email, created_at FROM users WHERE id = $1", user_id)
+    if row is None:
+        raise UserNotFound()
+    return User(**dict(row))
+
+
+# ---------------------------------------------------------------- rooms
+
+def _room_json(room: asyncpg.Record, seats: list[asyncpg.Record] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": str(room["id"]), "name": room["name"], "capacity": room["capacity"]}
+    if seats is not None:
+        out["seats"] = [{"id": str(s["id"]), "rowLabel": s["row_label"], "seatNumber": s["seat_number"]} for s in seats]
+    return out
+
+
+async def create_room(pool: asyncpg.Pool, name: str, layout: list[tuple[str, int]]) -> dict[str, Any]:
+    room_id = uuid.uuid4()
+    seat_rows = [(uuid.uuid4(), room_id, label, number, pos) for pos, (label, number) in enumerate(layout)]
+    async with pool.acquire() as con, con.transaction():
+        room = await con.fetchrow(
+            "INSERT INTO rooms (id, name, capacity) VALUES ($1, $2, $3) RETURNING id, name, capacity",
+            room_id, name, len(layout),
+        )
+        await con.copy_records_to_table(
+            "seats", records=seat_rows, columns=["id", "room_id", "row_label", "seat_number", "position"]
+        )
+    seats = [{"id": r[0], "row_label": r[2], "seat_number": r[3]} for r in seat_rows]
+    return _room_json(room, seats)  # type: ignore[arg-type]
+
+
+async def list_rooms(pool: asyncpg.Pool, limit: int, offset: int) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        "SELECT id, name, capacity FROM rooms ORDER BY created_at, id LIMIT $1 OFFSET $2", limit, offset
+    )
+    return [_room_json(r, None) for r in rows]
+
+
+async def get_room(pool: asyncpg.Pool, room_id: uuid.UUID) -> dict[str, Any]:
+    async with pool.acquire() as con:
+        room = await con.fetchrow("SELECT id, name, capacity FROM rooms WHERE id = $1", room_id)
+        if room is None:
+            raise RoomNotFound()
+        seats = await con.fetch(
+            "SELECT id, row_label, seat_number FROM seats WHERE room_id = $1 ORDER BY position", room_id
+        )
+    return _room_json(room, seats)
+
+
+# ---------------------------------------------------------------- sessions
+
+SESSION_COLUMNS = "id, movie_title, start_show_time, end_show_time, room_id, ticket_price"
+
+
+def session_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "movieTitle": row["movie_title"],
+        "startShowTime": row["start_show_time"].isoformat(),
+        "endShowTime": row["end_show_time"].isoformat(),
+        "roomId": str(row["room_id"]),
+        "ticketPrice": float(row["ticket_price"]),
+    }
+
+
+async def create_session(pool: asyncpg.Pool, movie_title: str, start: datetime, end: datetime,
+                         room_id: uuid.UUID, ticket_price: Decimal) -> dict[str, Any]:
+    if end <= start:
+        raise InvalidShowTimes()
+    session_id = uuid.uuid4()
+    async with pool.acquire() as con, con.transaction():
+        capacity = await con.fetchval("SELECT capacity FROM rooms WHERE id = $1 FOR SHARE", room_id)
+        if capacity is None:
+            raise RoomNotFound()
+        if capacity < MIN_SESSION_SEATS:
+            raise RoomTooSmall(f"A session needs a room of at least {MIN_SESSION_SEATS} seats; this room has {capacity}",
+                               details={"capacity": capacity, "minimum": MIN_SESSION_SEATS})
+        row = await con.fetchrow(
+            f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {SESSION_COLUMNS}",
+            session_id, movie_title, start, end, room_id, ticket_price,
+        )
+        await con.execute(
+            "INSERT INTO session_seats (id, session_id, seat_id, position)"
+            " SELECT gen_random_uuid(), $1, id, position FROM seats WHERE room_id = $2",
+            session_id, room_id,
+        )
+    return session_json(row)
+
+
+async def list_sessions(pool: asyncpg.Pool, limit: int, offset: int) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        f"SELECT {SESSION_COLUMNS} FROM sessions ORDER BY start_show_time, id LIMIT $1 OFFSET $2", limit, offset
+    )
+    return [session_json(r) for r in rows]
+
+
+async def get_session_row(con: asyncpg.Connection | asyncpg.Pool, session_id: uuid.UUID) -> asyncpg.Record:
+    row = await con.fetchrow(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1", session_id)
+    if row is None:
+        raise SessionNotFound()
+    return row
+
+
+async def get_session(pool: asyncpg.Pool, session_id: uuid.UUID) -> dict[str, Any]:
+    return session_json(await get_session_row(pool, session_id))
+
+
+SEAT_MAP_SQL = """
+SELECT ss.id, ss.status, ss.version, ss.reservation_id, r.user_id, s.id AS seat_id, s.row_label, s.seat_number
+FROM session_seats ss
+JOIN seats s ON s.id = ss.seat_id
+LEFT JOIN reservations r ON r.id = ss.reservation_id
+WHERE ss.session_id = $1 AND ($2::text IS NULL OR ss.status = $2)
+ORDER BY ss.position
+"""
+
+
+async def seat_rows(con: asyncpg.Connection | asyncpg.Pool, session_id: uuid.UUID,
+                    status: str | None = None) -> list[asyncpg.Record]:
+    """The seat map rows of a session (also used by the WebSocket snapshot)."""
+    return list(await con.fetch(SEAT_MAP_SQL, session_id, status))
+
+
+async def seat_map(pool: asyncpg.Pool, session_id: uuid.UUID, status: str | None) -> dict[str, Any]:
+    async with pool.acquire() as con:
+        session = await get_session_row(con, session_id)
+        rows = await seat_rows(con, session_id, status)
+    return {
+        "session": session_json(session),
+        "seats": [
+            {"id": str(r["id"]), "status": r["status"], "version": r["version"],
+             "seat": {"id": str(r["seat_id"]), "rowLabel": r["row_label"], "seatNumber": r["seat_number"]}}
+            for r in rows
+        ],
+    }

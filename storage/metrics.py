@@ -1,0 +1,25 @@
+"""Prometheus metrics of a node, declared once (the lowest layer, so every layer can count)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+HTTP_REQUESTS = Counter("boxoffice_http_requests_total", "HTTP requests by route and status",
+                        ["method", "route", "status"], registry=REGISTRY)
+HTTP_LATENCY = Histogram("boxoffice_http_request_seconds", "HTTP request latency", ["route"], registry=REGISTRY,
+                         buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+HOLDS = Counter("boxoffice_holds_total", "Hold attempts by outcome", ["outcome"], registry=REGISTRY)
+CONFIRMS = Counter("boxoffice_confirms_total", "Confirm attempts by outcome", ["outcome"], registry=REGISTRY)
+EXPIRED = Counter("boxoffice_holds_expired_total", "Reservations expired by the sweeper", registry=REGISTRY)
+CANCELLED = Counter("boxoffice_holds_cancelled_total", "Reservations cancelled by their owner", registry=REGISTRY)
+OPEN_SOCKETS = Gauge("boxoffice_websockets_open", "Open WebSocket connections on this node", registry=REGISTRY)
+OUTBOX_BACKLOG = Gauge("boxoffice_outbox_backlog", "Outbox rows not yet published", registry=REGISTRY)
+KAFKA_LAG = Gauge("boxoffice_kafka_consumer_lag", "Messages behind the end of seat-events", registry=REGISTRY)
+BROADCAST_LATENCY = Histogram(
+    "boxoffice_broadcast_latency_seconds", "Commit to socket write, per change batch", registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+REDIS_REBUILDS = Counter("boxoffice_redis_rebuilds_total", "Times the Redis gate was rebuilt from PostgreSQL",
+                         registry=REGISTRY)

@@ -1,0 +1,76 @@
+"""The Redis fast gate: all-or-nothing seat holds in one Lua call, turning losers away before PostgreSQL.
+
+The gate can be wrong (expired, flushed, restarted); PostgreSQL is the arbiter. The gate only has to
+be right often enough to keep losers off the database, and it is rebuilt from PostgreSQL whenever
+Redis comes back empty.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from storage.redis_keys import GATE_EPOCH, seat_key
+
+LUA = Path(__file__).parent / "lua"
+
+
+class RedisGate:
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+        # register_script keeps the SHA and reloads the source on NOSCRIPT (after a restart or failover)
+        self._hold = client.register_script((LUA / "hold.lua").read_text())
+        self._release = client.register_script((LUA / "release.lua").read_text())
+        self._mark_sold = client.register_script((LUA / "mark_sold.lua").read_text())
+        self._restore = client.register_script((LUA / "restore.lua").read_text())
+
+    @staticmethod
+    def keys(session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID]) -> list[str]:
+        return [seat_key(session_id, s) for s in seat_ids]
+
+    async def hold(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID,
+                   ttl_ms: int) -> list[uuid.UUID]:
+        """Hold every seat for `owner`, or none; return the seats already taken (empty on success)."""
+        taken = await self._hold(keys=self.keys(session_id, seat_ids), args=[str(owner), ttl_ms])
+        return [seat_ids[int(i) - 1] for i in taken]
+
+    async def release(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID) -> int:
+        """Delete only the keys `owner` has (compare-and-delete)."""
+        if not seat_ids:
+            return 0
+        return int(await self._release(keys=self.keys(session_id, seat_ids), args=[str(owner)]))
+
+    async def mark_sold(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID,
+                        until_ms: int) -> None:
+        if seat_ids:
+            await self._mark_sold(keys=self.keys(session_id, seat_ids), args=[str(owner), until_ms])
+
+    async def restore(self, entries: Sequence[tuple[uuid.UUID, uuid.UUID, str, int]], batch: int = 500) -> int:
+        """Re-create keys from (session_id, seat_id, value, expire_at_ms) without overwriting live ones."""
+        restored = 0
+        for start in range(0, len(entries), batch):
+            chunk = entries[start:start + batch]
+            # group by session so each call stays within one hash slot
+            by_session: dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID, str, int]]] = {}
+            for entry in chunk:
+                by_session.setdefault(entry[0], []).append(entry)
+            for session_id, items in by_session.items():
+                args: list[str | int] = []
+                for _, _, value, expire_at in items:
+                    args += [value, expire_at]
+                restored += int(await self._restore(keys=self.keys(session_id, [i[1] for i in items]), args=args))
+        return restored
+
+    async def epoch(self) -> str | None:
+        value = await self.client.get(GATE_EPOCH)
+        return value.decode() if isinstance(value, bytes) else value
+
+    async def new_epoch(self) -> str:
+        epoch = f"{int(time.time() * 1000)}-{secrets.token_hex(4)}"
+        await self.client.set(GATE_EPOCH, epoch)
+        return epoch

@@ -1,0 +1,128 @@
+"""Settings: one dataclass read from the environment (and a `.env` file if present)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+def read_dotenv(path: Path = Path(".env")) -> None:
+    """Load KEY=VALUE lines from `path` into os.environ without overriding what is already set."""
+    if not path.is_file():
+        return
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        value = value.strip().strip('"').strip("'")
+        os.environ.setdefault(key, value)
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(env: dict[str, str], key: str, default: int) -> int:
+    value = env.get(key, "")
+    return int(value) if value.strip() else default
+
+
+def _float(env: dict[str, str], key: str, default: float) -> float:
+    value = env.get(key, "")
+    return float(value) if value.strip() else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = ""
+    redis_url: str = ""
+    kafka_bootstrap_servers: str = ""
+    hold_ttl_seconds: int = 30
+    max_seats_per_hold: int = 10
+    max_seats_per_user: int = 20
+    admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    admin_token_generated: bool = True
+    auth_required: bool = True
+    node_id: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    log_level: str = "INFO"
+    log_format: str = "json"
+    allowed_origins: tuple[str, ...] = ()
+    # Kafka
+    kafka_topic: str = "seat-events"
+    kafka_partitions: int = 6
+    kafka_idempotence: bool = False
+    kafka_fetch_max_wait_ms: int = 10
+    # Jobs
+    expiry_sweep_interval: float = 0.25
+    outbox_sweep_interval: float = 1.0
+    # Realtime
+    ws_broadcast_tick_ms: int = 20
+    ws_queue_size: int = 256
+    ws_max_msg_size: int = 16 * 1024
+    ws_rate_per_second: float = 20.0
+    ws_rate_burst: int = 40
+    ws_heartbeat: float = 20.0
+    ws_idle_timeout: float = 300.0
+    # HTTP
+    max_body_bytes: int = 64 * 1024
+    db_pool_min: int = 2
+    db_pool_max: int = 20
+    redis_gate: bool = True
+    redis_timeout: float = 0.5
+    rate_limit_per_second: float = 0.0
+    rate_limit_burst: int = 100
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
+        if env is None:
+            read_dotenv()
+            env = dict(os.environ)
+        port = _int(env, "PORT", 8080)
+        admin = env.get("ADMIN_TOKEN", "")
+        origins = tuple(o.strip() for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip())
+        settings = cls(
+            database_url=env.get("DATABASE_URL", ""),
+            redis_url=env.get("REDIS_URL", ""),
+            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", ""),
+            hold_ttl_seconds=_int(env, "HOLD_TTL_SECONDS", 30),
+            max_seats_per_hold=_int(env, "MAX_SEATS_PER_HOLD", 10),
+            max_seats_per_user=_int(env, "MAX_SEATS_PER_USER", 20),
+            admin_token=admin or secrets.token_urlsafe(24),
+            admin_token_generated=not admin,
+            auth_required=_bool(env.get("AUTH_REQUIRED"), True),
+            node_id=env.get("NODE_ID", ""),
+            host=env.get("HOST", "127.0.0.1"),
+            port=port,
+            log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            log_format=env.get("LOG_FORMAT", "json"),
+            allowed_origins=origins,
+            kafka_topic=env.get("KAFKA_TOPIC", "seat-events"),
+            kafka_partitions=_int(env, "KAFKA_PARTITIONS", 6),
+            kafka_idempotence=_bool(env.get("KAFKA_IDEMPOTENCE"), False),
+            kafka_fetch_max_wait_ms=_int(env, "KAFKA_FETCH_MAX_WAIT_MS", 10),
+            expiry_sweep_interval=_float(env, "EXPIRY_SWEEP_INTERVAL", 0.25),
+            outbox_sweep_interval=_float(env, "OUTBOX_SWEEP_INTERVAL", 1.0),
+            ws_broadcast_tick_ms=_int(env, "WS_BROADCAST_TICK_MS", 20),
+            ws_rate_per_second=_float(env, "WS_RATE_PER_SECOND", 20.0),
+            ws_rate_burst=_int(env, "WS_RATE_BURST", 40),
+            db_pool_min=_int(env, "DB_POOL_MIN", 2),
+            db_pool_max=_int(env, "DB_POOL_MAX", 20),
+            redis_gate=_bool(env.get("REDIS_GATE"), True),
+            rate_limit_per_second=_float(env, "RATE_LIMIT_PER_SECOND", 0.0),
+            rate_limit_burst=_int(env, "RATE_LIMIT_BURST", 100),
+        )
+        return replace(settings, **overrides) if overrides else settings
+
+    def with_node_id(self) -> Settings:
+        if self.node_id:
+            return self
+        return replace(self, node_id=f"{socket.gethostname()}:{self.port}")

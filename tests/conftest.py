@@ -1,0 +1,120 @@
+"""Shared fixtures: the real embedded stack (or the URLs given), migrated once; a node per test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from server.app import create_app
+from server.embedded import EmbeddedStack
+from storage import db
+from storage.settings import Settings
+
+ADMIN_TOKEN = "test-admin-token"
+OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    """Real PostgreSQL, Redis and Kafka for the whole run (embedded unless the URLs are set)."""
+    env = {k: os.environ.get(k, "") for k in ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")}
+    stack = EmbeddedStack(tmp_path_factory.mktemp("stack"), env=env)
+    urls = stack.start()
+    stack.urls = urls  # type: ignore[attr-defined]
+    asyncio.run(db.migrate(urls["DATABASE_URL"]))
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="session")
+def base_settings(stack: EmbeddedStack) -> Settings:
+    urls = stack.urls  # type: ignore[attr-defined]
+    return Settings.from_env(
+        env={}, database_url=urls["DATABASE_URL"], redis_url=urls["REDIS_URL"],
+        kafka_bootstrap_servers=urls["KAFKA_BOOTSTRAP_SERVERS"], admin_token=ADMIN_TOKEN,
+        admin_token_generated=False, node_id="test-node", log_format="console",
+    )
+
+
+@pytest.fixture
+def settings(base_settings: Settings) -> Settings:
+    return base_settings
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+async def pg(base_settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    con = await asyncpg.connect(base_settings.database_url)
+    yield con
+    await con.close()
+
+
+@pytest.fixture
+async def redis_client(base_settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(base_settings.redis_url)
+    yield client
+    await client.aclose()
+
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def make_user(client: TestClient, name: str = "Ana") -> dict[str, Any]:
+    resp = await client.post("/users", json={"name": name, "email": f"{uuid.uuid4().hex[:12]}@example.com"})
+    assert resp.status == 201, await resp.text()
+    return await resp.json()  # type: ignore[no-any-return]
+
+
+async def make_room(client: TestClient, rows: int = 2, per_row: int = 8) -> dict[str, Any]:
+    resp = await client.post("/rooms", json={"name": f"Room {uuid.uuid4().hex[:6]}", "rows": rows,
+                                             "seatsPerRow": per_row}, headers=ADMIN)
+    assert resp.status == 201, await resp.text()
+    return await resp.json()  # type: ignore[no-any-return]
+
+
+async def make_session(client: TestClient, rows: int = 2, per_row: int = 8, price: float = 12.5,
+                       starts_in: timedelta = timedelta(days=1)) -> dict[str, Any]:
+    room = await make_room(client, rows, per_row)
+    start = datetime.now(timezone.utc) + starts_in
+    resp = await client.post("/sessions", json={
+        "movieTitle": "Dune", "startShowTime": start.isoformat(),
+        "endShowTime": (start + timedelta(hours=2)).isoformat(), "roomId": room["id"], "ticketPrice": price,
+    }, headers=ADMIN)
+    assert resp.status == 201, await resp.text()
+    return await resp.json()  # type: ignore[no-any-return]
+
+
+async def seat_ids(client: TestClient, session_id: str) -> list[str]:
+    resp = await client.get(f"/sessions/{session_id}/seats")
+    assert resp.status == 200
+    return [s["id"] for s in (await resp.json())["seats"]]
+
+
+async def table_counts(con: asyncpg.Connection) -> dict[str, int]:
+    """Row counts of every table: 'nothing changed' is asserted by comparing two of these."""
+    tables = ["users", "rooms", "seats", "sessions", "session_seats", "reservations", "reservation_seats",
+              "sales", "sale_seats", "idempotency_keys", "outbox"]
+    return {t: await con.fetchval(f"SELECT count(*) FROM {t}") for t in tables}
+
+
+def with_settings(settings: Settings, **changes: Any) -> Settings:
+    return replace(settings, **changes)
