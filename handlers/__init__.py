@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handlers import catalog, ops
+from handlers import catalog, ops, reservations
 
 
 def setup_routes(app: web.Application) -> None:
     ops.setup_routes(app)
     catalog.setup_routes(app)
+    reservations.setup_routes(app)

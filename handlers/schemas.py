@@ -147,3 +147,49 @@ class HealthSchema(Schema):
 class ReadySchema(Schema):
     status = fields.String(required=True)
     checks = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+# ------------------------------------------------------------ reservations and sales
+
+MAX_SEAT_IDS = 100  # hard bound of the list; the booking rule (MAX_SEATS_PER_HOLD) is checked after
+MAX_IDEMPOTENCY_KEY = 255
+
+
+class ReservationCreateSchema(StrictSchema):
+    userId = fields.UUID(metadata={"description": "must be the token's user (required when AUTH_REQUIRED=false)"})
+    sessionId = fields.UUID(required=True)
+    sessionSeatIds = fields.List(fields.UUID(), required=True, validate=validate.Length(max=MAX_SEAT_IDS))
+
+
+class IdempotencyHeaderSchema(LooseSchema):
+    idempotency_key = fields.String(data_key="Idempotency-Key", validate=validate.Length(min=1, max=MAX_IDEMPOTENCY_KEY))
+    x_idempotency_key = fields.String(data_key="x-idempotency-key",
+                                      validate=validate.Length(min=1, max=MAX_IDEMPOTENCY_KEY))
+
+
+class ReservedSeatSchema(Schema):
+    id = fields.UUID(required=True, metadata={"description": "session-seat id"})
+    rowLabel = fields.String(required=True)
+    seatNumber = fields.Integer(required=True)
+
+
+class ReservationSchema(Schema):
+    id = fields.UUID(required=True)
+    userId = fields.UUID(required=True)
+    sessionId = fields.UUID(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(("PENDING", "CONFIRMED", "CANCELLED", "EXPIRED")))
+    expiresAt = fields.DateTime(required=True)
+    createdAt = fields.DateTime()
+    seats = fields.List(fields.Nested(ReservedSeatSchema), required=True)
+
+
+class SaleSchema(Schema):
+    id = fields.UUID(required=True)
+    reservationId = fields.UUID(required=True)
+    userId = fields.UUID(required=True)
+    sessionId = fields.UUID(required=True)
+    movieTitle = fields.String(required=True)
+    startShowTime = fields.DateTime(required=True)
+    totalAmount = fields.Float(required=True)
+    confirmedAt = fields.DateTime(required=True)
+    seats = fields.List(fields.Nested(ReservedSeatSchema), required=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -20,8 +21,20 @@ from handlers.parsing import ContractParser
 from realtime.kafka import KafkaLink
 from server.middlewares import error_middleware, request_context_middleware
 from storage import db
-from storage.appkeys import GATE, KAFKA, NODE_ID, PG_POOL, READY_CHECKS, REDIS, SETTINGS, TOKENS
+from storage.appkeys import (
+    BOOKING,
+    GATE,
+    KAFKA,
+    NODE_ID,
+    OUTBOX_WAKE,
+    PG_POOL,
+    READY_CHECKS,
+    REDIS,
+    SETTINGS,
+    TOKENS,
+)
 from storage.auth import TokenCache
+from storage.booking import Booking
 from storage.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from storage.redis_gate import RedisGate
 from storage.settings import Settings
@@ -49,6 +62,17 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[GATE] = RedisGate(client)
     yield
     await client.aclose()
+
+
+async def booking_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    wake = app[OUTBOX_WAKE]
+    app[BOOKING] = Booking(
+        app[PG_POOL], app[GATE], hold_ttl_seconds=settings.hold_ttl_seconds,
+        max_seats_per_hold=settings.max_seats_per_hold, max_seats_per_user=settings.max_seats_per_user,
+        use_gate=settings.redis_gate, on_commit=wake.set,
+    )
+    yield
 
 
 async def kafka_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -93,7 +117,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[NODE_ID] = settings.node_id
     app[READY_CHECKS] = {}
-    app.cleanup_ctx.extend([pg_ctx, redis_ctx, kafka_ctx])
+    app[OUTBOX_WAKE] = asyncio.Event()
+    app.cleanup_ctx.extend([pg_ctx, redis_ctx, booking_ctx, kafka_ctx])
     setup_jobs(app)
     setup_realtime(app)
 

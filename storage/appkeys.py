@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+import asyncio
+
 import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
@@ -14,6 +16,7 @@ from storage.settings import Settings
 if TYPE_CHECKING:
     from realtime.kafka import KafkaLink  # noqa: F401 - a name only; storage never calls realtime
     from storage.auth import TokenCache
+    from storage.booking import Booking
     from storage.redis_gate import RedisGate
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -25,3 +28,6 @@ TOKENS = web.AppKey("token_cache", "TokenCache")
 KAFKA = web.AppKey("kafka", "KafkaLink")
 # Readiness checks beyond PostgreSQL and Redis (Kafka registers itself): name -> coroutine function.
 READY_CHECKS = web.AppKey("ready_checks", dict[str, Callable[[], Awaitable[object]]])
+BOOKING = web.AppKey("booking", "Booking")
+# Set after every booking commit: wakes the outbox relay so events leave right after the commit.
+OUTBOX_WAKE = web.AppKey("outbox_wake", asyncio.Event)

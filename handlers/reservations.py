@@ -1,0 +1,122 @@
+"""REST handlers of booking: reservations (holds), confirm, cancel, sales and purchase history."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+from aiohttp_apigami import docs, headers_schema, match_info_schema, querystring_schema, request_schema, response_schema
+
+from handlers import schemas as s
+from handlers.auth import acting_user, principal, require_owner_or_admin
+from storage.appkeys import BOOKING, SETTINGS
+from storage.booking import Actor
+from storage.errors import Unauthorized
+
+E = s.ErrorSchema
+HOLD_ERRORS = {
+    400: {"schema": E, "description": "validation_error, invalid_seat_count, duplicate_seats"},
+    409: {"schema": E, "description": "seats_unavailable (details.conflicts lists the seat ids)"},
+    422: {"schema": E, "description": "session_started, seats_not_in_session, idempotency_key_reused"},
+    429: {"schema": E, "description": "hold_quota_exceeded, rate_limited"},
+    503: {"schema": E, "description": "redis_unavailable, database_unavailable (Retry-After)"},
+}
+
+
+def idempotency_key(request: web.Request) -> str | None:
+    headers = request.get("headers", {})
+    return headers.get("idempotency_key") or headers.get("x_idempotency_key")  # type: ignore[no-any-return]
+
+
+async def actor(request: web.Request) -> Actor:
+    """The caller as a booking actor: its user, or the admin (who may act on any reservation)."""
+    if not request.app[SETTINGS].auth_required:
+        return Actor(None, check_owner=False)
+    who = await principal(request)
+    if who.anonymous:
+        raise Unauthorized()
+    return Actor(who.user_id, check_owner=not who.is_admin)
+
+
+@docs(tags=["reservations"], summary="Hold seats for 30 s (all or nothing)", responses=HOLD_ERRORS)
+@request_schema(s.ReservationCreateSchema)
+@headers_schema(s.IdempotencyHeaderSchema)
+@response_schema(s.ReservationSchema, 201)
+async def create_reservation(request: web.Request) -> web.Response:
+    body = request["data"]
+    user_id = await acting_user(request, body.get("userId"))
+    reservation = await request.app[BOOKING].hold(user_id, body["sessionId"], body["sessionSeatIds"],
+                                                  idempotency_key(request))
+    return web.json_response(reservation, status=201)
+
+
+@docs(tags=["reservations"], summary="Read a reservation (owner or admin)")
+@match_info_schema(s.IdPathSchema)
+@response_schema(s.ReservationSchema, 200)
+async def get_reservation(request: web.Request) -> web.Response:
+    booking = request.app[BOOKING]
+    return web.json_response(await booking.get_reservation(request["match_info"]["id"], await actor(request)))
+
+
+@docs(tags=["reservations"], summary="Buy the held seats (idempotent with Idempotency-Key)",
+      responses={409: {"schema": E, "description": "not_pending"}, 410: {"schema": E, "description": "hold_expired"},
+                 422: {"schema": E, "description": "idempotency_key_reused"}, 403: {"schema": E}})
+@match_info_schema(s.IdPathSchema)
+@headers_schema(s.IdempotencyHeaderSchema)
+@response_schema(s.SaleSchema, 201)
+async def confirm_reservation(request: web.Request) -> web.Response:
+    booking = request.app[BOOKING]
+    sale = await booking.confirm(await actor(request), request["match_info"]["id"], idempotency_key(request))
+    return web.json_response(sale, status=201)
+
+
+@docs(tags=["reservations"], summary="Cancel a pending reservation and free its seats",
+      responses={204: {"description": "cancelled"}, 409: {"schema": E, "description": "not_pending"}})
+@match_info_schema(s.IdPathSchema)
+async def cancel_reservation(request: web.Request) -> web.Response:
+    await request.app[BOOKING].release(await actor(request), request["match_info"]["id"])
+    return web.Response(status=204)
+
+
+@docs(tags=["sales"], summary="Read a sale (owner or admin)")
+@match_info_schema(s.IdPathSchema)
+@response_schema(s.SaleSchema, 200)
+async def get_sale(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[BOOKING].get_sale(request["match_info"]["id"], await actor(request)))
+
+
+class UserIdPathSchema(s.LooseSchema):
+    userId = s.fields.UUID(required=True)
+
+
+async def _user_sales(request: web.Request, user_id: uuid.UUID) -> web.Response:
+    await require_owner_or_admin(request, user_id)
+    page = request["querystring"]
+    sales = await request.app[BOOKING].user_sales(user_id, page["limit"], page["offset"])
+    return web.json_response(sales)
+
+
+@docs(tags=["sales"], summary="A user's sales, newest first (owner or admin)")
+@match_info_schema(UserIdPathSchema)
+@querystring_schema(s.PageQuerySchema)
+@response_schema(s.SaleSchema(many=True), 200)
+async def user_sales(request: web.Request) -> web.Response:
+    return await _user_sales(request, request["match_info"]["userId"])
+
+
+@docs(tags=["users"], summary="A user's purchases, newest first (owner or admin)")
+@match_info_schema(s.IdPathSchema)
+@querystring_schema(s.PageQuerySchema)
+@response_schema(s.SaleSchema(many=True), 200)
+async def user_purchases(request: web.Request) -> web.Response:
+    return await _user_sales(request, request["match_info"]["id"])
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/reservations", create_reservation)
+    app.router.add_get("/reservations/{id}", get_reservation)
+    app.router.add_post("/reservations/{id}/confirm", confirm_reservation)
+    app.router.add_delete("/reservations/{id}", cancel_reservation)
+    app.router.add_get("/sales/{id}", get_sale)
+    app.router.add_get("/sales/user/{userId}", user_sales)
+    app.router.add_get("/users/{id}/purchases", user_purchases)

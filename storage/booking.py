@@ -1,0 +1,346 @@
+"""The booking logic: hold, confirm, release, expire. The one implementation REST and WebSocket both call.
+
+Each transition is one atomic PostgreSQL statement (the `bx_*` functions of migration 002) that also
+writes its outbox event; the Redis gate in front turns losers away before they reach the database.
+This module knows nothing of Kafka or sockets: after each commit it calls `on_commit`, which the app
+wires to the outbox relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import redis.exceptions
+
+from storage import metrics
+from storage.errors import (
+    DomainError,
+    Forbidden,
+    HoldExpired,
+    NotFound,
+    NotPending,
+    RateLimited,
+    SeatsUnavailable,
+    ServiceUnavailable,
+    Unprocessable,
+    ValidationFailed,
+)
+from storage.redis_gate import RedisGate
+
+log = logging.getLogger("boxoffice.booking")
+
+SOLD_KEY_GRACE = timedelta(hours=1)  # sold keys live until the show ends, plus this
+
+
+class ReservationNotFound(NotFound):
+    code, message = "reservation_not_found", "Reservation not found"
+
+
+class SaleNotFound(NotFound):
+    code, message = "sale_not_found", "Sale not found"
+
+
+class RedisUnavailable(ServiceUnavailable):
+    code, message = "redis_unavailable", "The seat gate (Redis) is unavailable; retry shortly"
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "1"})
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    code, message = "database_unavailable", "The database is unavailable; retry shortly"
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "1"})
+
+
+# SQLSTATE 'BXnnn' raised by the bx_* functions -> domain error
+_REFUSALS: dict[str, Callable[[str, str], DomainError]] = {
+    "session_not_found": lambda m, d: NotFound("Session not found", code=m),
+    "session_started": lambda m, d: Unprocessable("The session has already started", code=m),
+    "seats_not_in_session": lambda m, d: Unprocessable(
+        "Some seats do not belong to this session", code=m, details={"seats": d.split(",") if d else []}),
+    "hold_quota_exceeded": lambda m, d: RateLimited(
+        "Too many seats held at once by this user", code=m, details={"held": int(d or 0)},
+        headers={"Retry-After": "5"}),
+    "seats_unavailable": lambda m, d: SeatsUnavailable(d.split(",") if d else []),
+    "reservation_not_found": lambda m, d: ReservationNotFound(),
+    "not_owner": lambda m, d: Forbidden("This reservation belongs to another user", code=m),
+    "not_pending": lambda m, d: NotPending(f"The reservation is {d or 'not pending'}", details={"status": d}),
+    "hold_expired": lambda m, d: HoldExpired(),
+    "idempotency_key_reused": lambda m, d: Unprocessable(
+        "This idempotency key was already used for another request", code=m),
+}
+
+
+def refusal(exc: asyncpg.PostgresError) -> DomainError | None:
+    """The domain error a bx_* function raised, or None for any other database error."""
+    state = getattr(exc, "sqlstate", "") or ""
+    if not state.startswith("BX"):
+        return None
+    message = getattr(exc, "message", "") or ""
+    make = _REFUSALS.get(message)
+    if make is None:
+        return None
+    return make(message, getattr(exc, "detail", "") or "")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: a user (owner checks apply) or the system/admin (`check_owner=False`)."""
+
+    user_id: uuid.UUID | None
+    check_owner: bool = True
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat()
+
+
+class Booking:
+    def __init__(self, pool: asyncpg.Pool, gate: RedisGate, *, hold_ttl_seconds: int, max_seats_per_hold: int,
+                 max_seats_per_user: int = 0, use_gate: bool = True,
+                 on_commit: Callable[[], None] | None = None) -> None:
+        self.pool = pool
+        self.gate = gate
+        self.hold_ttl_ms = hold_ttl_seconds * 1000
+        self.max_seats_per_hold = max_seats_per_hold
+        self.max_seats_per_user = max_seats_per_user
+        self.use_gate = use_gate
+        self.on_commit = on_commit or (lambda: None)
+
+    # ------------------------------------------------------------------ hold
+
+    def check_seat_list(self, seat_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        if not 1 <= len(seat_ids) <= self.max_seats_per_hold:
+            raise ValidationFailed(
+                f"A hold takes 1 to {self.max_seats_per_hold} seats", code="invalid_seat_count",
+                details={"count": len(seat_ids), "max": self.max_seats_per_hold})
+        if len(set(seat_ids)) != len(seat_ids):
+            dupes = sorted({str(s) for s in seat_ids if seat_ids.count(s) > 1})
+            raise ValidationFailed("The same seat is requested twice", code="duplicate_seats",
+                                   details={"seats": dupes})
+        return list(seat_ids)
+
+    async def hold(self, user_id: uuid.UUID, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID],
+                   idempotency_key: str | None = None) -> dict[str, Any]:
+        """Hold every seat for the user, or none. Returns the reservation (contract shape)."""
+        seats = self.check_seat_list(seat_ids)
+        if idempotency_key:
+            prior = await self._prior_hold(user_id, session_id, idempotency_key)
+            if prior is not None:
+                return prior
+        reservation_id = uuid.uuid4()
+        if self.use_gate:
+            try:
+                await self._gate_hold(session_id, seats, reservation_id, user_id, idempotency_key)
+            except _PriorHold as prior:
+                return prior.reservation
+        try:
+            row = await self.pool.fetchrow(
+                "SELECT expires_at, seats FROM bx_hold($1, $2, $3, $4, $5, $6, $7)",
+                reservation_id, user_id, session_id, seats, self.hold_ttl_ms, self.max_seats_per_user,
+                idempotency_key,
+            )
+        except BaseException as exc:
+            if self.use_gate:
+                await self._gate_release_quietly(session_id, seats, reservation_id)
+            error = self._map_db_error(exc)
+            if isinstance(error, SeatsUnavailable):
+                metrics.HOLDS.labels("conflict_db").inc()
+            if idempotency_key and isinstance(exc, asyncpg.UniqueViolationError):
+                prior = await self._prior_hold(user_id, session_id, idempotency_key)
+                if prior is not None:
+                    return prior
+            if error is None:
+                raise
+            raise error from None
+        metrics.HOLDS.labels("ok").inc()
+        self.on_commit()
+        return {
+            "id": str(reservation_id), "userId": str(user_id), "sessionId": str(session_id),
+            "status": "PENDING", "expiresAt": _iso(row["expires_at"]), "seats": row["seats"],
+        }
+
+    async def _gate_hold(self, session_id: uuid.UUID, seats: list[uuid.UUID], reservation_id: uuid.UUID,
+                         user_id: uuid.UUID, idempotency_key: str | None) -> None:
+        try:
+            taken = await self.gate.hold(session_id, seats, reservation_id, self.hold_ttl_ms)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            metrics.HOLDS.labels("redis_unavailable").inc()
+            raise RedisUnavailable() from None
+        if taken:
+            if idempotency_key:  # a concurrent retry of this same hold may be the one holding them
+                prior = await self._prior_hold(user_id, session_id, idempotency_key, wait=0.2)
+                if prior is not None:
+                    raise _PriorHold(prior)
+            metrics.HOLDS.labels("conflict").inc()
+            raise SeatsUnavailable([str(s) for s in taken])
+
+    async def _gate_release_quietly(self, session_id: uuid.UUID, seats: Sequence[uuid.UUID],
+                                    owner: uuid.UUID) -> None:
+        try:
+            await self.gate.release(session_id, seats, owner)
+        except (redis.exceptions.RedisError, OSError) as exc:  # the keys expire on their own
+            log.warning("could not release gate keys of %s: %r", owner, exc)
+
+    async def _prior_hold(self, user_id: uuid.UUID, session_id: uuid.UUID, key: str,
+                          wait: float = 0.0) -> dict[str, Any] | None:
+        for attempt in range(2 if wait else 1):
+            if attempt:
+                await asyncio.sleep(wait)
+            row = await self.pool.fetchrow(
+                "SELECT request_ref, resource_id FROM idempotency_keys WHERE user_id = $1 AND scope = 'hold'"
+                " AND key = $2", user_id, key)
+            if row is not None:
+                if row["request_ref"] != session_id:
+                    raise Unprocessable("This idempotency key was already used for another request",
+                                        code="idempotency_key_reused")
+                return await self.get_reservation(row["resource_id"], Actor(user_id))
+        return None
+
+    # ------------------------------------------------------------------ confirm
+
+    async def confirm(self, actor: Actor, reservation_id: uuid.UUID,
+                      idempotency_key: str | None = None) -> dict[str, Any]:
+        """Buy the held seats: one sale, however often it is retried with the same key."""
+        try:
+            row = await self.pool.fetchrow(
+                "SELECT sale_id, created, session_id, seat_ids, sold_until FROM bx_confirm($1, $2, $3, $4, $5)",
+                reservation_id, actor.user_id, actor.check_owner, uuid.uuid4(), idempotency_key,
+            )
+        except BaseException as exc:
+            error = self._map_db_error(exc)
+            metrics.CONFIRMS.labels(error.code if error else "error").inc()
+            if error is None:
+                raise
+            raise error from None
+        if row["created"]:
+            metrics.CONFIRMS.labels("ok").inc()
+            self.on_commit()
+            if self.use_gate:
+                until = row["sold_until"] + SOLD_KEY_GRACE
+                try:
+                    await self.gate.mark_sold(row["session_id"], row["seat_ids"], reservation_id,
+                                              int(until.timestamp() * 1000))
+                except (redis.exceptions.RedisError, OSError) as exc:  # reconciliation restores it
+                    log.warning("could not mark seats sold in Redis for %s: %r", reservation_id, exc)
+        else:
+            metrics.CONFIRMS.labels("replay").inc()
+        return await self.get_sale(row["sale_id"], Actor(None, check_owner=False))
+
+    # ------------------------------------------------------------------ release / expire
+
+    async def release(self, actor: Actor, reservation_id: uuid.UUID) -> dict[str, Any]:
+        """Cancel a PENDING reservation and free its seats."""
+        try:
+            row = await self.pool.fetchrow(
+                "SELECT session_id, seat_ids FROM bx_release($1, $2, $3)",
+                reservation_id, actor.user_id, actor.check_owner,
+            )
+        except BaseException as exc:
+            error = self._map_db_error(exc)
+            if error is None:
+                raise
+            raise error from None
+        metrics.CANCELLED.inc()
+        self.on_commit()
+        if self.use_gate:
+            await self._gate_release_quietly(row["session_id"], row["seat_ids"], reservation_id)
+        return {"reservationId": str(reservation_id), "sessionId": str(row["session_id"]),
+                "seatIds": [str(s) for s in row["seat_ids"]]}
+
+    async def expire_due(self, limit: int = 500) -> int:
+        """Expire every PENDING reservation past its time (safe on many nodes at once)."""
+        rows = await self.pool.fetch("SELECT reservation_id, session_id, seat_ids FROM bx_expire_due($1)", limit)
+        if not rows:
+            return 0
+        metrics.EXPIRED.inc(len(rows))
+        self.on_commit()
+        if self.use_gate:
+            for row in rows:
+                await self._gate_release_quietly(row["session_id"], row["seat_ids"], row["reservation_id"])
+        return len(rows)
+
+    # ------------------------------------------------------------------ reads
+
+    async def get_reservation(self, reservation_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
+        async with self.pool.acquire() as con:
+            res = await con.fetchrow(
+                "SELECT id, user_id, session_id, status, expires_at, created_at FROM reservations WHERE id = $1",
+                reservation_id)
+            if res is None:
+                raise ReservationNotFound()
+            if actor.check_owner and res["user_id"] != actor.user_id:
+                raise Forbidden("This reservation belongs to another user", code="not_owner")
+            seats = await con.fetch(
+                "SELECT ss.id, st.row_label, st.seat_number FROM reservation_seats rs"
+                " JOIN session_seats ss ON ss.id = rs.session_seat_id JOIN seats st ON st.id = ss.seat_id"
+                " WHERE rs.reservation_id = $1 ORDER BY ss.position", reservation_id)
+        return {
+            "id": str(res["id"]), "userId": str(res["user_id"]), "sessionId": str(res["session_id"]),
+            "status": res["status"], "expiresAt": _iso(res["expires_at"]), "createdAt": _iso(res["created_at"]),
+            "seats": [{"id": str(s["id"]), "rowLabel": s["row_label"], "seatNumber": s["seat_number"]} for s in seats],
+        }
+
+    async def get_sale(self, sale_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
+        sales = await self._sales("sa.id = $1", sale_id)
+        if not sales:
+            raise SaleNotFound()
+        sale = sales[0]
+        if actor.check_owner and sale["userId"] != str(actor.user_id):
+            raise Forbidden("This sale belongs to another user", code="not_owner")
+        return sale
+
+    async def user_sales(self, user_id: uuid.UUID, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        return await self._sales("sa.user_id = $1", user_id, limit=limit, offset=offset)
+
+    async def _sales(self, where: str, arg: uuid.UUID, limit: int = 1, offset: int = 0) -> list[dict[str, Any]]:
+        rows = await self.pool.fetch(
+            f"""
+            SELECT sa.id, sa.reservation_id, sa.user_id, sa.session_id, sa.total_amount, sa.confirmed_at,
+                   se.movie_title, se.start_show_time,
+                   (SELECT jsonb_agg(jsonb_build_object('id', ss.id, 'rowLabel', st.row_label,
+                                                        'seatNumber', st.seat_number) ORDER BY ss.position)
+                    FROM sale_seats x JOIN session_seats ss ON ss.id = x.session_seat_id
+                    JOIN seats st ON st.id = ss.seat_id WHERE x.sale_id = sa.id) AS seats
+            FROM sales sa JOIN sessions se ON se.id = sa.session_id
+            WHERE {where}
+            ORDER BY sa.confirmed_at DESC, sa.id LIMIT $2 OFFSET $3
+            """, arg, limit, offset)
+        return [
+            {"id": str(r["id"]), "reservationId": str(r["reservation_id"]), "userId": str(r["user_id"]),
+             "sessionId": str(r["session_id"]), "movieTitle": r["movie_title"],
+             "startShowTime": _iso(r["start_show_time"]), "totalAmount": float(r["total_amount"]),
+             "confirmedAt": _iso(r["confirmed_at"]), "seats": r["seats"] or []}
+            for r in rows
+        ]
+
+    # ------------------------------------------------------------------ errors
+
+    @staticmethod
+    def _map_db_error(exc: BaseException) -> DomainError | None:
+        if isinstance(exc, asyncpg.ForeignKeyViolationError):
+            return NotFound("User not found", code="user_not_found")
+        if isinstance(exc, asyncpg.DeadlockDetectedError):
+            return SeatsUnavailable([], "The seats were contended; retry")
+        if isinstance(exc, asyncpg.PostgresError):
+            return refusal(exc)
+        if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncio.TimeoutError)):
+            return DatabaseUnavailable()
+        return None
+
+
+class _PriorHold(Exception):
+    """Internal: a concurrent retry with the same idempotency key already holds these seats."""
+
+    def __init__(self, reservation: dict[str, Any]) -> None:
+        super().__init__("prior hold")
+        self.reservation = reservation
