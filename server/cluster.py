@@ -1,0 +1,398 @@
+"""Local clusters: N node processes behind HAProxy, for `boxoffice cluster`, the multi-node tests and the rush runner.
+
+The nodes are `<python> -m server.cli serve` processes on free loopback ports; HAProxy is the system
+binary run on the repository's `haproxy.cfg` -- the same file docker-compose.yml mounts -- with the
+node addresses passed as environment variables (NODE1_ADDR .. NODE8_ADDR; the file has a server line
+only for the variables that are set). Nothing is generated per run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import csv
+import io
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from email.message import Message
+from pathlib import Path
+from types import FrameType, TracebackType
+
+from server.embedded import find_haproxy, free_port, port_open
+
+log = logging.getLogger("boxoffice.cluster")
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_NODES = 8  # haproxy.cfg has a conditional server line for NODE1_ADDR .. NODE8_ADDR
+SERVICE_URLS = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")
+STOP_TIMEOUT = 10.0
+
+
+class ClusterError(RuntimeError):
+    """A node or HAProxy could not start; the message says which and shows the end of its log."""
+
+
+def haproxy_config_path() -> Path:
+    """The one haproxy.cfg: $HAPROXY_CFG, else the repository root, else the current folder."""
+    candidates = [Path(os.environ["HAPROXY_CFG"])] if os.environ.get("HAPROXY_CFG") else []
+    candidates += [ROOT / "haproxy.cfg", Path.cwd() / "haproxy.cfg"]
+    for path in candidates:
+        if path.is_file():
+            return path.resolve()
+    raise ClusterError("haproxy.cfg not found (looked in: " + ", ".join(map(str, candidates)) + ")")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _get(url: str, timeout: float = 1.0) -> tuple[int, Message, bytes]:
+    """A plain GET that never raises for an HTTP status (only for a connection failure).
+
+    The headers are looked up case-insensitively: HAProxy sends header names in lower case.
+    """
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URLs we built
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+def _unique_free_ports(count: int, taken: set[int]) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in taken and port not in ports:
+            ports.append(port)
+    return ports
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    # each child leads its own process group (start_new_session): signal the group, so nothing it
+    # may have started is left behind
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def _terminate(proc: subprocess.Popen[bytes] | None, timeout: float, sig: int = signal.SIGTERM) -> int | None:
+    """Send `sig`, wait up to `timeout`, then SIGKILL; return the exit code."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        _signal_group(proc, sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("pid %s did not exit %.0fs after signal %s; killing it", proc.pid, timeout, sig)
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait(5)
+    return proc.returncode
+
+
+class LocalCluster:
+    """N boxoffice nodes and one HAProxy in front of them, as local processes.
+
+    `env` must carry the service URLs (DATABASE_URL, REDIS_URL, KAFKA_BOOTSTRAP_SERVERS) -- the caller
+    owns the backing services -- plus any setting the nodes should share (ADMIN_TOKEN,
+    HOLD_TTL_SECONDS, ...). Node `i` (0-based) is `node_ids[i]` == "node-<i+1>", listens on
+    `node_urls[i]` and is HAProxy's server `node<i+1>`; its port is kept across restarts.
+    """
+
+    def __init__(self, nodes: int, port: int = 0, env: Mapping[str, str] | None = None,
+                 state_dir: Path | str = Path(".boxoffice") / "cluster", *, python: str | None = None,
+                 haproxy: str | None = None, ready_timeout: float = 60.0) -> None:
+        if not 1 <= nodes <= MAX_NODES:
+            raise ValueError(f"nodes must be between 1 and {MAX_NODES} (haproxy.cfg has {MAX_NODES} server slots)")
+        self.env: dict[str, str] = {**os.environ, **(env or {})}
+        missing = [k for k in SERVICE_URLS if not self.env.get(k)]
+        if missing:
+            # a node without the URLs would start its own embedded stack: N private databases
+            raise ClusterError(f"set {', '.join(missing)} (e.g. from EmbeddedStack.start()) before starting a cluster")
+        self.nodes = nodes
+        self.state_dir = Path(state_dir).resolve()
+        self.python = python or sys.executable
+        self.haproxy_bin = haproxy or find_haproxy()
+        self.ready_timeout = ready_timeout
+        self.port = port or free_port()
+        self.node_ports = _unique_free_ports(nodes, {self.port})
+        self.stats_port = _unique_free_ports(1, {self.port, *self.node_ports})[0]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.stats_url = f"http://127.0.0.1:{self.stats_port}/stats"
+        self.node_urls = [f"http://127.0.0.1:{p}" for p in self.node_ports]
+        self.node_ids = [f"node-{i + 1}" for i in range(nodes)]
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * nodes
+        self.haproxy_proc: subprocess.Popen[bytes] | None = None
+        self._stopping = False
+
+    # ---- paths and environments -------------------------------------------------------------
+
+    def log_path(self, i: int) -> Path:
+        return self.state_dir / f"{self.node_ids[i]}.log"
+
+    @property
+    def haproxy_log(self) -> Path:
+        return self.state_dir / "haproxy.log"
+
+    def node_env(self, i: int) -> dict[str, str]:
+        return {**self.env, "NODE_ID": self.node_ids[i], "HOST": "127.0.0.1", "PORT": str(self.node_ports[i])}
+
+    def haproxy_env(self) -> dict[str, str]:
+        env = {k: v for k, v in self.env.items() if not (k.startswith("NODE") and k.endswith("_ADDR"))}
+        env.update({f"NODE{i + 1}_ADDR": f"127.0.0.1:{p}" for i, p in enumerate(self.node_ports)})
+        env["HAPROXY_BIND"] = f"127.0.0.1:{self.port}"
+        env["HAPROXY_STATS_BIND"] = f"127.0.0.1:{self.stats_port}"
+        return env
+
+    # ---- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> LocalCluster:
+        """Start every node and HAProxy; return when each node is ready and HAProxy routes to all of them."""
+        if self.haproxy_bin is None:
+            raise ClusterError("haproxy is not installed (Debian: apt-get install haproxy)")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._stopping = False
+        atexit.register(self.stop)
+        try:
+            for i in range(self.nodes):  # spawn all first: their start-ups overlap
+                self._spawn_node(i)
+            for i in range(self.nodes):
+                self.wait_node_ready(i)
+            self._start_haproxy()
+            self.wait_routed()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("cluster of %d nodes behind %s", self.nodes, self.url)
+        return self
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop HAProxy and every node (SIGTERM, SIGKILL after `timeout`); leaves no process behind."""
+        self._stopping = True
+        atexit.unregister(self.stop)
+        _terminate(self.haproxy_proc, timeout)
+        for proc in self.procs:  # SIGTERM to all first so their graceful shutdowns overlap
+            if proc is not None and proc.poll() is None:
+                _signal_group(proc, signal.SIGTERM)
+        for proc in self.procs:
+            _terminate(proc, timeout)
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # ---- nodes ----------------------------------------------------------------------------------
+
+    def _spawn_node(self, i: int) -> None:
+        with open(self.log_path(i), "ab") as logf:
+            self.procs[i] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [self.python, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(self.node_ports[i])],
+                cwd=ROOT, env=self.node_env(i), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C in a terminal reaches the launcher, which stops nodes in order
+            )
+
+    def alive(self, i: int) -> bool:
+        proc = self.procs[i]
+        return proc is not None and proc.poll() is None
+
+    def pid(self, i: int) -> int:
+        proc = self.procs[i]
+        if proc is None:
+            raise ClusterError(f"{self.node_ids[i]} was never started")
+        return proc.pid
+
+    def wait_node_ready(self, i: int, timeout: float | None = None) -> None:
+        """Until node i answers 200 on /ready; ClusterError (with its log) if it exits or times out."""
+        deadline = time.monotonic() + (timeout or self.ready_timeout)
+        url = self.node_urls[i] + "/ready"
+        status: int | str = "no answer"
+        while time.monotonic() < deadline:
+            proc = self.procs[i]
+            if proc is None or proc.poll() is not None:
+                code = None if proc is None else proc.returncode
+                raise ClusterError(f"{self.node_ids[i]} exited with code {code} while starting; "
+                                   f"last lines of {self.log_path(i)}:\n{_tail(self.log_path(i))}")
+            try:
+                status, _, _ = _get(url)
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise ClusterError(f"{self.node_ids[i]} not ready on {url} within the timeout (last: {status}); "
+                           f"last lines of {self.log_path(i)}:\n{_tail(self.log_path(i))}")
+
+    def kill_node(self, i: int, sig: int = signal.SIGKILL, timeout: float = STOP_TIMEOUT) -> int | None:
+        """Send `sig` to node i and wait for it to exit (SIGKILL after `timeout`); return its exit code."""
+        proc = self.procs[i]
+        if proc is None:
+            return None
+        return _terminate(proc, timeout, sig)
+
+    def start_node(self, i: int, wait_routed: bool = True) -> None:
+        """(Re)start node i on its port; wait until it is ready and, by default, HAProxy routes to it again."""
+        if self.alive(i):
+            return
+        self._spawn_node(i)
+        self.wait_node_ready(i)
+        if wait_routed and self.haproxy_proc is not None:
+            self.wait_server_status(i, "UP")
+
+    # ---- HAProxy --------------------------------------------------------------------------------
+
+    def _start_haproxy(self) -> None:
+        assert self.haproxy_bin is not None
+        config = haproxy_config_path()
+        with open(self.haproxy_log, "ab") as logf:
+            # -db: stay in the foreground, so this Popen is HAProxy itself and SIGTERM stops it
+            self.haproxy_proc = subprocess.Popen(  # noqa: S603
+                [self.haproxy_bin, "-db", "-f", str(config)], cwd=config.parent, env=self.haproxy_env(),
+                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        deadline = time.monotonic() + 10
+        while not port_open(self.port):
+            if self.haproxy_proc.poll() is not None or time.monotonic() > deadline:
+                raise ClusterError(f"haproxy did not start on port {self.port}; last lines of "
+                                   f"{self.haproxy_log}:\n{_tail(self.haproxy_log)}")
+            time.sleep(0.05)
+
+    def server_status(self) -> dict[str, str]:
+        """HAProxy's view of the `nodes` backend: node id -> status (UP, DOWN, MAINT, 'UP 1/2', ...)."""
+        _, _, body = _get(self.stats_url + ";csv", timeout=2.0)
+        rows = csv.DictReader(io.StringIO(body.decode().lstrip("# ")))
+        by_server = {f"node{i + 1}": self.node_ids[i] for i in range(self.nodes)}
+        return {by_server[r["svname"]]: r["status"] for r in rows
+                if r.get("pxname") == "nodes" and r.get("svname") in by_server}
+
+    def wait_server_status(self, i: int, status: str, timeout: float = 15.0) -> None:
+        """Until HAProxy's health checks put node i in `status` ("UP" or "DOWN")."""
+        deadline = time.monotonic() + timeout
+        seen = "?"
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                seen = self.server_status().get(self.node_ids[i], "?")
+                if seen == status:
+                    return
+            time.sleep(0.1)
+        raise ClusterError(f"haproxy still sees {self.node_ids[i]} as {seen!r}, not {status!r}")
+
+    def wait_routed(self, timeout: float | None = None) -> None:
+        """Until a request through HAProxy has reached every live node (round robin)."""
+        deadline = time.monotonic() + (timeout or self.ready_timeout)
+        wanted = {self.node_ids[i] for i in range(self.nodes) if self.alive(i)}
+        seen: set[str] = set()
+        while time.monotonic() < deadline:
+            if self.haproxy_proc is None or self.haproxy_proc.poll() is not None:
+                raise ClusterError(f"haproxy exited; last lines of {self.haproxy_log}:\n{_tail(self.haproxy_log)}")
+            with contextlib.suppress(OSError):
+                status, headers, _ = _get(self.url + "/ready")
+                if status == 200:
+                    seen.add(headers.get("X-Node-Id", ""))
+                    if wanted <= seen:
+                        return
+                    continue
+            time.sleep(0.05)
+        raise ClusterError(f"haproxy on {self.url} reached only {sorted(seen)} of {sorted(wanted)}")
+
+    # ---- foreground ------------------------------------------------------------------------------
+
+    def watch(self, poll: float = 0.5) -> int:
+        """Block until HAProxy exits (or Ctrl-C); report nodes that exit on their own meanwhile."""
+        reported: set[int] = set()
+        while True:
+            if self.haproxy_proc is None or self.haproxy_proc.poll() is not None:
+                print(f"haproxy exited; see {self.haproxy_log}", file=sys.stderr, flush=True)
+                return 1
+            for i, proc in enumerate(self.procs):
+                if proc is not None and proc.poll() is not None and i not in reported:
+                    reported.add(i)
+                    print(f"{self.node_ids[i]} exited with code {proc.returncode}; HAProxy routes around it "
+                          f"(log: {self.log_path(i)})", file=sys.stderr, flush=True)
+                elif proc is not None and proc.poll() is None:
+                    reported.discard(i)
+            time.sleep(poll)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    # `kill <launcher pid>` then stops everything exactly like Ctrl-C does
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def cluster_banner(cluster: LocalCluster, admin_token: str, ids: Mapping[str, str]) -> str:
+    session = ids.get("sessionId")
+    lines = [
+        "",
+        f"boxoffice cluster: {cluster.nodes} node(s) behind HAProxy",
+        f"  url         : {cluster.url}",
+        f"  seat picker : {cluster.url}/" + (f"?session={session}" if session else ""),
+        f"  API docs    : {cluster.url}/api-docs",
+        f"  admin token : {admin_token}",
+        f"  haproxy     : {cluster.stats_url} (stats)",
+        *(f"  {nid:<11} : {url}  (pid {cluster.pid(i)})"
+          for i, (nid, url) in enumerate(zip(cluster.node_ids, cluster.node_urls, strict=True))),
+        f"  logs        : {cluster.state_dir}",
+        "  stop        : Ctrl-C (stops every process it started)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_cluster(nodes: int, port: int = 8080) -> int:
+    """`boxoffice cluster`: services (embedded unless URLs are set), migrate + seed once, N nodes + HAProxy."""
+    from server.cli import STATE_DIR, prepare_database, services  # noqa: PLC0415 - cli imports us lazily
+
+    if not 1 <= nodes <= MAX_NODES:
+        print(f"boxoffice cluster: --nodes must be between 1 and {MAX_NODES}", file=sys.stderr)
+        return 2
+    if find_haproxy() is None:
+        print("boxoffice cluster: haproxy is not installed (Debian: apt-get install haproxy)", file=sys.stderr)
+        return 2
+    if port and port_open(port):
+        print(f"boxoffice cluster: port {port} is already in use (choose another with --port)", file=sys.stderr)
+        return 2
+    try:
+        with _sigterm_as_interrupt(), services(STATE_DIR) as urls:
+            admin_token = os.environ.get("ADMIN_TOKEN") or secrets.token_urlsafe(24)
+            ids = prepare_database(urls["DATABASE_URL"], demo=True)
+            env = {**urls, "ADMIN_TOKEN": admin_token}
+            with LocalCluster(nodes, port, env, STATE_DIR / "cluster") as cluster:
+                print(cluster_banner(cluster, admin_token, ids), flush=True)
+                try:
+                    code = cluster.watch()
+                except KeyboardInterrupt:
+                    print("\nboxoffice cluster: stopping", flush=True)
+                    code = 0
+                # a second Ctrl-C while stopping must not leave half of the processes running
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            return code
+    except ClusterError as exc:
+        print(f"boxoffice cluster: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C while starting: everything started so far is already stopped
+        print("\nboxoffice cluster: interrupted", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
