@@ -12,7 +12,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp_apigami import setup_aiohttp_apispec, validation_middleware
 from aiohttp_apigami.constants import APISPEC_PARSER
+import redis.exceptions
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from handlers import setup_routes
 from jobs import setup as setup_jobs
@@ -57,6 +60,9 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     client = Redis.from_url(
         settings.redis_url, socket_timeout=settings.redis_timeout, socket_connect_timeout=settings.redis_timeout,
         health_check_interval=10, max_connections=200,
+        # one immediate retry on a fresh connection: after a Redis restart the pooled sockets are dead,
+        # while a Redis that is really down still fails fast (refused at once, or one socket_timeout)
+        retry=Retry(NoBackoff(), 1), retry_on_error=[redis.exceptions.ConnectionError],
     )
     app[REDIS] = client
     app[GATE] = RedisGate(client)

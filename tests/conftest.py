@@ -118,3 +118,14 @@ async def table_counts(con: asyncpg.Connection) -> dict[str, int]:
 
 def with_settings(settings: Settings, **changes: Any) -> Settings:
     return replace(settings, **changes)
+
+
+async def assert_invariants(con: asyncpg.Connection, session_ids: list[str] | None = None,
+                            timeout: float = 15.0) -> None:
+    """Every booking invariant holds in PostgreSQL (waiting briefly for the relay and the sweeper)."""
+    from storage.invariants import broken, wait_for_invariants
+
+    report = await wait_for_invariants(con, session_ids, timeout=timeout)
+    if os.environ.get("BOXOFFICE_SKIP_OUTBOX_CHECK"):  # only while developing without a relay
+        report.pop("outbox_published", None)
+    assert not broken(report), broken(report)
