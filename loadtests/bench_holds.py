@@ -1,0 +1,252 @@
+"""Benchmark of the hold path on one node (embedded stack), not a test.
+
+  (a) uncontended holds/s and p50/p99 latency with 64 concurrent clients;
+  (b) a rush of 2,000 clients on one 160-seat session: time to sell out, hold answers/s, p99, double sales;
+  (c) the same rush with the Redis gate off (database-only path), measured in the same run -> the ratio.
+
+Run:  .venv/bin/python -m loadtests.bench_holds [--clients 64] [--holds 6000] [--rush-clients 2000] [--repeat 3]
+It starts its own embedded services and node processes, prints the figures and the command, and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from server.embedded import EmbeddedStack, free_port
+from storage import db
+from storage.invariants import broken, wait_for_invariants
+
+ADMIN = "bench-admin-token"
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+class Node:
+    """One boxoffice node as a real process (what production runs)."""
+
+    def __init__(self, urls: dict[str, str], **env: str) -> None:
+        self.port = free_port()
+        self.env = {**os.environ, **urls, "ADMIN_TOKEN": ADMIN, "LOG_LEVEL": "WARNING", "NODE_ID": "bench",
+                    "MAX_SEATS_PER_USER": "1000000", "DB_POOL_MAX": "30", **env}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> Node:
+        self.proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "server.cli", "serve", "--port", str(self.port)], env=self.env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):
+                try:
+                    async with http.get(f"{self.url}/ready") as resp:
+                        if resp.status == 200:
+                            return self
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError("node did not become ready")
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+async def make_session(http: aiohttp.ClientSession, url: str, rows: int, per_row: int) -> tuple[str, list[str]]:
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    async with http.post(f"{url}/rooms", json={"name": f"bench {uuid.uuid4().hex[:6]}", "rows": rows,
+                                               "seatsPerRow": per_row}, headers=headers) as resp:
+        room = await resp.json()
+    start = datetime.now(timezone.utc) + timedelta(days=1)
+    async with http.post(f"{url}/sessions", json={
+        "movieTitle": "Bench", "startShowTime": start.isoformat(),
+        "endShowTime": (start + timedelta(hours=2)).isoformat(), "roomId": room["id"], "ticketPrice": 10,
+    }, headers=headers) as resp:
+        session = await resp.json()
+    async with http.get(f"{url}/sessions/{session['id']}/seats") as resp:
+        seats = [s["id"] for s in (await resp.json())["seats"]]
+    return session["id"], seats
+
+
+async def make_users(http: aiohttp.ClientSession, url: str, n: int) -> list[str]:
+    async def one(i: int) -> str:
+        async with http.post(f"{url}/users", json={"name": f"b{i}", "email": f"{uuid.uuid4().hex}@bench.io"}) as r:
+            return str((await r.json())["token"])
+    tokens: list[str] = []
+    for start in range(0, n, 100):
+        tokens += await asyncio.gather(*(one(i) for i in range(start, min(n, start + 100))))
+    return tokens
+
+
+async def uncontended(url: str, clients: int, holds: int) -> dict[str, Any]:
+    """(a) every client holds its own seats one at a time: the whole path, no contention."""
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        per_row = 100
+        session_id, seats = await make_session(http, url, rows=(holds + per_row - 1) // per_row, per_row=per_row)
+        tokens = await make_users(http, url, clients)
+        latencies: list[float] = []
+        statuses: dict[int, int] = {}
+        queue = list(seats[:holds])
+
+        async def client(token: str) -> None:
+            headers = {"Authorization": f"Bearer {token}"}
+            while queue:
+                seat = queue.pop()
+                t0 = time.perf_counter()
+                async with http.post(f"{url}/reservations", json={"sessionId": session_id, "sessionSeatIds": [seat]},
+                                     headers=headers) as resp:
+                    await resp.read()
+                latencies.append((time.perf_counter() - t0) * 1000)
+                statuses[resp.status] = statuses.get(resp.status, 0) + 1
+
+        # warm-up: prepared statements, pool connections
+        started = time.perf_counter()
+        await asyncio.gather(*(client(t) for t in tokens))
+        elapsed = time.perf_counter() - started
+    return {"holds": len(latencies), "seconds": round(elapsed, 2), "holds_per_second": round(len(latencies) / elapsed),
+            "p50_ms": round(percentile(latencies, 50), 2), "p99_ms": round(percentile(latencies, 99), 2),
+            "statuses": statuses, "session_id": session_id}
+
+
+async def rush(url: str, dsn: str, clients: int, connections: int = 256) -> dict[str, Any]:
+    """(b)/(c) `clients` buyers race for one 160-seat session until it is sold out."""
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        session_id, seats = await make_session(http, url, rows=10, per_row=16)
+        tokens = await make_users(http, url, clients)
+        best = sorted(seats, key=lambda s: abs(seats.index(s) // 16 - 5) * 3 + abs(seats.index(s) % 16 - 7.5))
+        sold: set[str] = set()
+        latencies: list[float] = []
+        statuses: dict[int, int] = {}
+        done = asyncio.Event()
+        rng = random.Random(1)
+
+        async def buyer(token: str) -> None:
+            headers = {"Authorization": f"Bearer {token}"}
+            believed = list(best)
+            while not done.is_set():
+                believed = [s for s in believed if s not in sold]
+                if not believed:
+                    return
+                want = rng.randint(1, 4)
+                pick = believed[:want] if rng.random() < 0.7 else rng.sample(believed, min(want, len(believed)))
+                t0 = time.perf_counter()
+                async with http.post(f"{url}/reservations", json={"sessionId": session_id, "sessionSeatIds": pick},
+                                     headers=headers) as resp:
+                    body = await resp.json()
+                latencies.append((time.perf_counter() - t0) * 1000)
+                statuses[resp.status] = statuses.get(resp.status, 0) + 1
+                if resp.status == 201:
+                    async with http.post(f"{url}/reservations/{body['id']}/confirm",
+                                         headers=headers | {"Idempotency-Key": body["id"]}) as confirm:
+                        if confirm.status == 201:
+                            sold.update(pick)
+                    if len(sold) >= len(seats):
+                        done.set()
+                elif resp.status == 409:
+                    taken = set(body["details"].get("conflicts", []))
+                    believed = [s for s in believed if s not in taken]
+                else:
+                    await asyncio.sleep(0.05)
+
+        started = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(*(buyer(t) for t in tokens)), 300)
+        elapsed = time.perf_counter() - started
+    con = await asyncpg.connect(dsn)
+    try:
+        sold_db = await con.fetchval("SELECT count(*) FROM session_seats WHERE session_id = $1 AND status = 'SOLD'",
+                                     uuid.UUID(session_id))
+        doubles = await con.fetchval("SELECT count(*) FROM (SELECT session_seat_id FROM sale_seats WHERE session_id = $1"
+                                     " GROUP BY 1 HAVING count(*) > 1) x", uuid.UUID(session_id))
+        report = await wait_for_invariants(con, [session_id], timeout=20)
+    finally:
+        await con.close()
+    return {"clients": clients, "seconds_to_sell_out": round(elapsed, 2), "hold_requests": len(latencies),
+            "hold_answers_per_second": round(len(latencies) / elapsed), "p50_ms": round(percentile(latencies, 50), 2),
+            "p99_ms": round(percentile(latencies, 99), 2), "statuses": statuses, "sold": sold_db,
+            "double_sales": doubles, "invariants_ok": not broken(report), "broken": broken(report)}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--holds", type=int, default=6000)
+    parser.add_argument("--rush-clients", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", default="loadtests/results/bench_holds.json")
+    args = parser.parse_args()
+    command = "python -m loadtests.bench_holds " + " ".join(sys.argv[1:])
+
+    with tempfile.TemporaryDirectory(prefix="bench-holds-") as state:
+        stack = EmbeddedStack(Path(state), env={k: os.environ.get(k, "") for k in
+                                                ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")})
+        urls = stack.start()
+        try:
+            await db.migrate(urls["DATABASE_URL"])
+            runs: dict[str, list[dict[str, Any]]] = {"uncontended": [], "rush_gate": [], "rush_db_only": []}
+            for i in range(args.repeat):
+                async with Node(urls) as node:
+                    await uncontended(node.url, args.clients, 500)  # warm-up, not counted
+                    runs["uncontended"].append(await uncontended(node.url, args.clients, args.holds))
+                    runs["rush_gate"].append(await rush(node.url, urls["DATABASE_URL"], args.rush_clients))
+                async with Node(urls, REDIS_GATE="false") as node:
+                    await uncontended(node.url, args.clients, 200)
+                    runs["rush_db_only"].append(await rush(node.url, urls["DATABASE_URL"], args.rush_clients))
+                print(f"run {i + 1}/{args.repeat}: " + json.dumps({k: v[-1] for k, v in runs.items()}), flush=True)
+        finally:
+            stack.stop()
+
+    def med(kind: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[kind])
+
+    summary = {
+        "command": command,
+        "machine": f"{os.cpu_count()} cores",
+        "uncontended": {k: med("uncontended", k) for k in ("holds_per_second", "p50_ms", "p99_ms")},
+        "rush_gate": {k: med("rush_gate", k) for k in ("seconds_to_sell_out", "hold_answers_per_second",
+                                                        "p50_ms", "p99_ms", "double_sales")},
+        "rush_db_only": {k: med("rush_db_only", k) for k in ("seconds_to_sell_out", "hold_answers_per_second",
+                                                             "p50_ms", "p99_ms", "double_sales")},
+    }
+    summary["gate_vs_db_only_ratio"] = {
+        "hold_answers_per_second": round(summary["rush_gate"]["hold_answers_per_second"]
+                                         / summary["rush_db_only"]["hold_answers_per_second"], 2),
+        "ratios_per_run": [round(g["hold_answers_per_second"] / d["hold_answers_per_second"], 2)
+                           for g, d in zip(runs["rush_gate"], runs["rush_db_only"])],
+    }
+    summary["all_invariants_ok"] = all(r["invariants_ok"] for k in ("rush_gate", "rush_db_only") for r in runs[k])
+    summary["runs"] = runs
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
+    print(f"\ncommand: {command}\nmedians of {args.repeat} runs; full results in {args.out}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
