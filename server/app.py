@@ -23,6 +23,7 @@ from realtime import setup as setup_realtime
 from handlers.parsing import ContractParser
 from realtime.kafka import KafkaLink
 from server.middlewares import error_middleware, request_context_middleware
+from server.ratelimit import rate_limit_middleware
 from storage import db
 from storage.appkeys import (
     BOOKING,
@@ -118,9 +119,10 @@ def create_app(settings: Settings) -> web.Application:
         log.warning("AUTH_REQUIRED=false: no token is checked and userId in bodies is trusted (demo mode only)")
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[request_context_middleware, metrics_middleware, error_middleware, validation_middleware],
+        middlewares=[request_context_middleware, metrics_middleware, error_middleware],
     )
     app[SETTINGS] = settings
+    app.middlewares.extend([rate_limit_middleware(app), validation_middleware])
     app[NODE_ID] = settings.node_id
     app[READY_CHECKS] = {}
     app[OUTBOX_WAKE] = asyncio.Event()

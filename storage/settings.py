@@ -78,8 +78,11 @@ class Settings:
     db_pool_max: int = 20
     redis_gate: bool = True
     redis_timeout: float = 0.5
+    # writes per second per user token (and per client IP when anonymous); 0 turns a limit off
     rate_limit_per_second: float = 0.0
-    rate_limit_burst: int = 100
+    rate_limit_burst: int = 20
+    rate_limit_anon_per_second: float = 0.0
+    rate_limit_anon_burst: int = 60
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -118,7 +121,9 @@ class Settings:
             db_pool_max=_int(env, "DB_POOL_MAX", 20),
             redis_gate=_bool(env.get("REDIS_GATE"), True),
             rate_limit_per_second=_float(env, "RATE_LIMIT_PER_SECOND", 0.0),
-            rate_limit_burst=_int(env, "RATE_LIMIT_BURST", 100),
+            rate_limit_burst=_int(env, "RATE_LIMIT_BURST", 20),
+            rate_limit_anon_per_second=_float(env, "RATE_LIMIT_ANON_PER_SECOND", 0.0),
+            rate_limit_anon_burst=_int(env, "RATE_LIMIT_ANON_BURST", 60),
         )
         return replace(settings, **overrides) if overrides else settings
 

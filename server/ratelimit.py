@@ -1,0 +1,82 @@
+"""Per-node request rate limits: a token bucket per user (or per client IP when anonymous) on writes.
+
+HAProxy enforces a per-IP limit across the cluster (haproxy.cfg); this one keeps a single user or bot
+from flooding the booking path of a node. Answers 429 `rate_limited` with Retry-After.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from collections import OrderedDict
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from server.middlewares import error_response
+from storage.appkeys import SETTINGS
+from storage.auth import hash_token
+
+LIMITED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class TokenBuckets:
+    """rate tokens/s up to `burst`, per key; at most `max_keys` keys (least recently used dropped)."""
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str | bytes, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str | bytes, now: float | None = None) -> float:
+        """Take one token; return 0 if allowed, else the seconds until one is available."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens >= 1:
+            self._buckets[key] = (tokens - 1, now)
+            self._buckets.move_to_end(key)
+            if len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (1 - tokens) / self.rate
+
+
+def client_ip(request: web.Request) -> str:
+    """The caller's address; X-Forwarded-For is believed only from a local proxy (HAProxy)."""
+    peer = request.remote or ""
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    try:
+        local_peer = ipaddress.ip_address(peer).is_loopback
+    except ValueError:
+        local_peer = False
+    if forwarded and local_peer:
+        return forwarded.split(",")[-1].strip()[:64]
+    return peer
+
+
+def rate_limit_middleware(app: web.Application) -> web.middleware:  # type: ignore[valid-type]
+    settings = app[SETTINGS]
+    users = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
+    anonymous = TokenBuckets(settings.rate_limit_anon_per_second, settings.rate_limit_anon_burst)
+
+    @web.middleware
+    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method in LIMITED_METHODS:
+            header = request.headers.get("Authorization", "")
+            if header[:7].lower() == "bearer " and settings.rate_limit_per_second > 0:
+                wait = users.take(hash_token(header[7:].strip()))
+            elif settings.rate_limit_anon_per_second > 0:
+                wait = anonymous.take(client_ip(request))
+            else:
+                wait = 0.0
+            if wait:
+                return error_response(429, "rate_limited", "Too many requests; slow down",
+                                      {"retryAfterSeconds": math.ceil(wait)},
+                                      headers={"Retry-After": str(math.ceil(wait))})
+        return await handler(request)
+
+    return limit
