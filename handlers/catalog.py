@@ -10,7 +10,17 @@ from handlers.auth import require_admin, require_owner_or_admin
 from storage import catalog
 from storage.appkeys import PG_POOL, TOKENS
 
-ERRORS = {400: {"schema": s.ErrorSchema, "description": "invalid request"}}
+E = s.ErrorSchema
+INVALID = {400: {"schema": E, "description": "validation_error (details.fields names each bad field), malformed_json"}}
+TOO_LARGE = {413: {"schema": E, "description": "payload_too_large: the body is over 64 KiB"}}
+ADMIN_ONLY = {401: {"schema": E, "description": "unauthorized, invalid_token"},
+              403: {"schema": E, "description": "admin_required"}}
+OWNER_ONLY = {401: {"schema": E, "description": "unauthorized, invalid_token"},
+              403: {"schema": E, "description": "not_owner"}}
+
+
+def not_found(code: str) -> dict[int, dict[str, object]]:
+    return {404: {"schema": E, "description": code}}
 
 
 def data(request: web.Request) -> dict:  # type: ignore[type-arg]
@@ -18,8 +28,8 @@ def data(request: web.Request) -> dict:  # type: ignore[type-arg]
 
 
 @docs(tags=["users"], summary="Create a user (returns its bearer token, once)",
-      responses={409: {"schema": s.ErrorSchema, "description": "email_taken"}, **ERRORS})
-@request_schema(s.UserCreateSchema)
+      responses={409: {"schema": E, "description": "email_taken"}, **INVALID, **TOO_LARGE})
+@request_schema(s.UserCreateSchema, required=True)
 @response_schema(s.UserCreatedSchema, 201)
 async def create_user(request: web.Request) -> web.Response:
     body = data(request)
@@ -28,7 +38,8 @@ async def create_user(request: web.Request) -> web.Response:
     return web.json_response({**user.to_json(), "token": token}, status=201)
 
 
-@docs(tags=["users"], summary="Read a user (owner or admin)")
+@docs(tags=["users"], summary="Read a user (owner or admin)",
+      responses={**INVALID, **OWNER_ONLY, **not_found("user_not_found")})
 @match_info_schema(s.IdPathSchema)
 @response_schema(s.UserSchema, 200)
 async def get_user(request: web.Request) -> web.Response:
@@ -39,8 +50,8 @@ async def get_user(request: web.Request) -> web.Response:
 
 
 @docs(tags=["rooms"], summary="Create a room (admin): rows x seatsPerRow, or capacity",
-      responses={401: {"schema": s.ErrorSchema}, 403: {"schema": s.ErrorSchema}, **ERRORS})
-@request_schema(s.RoomCreateSchema)
+      responses={**INVALID, **ADMIN_ONLY, **TOO_LARGE}, security=[{"bearer": []}])
+@request_schema(s.RoomCreateSchema, required=True)
 @response_schema(s.RoomSchema, 201)
 async def create_room(request: web.Request) -> web.Response:
     await require_admin(request)
@@ -50,7 +61,7 @@ async def create_room(request: web.Request) -> web.Response:
     return web.json_response(room, status=201)
 
 
-@docs(tags=["rooms"], summary="List rooms")
+@docs(tags=["rooms"], summary="List rooms", responses=INVALID)
 @querystring_schema(s.PageQuerySchema)
 @response_schema(s.RoomSchema(many=True), 200)
 async def list_rooms(request: web.Request) -> web.Response:
@@ -58,7 +69,7 @@ async def list_rooms(request: web.Request) -> web.Response:
     return web.json_response(await catalog.list_rooms(request.app[PG_POOL], page["limit"], page["offset"]))
 
 
-@docs(tags=["rooms"], summary="Read a room with its seats")
+@docs(tags=["rooms"], summary="Read a room with its seats", responses={**INVALID, **not_found("room_not_found")})
 @match_info_schema(s.IdPathSchema)
 @response_schema(s.RoomSchema, 200)
 async def get_room(request: web.Request) -> web.Response:
@@ -66,8 +77,10 @@ async def get_room(request: web.Request) -> web.Response:
 
 
 @docs(tags=["sessions"], summary="Create a session (admin); the room needs at least 16 seats",
-      responses={422: {"schema": s.ErrorSchema, "description": "room_too_small, invalid_show_times"}, **ERRORS})
-@request_schema(s.SessionCreateSchema)
+      responses={422: {"schema": E, "description": "room_too_small, invalid_show_times"},
+                 **not_found("room_not_found"), **INVALID, **ADMIN_ONLY, **TOO_LARGE},
+      security=[{"bearer": []}])
+@request_schema(s.SessionCreateSchema, required=True)
 @response_schema(s.SessionSchema, 201)
 async def create_session(request: web.Request) -> web.Response:
     await require_admin(request)
@@ -79,7 +92,7 @@ async def create_session(request: web.Request) -> web.Response:
     return web.json_response(session, status=201)
 
 
-@docs(tags=["sessions"], summary="List sessions")
+@docs(tags=["sessions"], summary="List sessions", responses=INVALID)
 @querystring_schema(s.PageQuerySchema)
 @response_schema(s.SessionSchema(many=True), 200)
 async def list_sessions(request: web.Request) -> web.Response:
@@ -87,20 +100,21 @@ async def list_sessions(request: web.Request) -> web.Response:
     return web.json_response(await catalog.list_sessions(request.app[PG_POOL], page["limit"], page["offset"]))
 
 
-@docs(tags=["sessions"], summary="Read a session")
+@docs(tags=["sessions"], summary="Read a session", responses={**INVALID, **not_found("session_not_found")})
 @match_info_schema(s.IdPathSchema)
 @response_schema(s.SessionSchema, 200)
 async def get_session(request: web.Request) -> web.Response:
     return web.json_response(await catalog.get_session(request.app[PG_POOL], request["match_info"]["id"]))
 
 
-@docs(tags=["sessions"], summary="The seat map of a session, optionally filtered by status")
+@docs(tags=["sessions"], summary="The seat map of a session, optionally filtered by status",
+      responses={**INVALID, **not_found("session_not_found")})
 @match_info_schema(s.IdPathSchema)
 @querystring_schema(s.SeatMapQuerySchema)
 @response_schema(s.SeatMapSchema, 200)
 async def seat_map(request: web.Request) -> web.Response:
-    result = await catalog.seat_map(request.app[PG_POOL], request["match_info"]["id"], request["querystring"].get("status"))
-    return web.json_response(result)
+    status = request["querystring"].get("status")
+    return web.json_response(await catalog.seat_map(request.app[PG_POOL], request["match_info"]["id"], status))
 
 
 def setup_routes(app: web.Application) -> None:

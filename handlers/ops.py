@@ -22,7 +22,8 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-@docs(tags=["ops"], summary="Readiness: 200 when PostgreSQL, Redis and Kafka answer, else 503")
+@docs(tags=["ops"], summary="Readiness: 200 when PostgreSQL, Redis and Kafka answer, else 503 naming the failed ones",
+      responses={503: {"schema": s.NotReadySchema, "description": "not_ready: `failed` lists the services down"}})
 @response_schema(s.ReadySchema, 200)
 async def ready(request: web.Request) -> web.Response:
     app = request.app
@@ -41,19 +42,23 @@ async def ready(request: web.Request) -> web.Response:
             results[name] = f"unavailable: {type(exc).__name__}"
 
     await asyncio.gather(*(run(n, c) for n, c in checks.items()))
-    ok = all(v == "ok" for v in results.values())
-    failed = sorted(n for n, v in results.items() if v != "ok")
-    body = {"status": "ok" if ok else "unavailable", "checks": results}
-    if not ok:
-        body["failed"] = failed  # type: ignore[assignment]
-    return web.json_response(body, status=200 if ok else 503)
+    checks_sorted = dict(sorted(results.items()))
+    failed = [n for n, v in checks_sorted.items() if v != "ok"]
+    if not failed:
+        return web.json_response({"status": "ok", "checks": checks_sorted})
+    # The contract's error body (a 503 is an error like any other) plus the fields probes read.
+    return web.json_response({
+        "statusCode": 503, "error": "Service Unavailable", "code": "not_ready",
+        "message": "Not ready: " + ", ".join(f"{name} is unavailable" for name in failed),
+        "details": {"failed": failed, "checks": checks_sorted},
+        "status": "unavailable", "failed": failed, "checks": checks_sorted,
+    }, status=503, headers={"Retry-After": "1"})
 
 
-@docs(tags=["ops"], summary="Prometheus metrics (text format)")
+@docs(tags=["ops"], summary="Prometheus metrics (text exposition format)", produces=["text/plain"],
+      responses={200: {"description": "Prometheus text format", "schema": {"type": "string"}}})
 async def metrics(request: web.Request) -> web.Response:
-    resp = web.Response(body=generate_latest(REGISTRY))
-    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-    return resp
+    return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def setup_routes(app: web.Application) -> None:

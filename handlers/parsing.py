@@ -32,6 +32,20 @@ def field_errors(messages: Any) -> dict[str, Any]:
     return {"_schema": messages}
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """Strict JSON (no NaN/Infinity); anything unparseable is a 400 `malformed_json`, never a 500."""
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError and bad UTF-8 are ValueErrors
+        raise MalformedJson(details={"body": [str(exc)[:200]]}) from None
+    except RecursionError:  # "[[[[...]]]]" nested deeper than the parser's stack
+        raise MalformedJson("The request body is nested too deeply", details={"body": ["nested too deeply"]}) from None
+
+
 class ContractParser(AIOHTTPParser):  # type: ignore[misc]
     """Reads JSON whatever the Content-Type says, and raises domain errors instead of HTTP ones."""
 
@@ -41,10 +55,7 @@ class ContractParser(AIOHTTPParser):  # type: ignore[misc]
         raw = await req.read()  # bounded by the app's client_max_size (413 beyond)
         if not raw.strip():
             return core.missing
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedJson(details={"body": [str(exc)[:200]]}) from None
+        return parse_json_body(raw)
 
     def handle_error(self, error: ValidationError, req: web.Request, schema: Schema, *,
                      error_status_code: int | None, error_headers: Any) -> NoReturn:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 MAX_NAME = 200
@@ -19,7 +21,18 @@ class LooseSchema(Schema):
         unknown = EXCLUDE
 
 
-Text = lambda n, **kw: fields.String(validate=validate.Length(min=1, max=n), **kw)  # noqa: E731
+def plain_text(value: str) -> None:
+    """Refuse what PostgreSQL cannot store or a person cannot read: blank text, control characters
+    (NUL above all: `text` refuses it) and lone surrogates (not encodable as UTF-8)."""
+    if not value.strip():
+        raise ValidationError("Must not be blank.")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        raise ValidationError("Must not contain control characters.")
+
+
+def Text(max_length: int, **kw: object) -> fields.String:  # noqa: N802 - used like a field class
+    """A required-length, printable string field."""
+    return fields.String(validate=[validate.Length(min=1, max=max_length), plain_text], **kw)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------ errors
@@ -35,7 +48,7 @@ class ErrorSchema(Schema):
 # ------------------------------------------------------------ users
 
 class UserCreateSchema(StrictSchema):
-    name = fields.String(required=True, validate=validate.Length(min=1, max=MAX_NAME))
+    name = Text(MAX_NAME, required=True)
     email = fields.Email(required=True, validate=validate.Length(max=MAX_EMAIL))
 
 
@@ -70,7 +83,7 @@ MAX_CAPACITY = 5000
 
 
 class RoomCreateSchema(StrictSchema):
-    name = fields.String(required=True, validate=validate.Length(min=1, max=MAX_NAME))
+    name = Text(MAX_NAME, required=True)
     rows = fields.Integer(validate=validate.Range(min=1, max=MAX_ROWS), strict=True)
     seatsPerRow = fields.Integer(validate=validate.Range(min=1, max=MAX_SEATS_PER_ROW), strict=True)
     capacity = fields.Integer(validate=validate.Range(min=1, max=MAX_CAPACITY), strict=True)
@@ -102,7 +115,7 @@ class RoomSchema(Schema):
 # ------------------------------------------------------------ sessions
 
 class SessionCreateSchema(StrictSchema):
-    movieTitle = fields.String(required=True, validate=validate.Length(min=1, max=MAX_NAME))
+    movieTitle = Text(MAX_NAME, required=True)
     startShowTime = fields.AwareDateTime(required=True)
     endShowTime = fields.AwareDateTime(required=True)
     roomId = fields.UUID(required=True)
@@ -145,8 +158,15 @@ class HealthSchema(Schema):
 
 
 class ReadySchema(Schema):
-    status = fields.String(required=True)
-    checks = fields.Dict(keys=fields.String(), values=fields.String())
+    status = fields.String(required=True, metadata={"description": "ok"})
+    checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
+                         metadata={"description": "postgres, redis, kafka -> ok | unavailable: <reason>"})
+
+
+class NotReadySchema(ErrorSchema):
+    status = fields.String(required=True, metadata={"description": "unavailable"})
+    failed = fields.List(fields.String(), required=True, metadata={"description": "the services that did not answer"})
+    checks = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
 
 
 # ------------------------------------------------------------ reservations and sales

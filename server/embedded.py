@@ -310,6 +310,20 @@ class EmbeddedPostgres(Service):
             if not os.access(self.bin_dir() / tool, os.X_OK):
                 raise ServiceStartError(f"postgres: {self.bin_dir() / tool} is missing or not executable")
 
+    def start(self, timeout: float = 20.0) -> None:
+        attempts = 3
+        for attempt in range(1, attempts + 1):
+            try:
+                super().start(timeout)
+                return
+            except ServiceStartError as exc:
+                # Running as root, postgres runs as another user who must traverse the state folder's
+                # parents. A pytest session starting elsewhere on the machine resets
+                # /tmp/pytest-of-<user> to 0700, which can race our chmod: open the path again and retry.
+                if not self.user or "Permission denied" not in str(exc) or attempt == attempts:
+                    raise
+                log.warning("postgres: permission denied on %s, retrying (%d/%d)", self.data, attempt, attempts)
+
     def _as_user(self) -> dict[str, object]:
         return {"user": self.user, "group": self.user} if self.user else {}
 

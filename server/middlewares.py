@@ -6,6 +6,7 @@ import asyncio
 import logging
 import uuid
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -13,8 +14,8 @@ import redis.exceptions
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from storage.appkeys import NODE_ID
 from server.logs import request_id_var
+from storage.appkeys import NODE_ID
 from storage.errors import DomainError
 
 log = logging.getLogger("boxoffice.http")
@@ -83,11 +84,22 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
     return response
 
 
+async def _is_file(response: web.FileResponse) -> bool:
+    path = getattr(response, "_path", None)  # aiohttp keeps the path it will send here
+    if path is None:
+        return True
+    return await asyncio.to_thread(Path(path).is_file)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes `{statusCode, error, code, message, details}`; never a stack trace."""
     try:
-        return await handler(request)
+        response = await handler(request)
+        if isinstance(response, web.FileResponse) and not await _is_file(response):
+            # A static file that is missing: FileResponse would answer an empty 404 only when sent.
+            return error_response(404, "not_found", "Not Found")
+        return response
     except DomainError as exc:
         return domain_error_response(exc)
     except web.HTTPException as exc:
