@@ -5,9 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from jobs.expiry import expiry_ctx
+from jobs.outbox import outbox_ctx
 from jobs.reconcile import reconcile_ctx
 
 
 def setup(app: web.Application) -> None:
     """Register the jobs' cleanup contexts on a node (after the resources they use)."""
-    app.cleanup_ctx.extend([expiry_ctx, reconcile_ctx])
+    app.cleanup_ctx.extend([expiry_ctx, reconcile_ctx, outbox_ctx])

@@ -2,8 +2,41 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
+
+from realtime.channel import HUB, SNAPSHOTS, session_socket
+from realtime.consumer import SeatEventConsumer
+from realtime.hub import Hub, WSClose
+from realtime.snapshot import SnapshotReader
+from storage.appkeys import KAFKA, NODE_ID, PG_POOL, SETTINGS
+
+CONSUMER = web.AppKey("seat_event_consumer", SeatEventConsumer)
+SHUTDOWN_CLOSE_TIMEOUT = 3.0
+
+
+async def fanout_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The hub (with its flusher), the snapshot reader and the consumer feeding the hub."""
+    settings = app[SETTINGS]
+    hub = Hub(settings.ws_broadcast_tick_ms / 1000)
+    snapshots = SnapshotReader(app[PG_POOL], app[NODE_ID], settings.hold_ttl_seconds)
+    consumer = SeatEventConsumer(settings, app[KAFKA], hub)
+    app[HUB], app[SNAPSHOTS], app[CONSUMER] = hub, snapshots, consumer
+    async with hub.running(), consumer.running():
+        yield
+    await snapshots.close()
+
+
+async def close_sockets(app: web.Application) -> None:
+    """Node shutting down (SIGTERM): every socket is told 1001 and reconnects elsewhere."""
+    hub = app.get(HUB)
+    if hub is not None:
+        await hub.close_all(WSClose.GOING_AWAY, "server shutting down", SHUTDOWN_CLOSE_TIMEOUT)
 
 
 def setup(app: web.Application) -> None:
-    """Register the WebSocket route and the relay/consumer cleanup contexts on a node."""
+    """Register the WebSocket route, the fan-out context and the shutdown hook (the relay runs from jobs/outbox)."""
+    app.router.add_get("/ws/sessions/{sessionId}", session_socket)
+    app.cleanup_ctx.append(fanout_ctx)
+    app.on_shutdown.append(close_sockets)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -22,6 +23,8 @@ class KafkaLink:
         self.producer: AIOKafkaProducer | None = None
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # the start-up loop and the relay may both (re)connect: one producer at a time, never a leaked one
+        self._connect_lock = asyncio.Lock()
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -49,18 +52,30 @@ class KafkaLink:
 
     async def connect(self) -> AIOKafkaProducer:
         """Connect (or reconnect) the producer and make sure the topic exists."""
-        await self.close_producer()
-        producer = self._new_producer()
-        try:
-            await producer.start()
-            await self.ensure_topic()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await producer.stop()
-            raise
-        self.producer = producer
-        self.connected.set()
-        return producer
+        async with self._connect_lock:
+            await self.close_producer()
+            producer = self._new_producer()
+            try:
+                await producer.start()
+                await self.ensure_topic()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            self.producer = producer
+            self.connected.set()
+            return producer
+
+    async def reconnect(self, wait: float = 2.0) -> None:
+        """After a failed publish: a fresh producer (fresh metadata) and the topic recreated if the broker lost it.
+
+        While the start-up loop is still trying, wait for it instead of racing it.
+        """
+        if self._task is not None and not self._task.done():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), wait)
+            return
+        await self.connect()
 
     async def close_producer(self) -> None:
         producer, self.producer = self.producer, None

@@ -1,0 +1,38 @@
+"""Outbox sweeping: runs the node's outbox relay, whose sweep timer republishes rows left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+from aiohttp import web
+from aiokafka.errors import KafkaError
+
+from realtime.relay import OutboxRelay
+from storage.appkeys import KAFKA, OUTBOX_WAKE, PG_POOL, SETTINGS
+
+log = logging.getLogger("boxoffice.jobs")
+
+RELAY = web.AppKey("outbox_relay", OutboxRelay)
+FINAL_PASS_TIMEOUT = 2.0
+
+
+async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One relay per node: publishes right after commits and sweeps on its timer (see realtime.relay)."""
+    relay = OutboxRelay(app[PG_POOL], app[KAFKA], app[OUTBOX_WAKE], app[SETTINGS])
+    app[RELAY] = relay
+    task = asyncio.create_task(relay.run(), name="outbox-relay")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        # a graceful stop publishes what its last commits wrote; anything left is swept by the other nodes
+        try:
+            await asyncio.wait_for(relay.publish_pending(), FINAL_PASS_TIMEOUT)
+        except (TimeoutError, KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.info("outbox: final pass at shutdown left rows for the sweepers: %r", exc)

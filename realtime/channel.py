@@ -1,0 +1,143 @@
+"""`GET /ws/sessions/{sessionId}`: a live seat channel (snapshot, then changes; hold/release/ping/resync).
+
+Checks happen before the upgrade so a refusal is a plain JSON error: unknown session (404), a
+browser Origin not allowed (403). After it: frames over `ws_max_msg_size` close with 1009, a
+client over its message rate with 1008, a socket silent for `ws_idle_timeout` with 1000; the
+heartbeat drops dead peers. Whatever ends a socket, its hub subscription is removed in `finally`.
+
+A token that is not valid does not refuse the upgrade: the seat map is public (as GET
+/sessions/{id}/seats is), so the socket may watch; every hold or release on it answers
+`unauthorized`, exactly like a socket without a token.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from urllib.parse import urlsplit
+
+from aiohttp import WSMsgType, web
+
+from realtime.hub import Connection, Hub, WSClose
+from realtime.messages import Peer, dispatch
+from realtime.snapshot import SnapshotReader
+from storage import metrics
+from storage.appkeys import NODE_ID, PG_POOL, SETTINGS, TOKENS
+from storage.auth import ADMIN, ANONYMOUS, Principal, is_admin_token
+from storage.catalog import get_session_row
+from storage.errors import DomainError, Forbidden, ValidationFailed
+
+HUB = web.AppKey("realtime_hub", Hub)
+SNAPSHOTS = web.AppKey("realtime_snapshots", SnapshotReader)
+
+MAX_TOKEN = 512
+CLOSE_TIMEOUT = 2.0  # how long a close waits for the peer's close frame
+DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+END_TYPES = {WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR}
+
+
+class UpgradeRequired(DomainError):
+    status, code, message = 426, "upgrade_required", "This route speaks WebSocket only"
+
+
+class TokenBucket:
+    """`rate` messages per second on average, bursts up to `burst`."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self.tokens, self.stamp = float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+def origin_allowed(origin: str | None, host: str, allowed: tuple[str, ...]) -> bool:
+    """No Origin (scripts, load tests): allowed. Else it must be listed, or by default be this server's host."""
+    if origin is None:
+        return True
+    origin = origin.strip().rstrip("/").lower()
+    if allowed:
+        return "*" in allowed or origin in {a.strip().rstrip("/").lower() for a in allowed}
+    try:
+        parts = urlsplit(origin)
+        served = urlsplit(f"//{host.lower()}")
+        default = DEFAULT_PORTS.get(parts.scheme)
+        return bool(parts.hostname) and parts.hostname == served.hostname and \
+            (parts.port or default) == (served.port or default)
+    except ValueError:  # a port that is not a number
+        return False
+
+
+async def socket_principal(app: web.Application, token: str | None) -> Principal | None:
+    """The token's principal; None when a token is given but unknown (the REST rule, for `?token=`)."""
+    if not token:
+        return ANONYMOUS
+    if is_admin_token(token, app[SETTINGS].admin_token):
+        return ADMIN
+    user_id = await app[TOKENS].user_for(token[:MAX_TOKEN])
+    return None if user_id is None else Principal(user_id=user_id)
+
+
+async def session_socket(request: web.Request) -> web.StreamResponse:
+    app, settings = request.app, request.app[SETTINGS]
+    try:
+        session_id = uuid.UUID(request.match_info["sessionId"])
+    except ValueError:
+        raise ValidationFailed(details={"fields": {"sessionId": ["Not a valid UUID."]}}) from None
+    await get_session_row(app[PG_POOL], session_id)  # 404 session_not_found, before any upgrade
+    if not origin_allowed(request.headers.get("Origin"), request.host, settings.allowed_origins):
+        raise Forbidden("This Origin may not open seat channels", code="origin_not_allowed")
+    who = await socket_principal(app, request.query.get("token"))
+    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat, max_msg_size=settings.ws_max_msg_size,
+                               compress=False, timeout=CLOSE_TIMEOUT)  # frames are shared: never per-socket deflate
+    if not ws.can_prepare(request).ok:
+        raise UpgradeRequired()
+    ws.headers["X-Node-Id"] = app[NODE_ID]
+    await ws.prepare(request)
+    user_id = str(who.user_id) if who is not None and who.user_id is not None else None
+    conn = Connection(ws, request, str(session_id), user_id, settings.ws_queue_size, app[SNAPSHOTS].render)
+    hub = app[HUB]
+    hub.add(conn)  # before the snapshot is read: no change can fall in between
+    metrics.OPEN_SOCKETS.inc()
+    try:
+        conn.start()
+        await read_messages(Peer(app, conn, who), ws)
+    finally:
+        try:
+            await conn.stop()
+        finally:  # even if the stop is cancelled (shutdown timeout), nothing is left behind
+            hub.remove(conn)
+            metrics.OPEN_SOCKETS.dec()
+    return ws
+
+
+async def read_messages(peer: Peer, ws: web.WebSocketResponse) -> None:
+    """The reader loop: one message at a time, each answered through the socket's queue."""
+    settings, conn = peer.app[SETTINGS], peer.conn
+    bucket = TokenBucket(settings.ws_rate_per_second, settings.ws_rate_burst)
+    while True:
+        try:
+            msg = await ws.receive(timeout=settings.ws_idle_timeout)
+        except TimeoutError:
+            conn.drop(WSClose.NORMAL, "idle timeout")
+            continue
+        if msg.type in END_TYPES:
+            return
+        if conn.closing:  # closing: what the client still sends is ignored
+            continue
+        if not bucket.take():
+            conn.drop(WSClose.POLICY, "message rate limit exceeded")
+            continue
+        if msg.type is not WSMsgType.TEXT:
+            conn.send_message({"type": "error", "requestId": None, "code": "unsupported_frame",
+                               "message": "Send JSON text frames"})
+            continue
+        reply = await dispatch(peer, msg.data)
+        if reply is not None:
+            conn.send_message(reply)

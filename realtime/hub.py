@@ -1,0 +1,246 @@
+"""The fan-out hub: per session, the node's open sockets; seat changes coalesced per tick, serialized once.
+
+Each socket is a `Connection` with a bounded queue and one writer task. The broadcast loop only
+ever puts already-serialized frames on queues (never awaits a peer); a socket whose queue is full
+cannot keep up and is closed with 1013 (it reconnects and gets a fresh snapshot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from aiohttp import WSMsgType, web
+
+from storage import metrics
+
+log = logging.getLogger("boxoffice.hub")
+
+# how long a dropped socket gets to take its close frame before the transport is cut
+CLOSE_GRACE = 2.0
+
+
+class WSClose(enum.IntEnum):
+    NORMAL = 1000
+    GOING_AWAY = 1001  # node shutting down
+    POLICY = 1008  # flood
+    TOO_BIG = 1009
+    INTERNAL = 1011
+    TRY_LATER = 1013  # too slow to keep up
+
+
+class Close(NamedTuple):
+    code: int
+    reason: str
+
+
+class Command(enum.Enum):
+    SNAPSHOT = "snapshot"  # the writer reads a fresh snapshot and sends it, in queue order
+
+
+QueueItem = bytes | Close | Command
+
+
+def dumps(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+class Connection:
+    """One socket: a bounded outgoing queue drained by one writer task."""
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, session_id: str, user_id: str | None,
+                 queue_size: int, render_snapshot: Callable[[Connection], Awaitable[bytes]]) -> None:
+        self.ws = ws
+        self.session_id = session_id
+        self.user_id = user_id
+        self.queue: asyncio.Queue[QueueItem] = asyncio.Queue(queue_size)
+        self.closing = False
+        self.close_code: int | None = None
+        self._transport = request.transport
+        self._render_snapshot = render_snapshot
+        self._writer: asyncio.Task[None] | None = None
+        self._abort_timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """The snapshot goes first; changes queued while it is read follow it (clients drop older versions)."""
+        self.queue.put_nowait(Command.SNAPSHOT)
+        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.session_id}")
+
+    def send(self, item: bytes | Command) -> None:
+        """Queue a frame without waiting; a full queue means the peer cannot keep up: drop it."""
+        if self.closing:
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.drop(WSClose.TRY_LATER, "too slow: the server dropped this connection")
+
+    def send_message(self, message: dict[str, Any]) -> None:
+        self.send(dumps(message))
+
+    def drop(self, code: int, reason: str) -> None:
+        """Close with `code`: nothing queued is sent any more; a peer that will not take the close is cut."""
+        if self.closing:
+            return
+        self.closing = True
+        self.close_code = code
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(Close(code, reason))
+        self._abort_timer = asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort)
+
+    def _abort(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            log.info("cutting a socket that did not take its close frame (session %s)", self.session_id)
+            self._transport.abort()
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                item = await self.queue.get()
+                if isinstance(item, Close):
+                    await self.ws.close(code=item.code, message=item.reason.encode())
+                    return
+                frame = await self._render_snapshot(self) if item is Command.SNAPSHOT else item
+                await self.ws.send_frame(frame, WSMsgType.TEXT)  # type: ignore[arg-type]
+        except (ConnectionError, RuntimeError) as exc:  # the peer went away mid-write
+            log.debug("socket writer stopped: %r", exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. the snapshot query failed: the client reconnects
+            log.warning("socket writer failed (session %s): %r", self.session_id, exc)
+            with contextlib.suppress(Exception):
+                await self.ws.close(code=WSClose.INTERNAL, message=b"snapshot unavailable, reconnect")
+
+    async def stop(self) -> None:
+        """Called once the socket's reader is done: let a close in progress finish, then end the writer."""
+        closing, self.closing = self.closing, True  # nothing more is queued from now on
+        writer = self._writer
+        try:
+            if writer is not None and not writer.done():
+                if closing:
+                    await asyncio.wait({writer}, timeout=CLOSE_GRACE)
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writer
+        finally:
+            if self._abort_timer is not None:
+                self._abort_timer.cancel()
+
+
+@dataclass
+class _Batch:
+    """The changes of one session gathered during one tick."""
+
+    changes: dict[str, dict[str, Any]] = field(default_factory=dict)  # seat id -> newest change
+    committed: list[int] = field(default_factory=list)
+
+    def add(self, event: dict[str, Any]) -> None:
+        self.committed.append(int(event.get("committedAt") or 0))
+        for change in event.get("changes") or ():
+            seat = change.get("id")
+            known = self.changes.get(seat)
+            if known is None or change.get("version", 0) > known.get("version", 0):
+                self.changes[seat] = change
+
+    def frame(self) -> bytes:
+        # committedAt of a coalesced frame: its oldest commit, so commit-to-screen latency is never flattered
+        return dumps({"type": "seats", "committedAt": min(self.committed), "changes": list(self.changes.values())})
+
+
+class Hub:
+    """session id -> open sockets of this node; `publish` gathers changes, the flusher sends them per tick."""
+
+    def __init__(self, tick_seconds: float) -> None:
+        self.tick = tick_seconds
+        self.sessions: dict[str, set[Connection]] = {}
+        self._pending: dict[str, _Batch] = {}
+        self._has_pending = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self.frames_flushed = 0
+
+    # ------------------------------------------------------------ sockets
+
+    def add(self, conn: Connection) -> None:
+        self.sessions.setdefault(conn.session_id, set()).add(conn)
+        self._empty.clear()
+
+    def remove(self, conn: Connection) -> None:
+        conns = self.sessions.get(conn.session_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self.sessions[conn.session_id]
+        if not self.sessions:
+            self._empty.set()
+
+    def connections(self) -> list[Connection]:
+        return [conn for conns in self.sessions.values() for conn in conns]
+
+    # ------------------------------------------------------------ events
+
+    def publish(self, event: dict[str, Any]) -> None:
+        """One seat event from Kafka; kept only if a local socket watches its session."""
+        session_id = event.get("sessionId")
+        if not isinstance(session_id, str) or session_id not in self.sessions:
+            return
+        batch = self._pending.get(session_id)
+        if batch is None:
+            batch = self._pending[session_id] = _Batch()
+        batch.add(event)
+        self._has_pending.set()
+
+    def resync_all(self) -> None:
+        """The stream lost its continuity (broker restarted): every socket gets a fresh snapshot."""
+        conns = self.connections()
+        if conns:
+            log.info("resyncing %d sockets", len(conns))
+        for conn in conns:
+            conn.send(Command.SNAPSHOT)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        now_ms = time.time() * 1000
+        for session_id, batch in pending.items():
+            frame = batch.frame()  # serialized once for every socket of the session
+            for conn in list(self.sessions.get(session_id, ())):
+                conn.send(frame)
+            self.frames_flushed += 1
+            for committed in batch.committed:
+                metrics.BROADCAST_LATENCY.observe(max(0.0, now_ms - committed) / 1000)
+
+    async def run(self) -> None:
+        """The flusher: at most one frame per session per tick; the first change after a quiet spell goes at once."""
+        loop = asyncio.get_running_loop()
+        last_flush = 0.0
+        while True:
+            await self._has_pending.wait()
+            delay = last_flush + self.tick - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._has_pending.clear()
+            self.flush()
+            last_flush = loop.time()
+
+    async def close_all(self, code: int, reason: str, grace: float) -> None:
+        """Close every socket (node shutting down) and wait, bounded, until their handlers are done."""
+        for conn in self.connections():
+            conn.drop(code, reason)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._empty.wait(), grace)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Hub]:
+        task = asyncio.create_task(self.run(), name="hub-flusher")
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

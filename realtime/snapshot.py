@@ -1,0 +1,91 @@
+"""Seat-map snapshots for sockets: one PostgreSQL read shared by every socket of a session that asks at once.
+
+A read is shared only by requests made before it started: a socket registers with the hub, then
+asks for its snapshot, so the read it gets began after its registration and no change can fall
+between the snapshot and the changes the hub queues for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from realtime.hub import dumps
+from storage.catalog import seat_rows
+
+if TYPE_CHECKING:
+    from realtime.hub import Connection
+
+
+class SnapshotReader:
+    """Coalesces concurrent seat-map reads per session (a resync of 2,000 sockets is a handful of queries)."""
+
+    def __init__(self, pool: asyncpg.Pool, node_id: str, hold_ttl_seconds: int) -> None:
+        self.pool = pool
+        self.node_id = node_id
+        self.hold_ttl_seconds = hold_ttl_seconds
+        self._next: dict[str, asyncio.Task[list[asyncpg.Record]]] = {}  # not started yet: joinable
+        self._running: dict[str, asyncio.Task[list[asyncpg.Record]]] = {}
+        self._tasks: set[asyncio.Task[list[asyncpg.Record]]] = set()
+        self.queries = 0
+
+    async def rows(self, session_id: str) -> list[asyncpg.Record]:
+        task = self._next.get(session_id)
+        if task is None:
+            task = asyncio.create_task(self._read(session_id, self._running.get(session_id)))
+            self._next[session_id] = task
+            self._tasks.add(task)
+            task.add_done_callback(self._forget)
+        # shielded: a socket that goes away must not cancel the read other sockets wait for
+        return await asyncio.shield(task)
+
+    async def _read(self, session_id: str,
+                    previous: asyncio.Task[list[asyncpg.Record]] | None) -> list[asyncpg.Record]:
+        if previous is not None:  # one read per session at a time; requests meanwhile share the next one
+            await asyncio.wait({previous})
+        me = asyncio.current_task()
+        self._next.pop(session_id, None)
+        self._running[session_id] = me  # type: ignore[assignment]
+        try:
+            self.queries += 1
+            return await seat_rows(self.pool, uuid.UUID(session_id))
+        finally:
+            if self._running.get(session_id) is me:
+                del self._running[session_id]
+
+    def _forget(self, task: asyncio.Task[list[asyncpg.Record]]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have gone
+
+    async def render(self, conn: Connection) -> bytes:
+        """The snapshot message of one socket (`mine` marks the seats of its user's reservations)."""
+        rows = await self.rows(conn.session_id)
+        return snapshot_frame(rows, conn.session_id, conn.user_id, self.node_id, self.hold_ttl_seconds)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+
+def snapshot_frame(rows: Sequence[asyncpg.Record], session_id: str, user_id: str | None, node_id: str,
+                   hold_ttl_seconds: int) -> bytes:
+    return dumps({
+        "type": "snapshot", "sessionId": session_id, "nodeId": node_id, "serverTime": int(time.time() * 1000),
+        "holdTtlSeconds": hold_ttl_seconds,
+        "seats": [
+            {"id": str(r["id"]), "status": r["status"], "version": r["version"], "rowLabel": r["row_label"],
+             "seatNumber": r["seat_number"],
+             "mine": user_id is not None and r["user_id"] is not None and str(r["user_id"]) == user_id}
+            for r in rows
+        ],
+    })

@@ -1,0 +1,428 @@
+"""Seat channels on one node, against the real embedded PostgreSQL, Redis and Kafka.
+
+Every change a socket sees went the whole way: booking commit -> outbox row -> relay -> Kafka ->
+this node's consumer -> hub -> socket. Assertions are what a client sees (messages, codes, close
+codes) and what PostgreSQL holds afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import WSMsgType
+from aiohttp.test_utils import TestClient
+
+from realtime.channel import HUB
+from server.app import create_app
+from server.embedded import EmbeddedStack
+from storage.invariants import broken, wait_for_invariants
+from storage.settings import Settings
+from tests.conftest import bearer, make_session, make_user, seat_ids, table_counts, with_settings
+
+WAIT = 10.0
+
+
+class SocketClosed(AssertionError):
+    def __init__(self, code: int | None, extra: Any) -> None:
+        super().__init__(f"socket closed: code={code} {extra!r}")
+        self.code = code
+
+
+class SeatWatcher:
+    """A client of one socket: applies the snapshot and then every change by version, as a browser does."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.seats: dict[str, tuple[str, int]] = {}
+        self.snapshots: list[dict[str, Any]] = []
+        self.changes: list[dict[str, Any]] = []
+
+    def apply(self, msg: dict[str, Any]) -> None:
+        if msg["type"] == "snapshot":
+            self.snapshots.append(msg)
+            self.seats = {s["id"]: (s["status"], s["version"]) for s in msg["seats"]}
+        elif msg["type"] == "seats":
+            for change in msg["changes"]:
+                self.changes.append(change)
+                if change["version"] > self.seats.get(change["id"], ("", -1))[1]:
+                    self.seats[change["id"]] = (change["status"], change["version"])
+
+    async def receive(self, within: float = WAIT) -> dict[str, Any]:
+        msg = await self.ws.receive(timeout=within)
+        if msg.type is not WSMsgType.TEXT:
+            raise SocketClosed(self.ws.close_code, msg.extra)
+        data: dict[str, Any] = json.loads(msg.data)
+        self.apply(data)
+        return data
+
+    async def wait_for(self, type_: str, within: float = WAIT) -> dict[str, Any]:
+        deadline = time.monotonic() + within
+        while True:
+            msg = await self.receive(max(0.01, deadline - time.monotonic()))
+            if msg["type"] == type_:
+                return msg
+
+    async def request(self, message: dict[str, Any], reply_types: tuple[str, ...]) -> dict[str, Any]:
+        request_id = uuid.uuid4().hex
+        await self.ws.send_json({**message, "requestId": request_id})
+        deadline = time.monotonic() + WAIT
+        while True:
+            msg = await self.receive(max(0.01, deadline - time.monotonic()))
+            if msg["type"] in reply_types and msg.get("requestId") == request_id:
+                return msg
+
+    async def until(self, done: Any, within: float = WAIT) -> None:
+        """Read until `done(self)` holds (raises asyncio.TimeoutError otherwise)."""
+        deadline = time.monotonic() + within
+        while not done(self):
+            await self.receive(max(0.01, deadline - time.monotonic()))
+
+    async def closed_with(self, within: float = WAIT) -> int | None:
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                await self.receive(max(0.01, deadline - time.monotonic()))
+            except SocketClosed as closed:
+                return closed.code
+
+
+async def watch(client: TestClient, session_id: str, token: str | None = None,
+                headers: dict[str, str] | None = None) -> SeatWatcher:
+    url = f"/ws/sessions/{session_id}" + (f"?token={token}" if token else "")
+    watcher = SeatWatcher(await client.ws_connect(url, headers=headers))
+    await watcher.wait_for("snapshot")
+    return watcher
+
+
+async def rest_seats(client: TestClient, session_id: str) -> dict[str, tuple[str, int]]:
+    resp = await client.get(f"/sessions/{session_id}/seats")
+    assert resp.status == 200
+    return {s["id"]: (s["status"], s["version"]) for s in (await resp.json())["seats"]}
+
+
+async def converge(client: TestClient, session_id: str, *watchers: SeatWatcher, within: float = WAIT) -> None:
+    """Once changes stop, every socket's map equals GET /sessions/{id}/seats."""
+    deadline = time.monotonic() + within
+    for watcher in watchers:
+        while True:
+            expected = await rest_seats(client, session_id)
+            if watcher.seats == expected:
+                break
+            left = deadline - time.monotonic()
+            assert left > 0, {k: (watcher.seats.get(k), v) for k, v in expected.items() if watcher.seats.get(k) != v}
+            try:
+                await watcher.receive(min(left, 0.5))
+            except TimeoutError:
+                pass
+
+
+async def hold(client: TestClient, user: dict[str, Any], session_id: str, seats: list[str]) -> aiohttp.ClientResponse:
+    return await client.post("/reservations", json={"sessionId": session_id, "sessionSeatIds": seats},
+                             headers=bearer(user["token"]))
+
+
+@pytest.fixture
+async def scene(client: TestClient) -> dict[str, Any]:
+    session = await make_session(client)
+    return {"session": session, "sid": session["id"], "seats": await seat_ids(client, session["id"]),
+            "ana": await make_user(client, "Ana"), "bob": await make_user(client, "Bob")}
+
+
+# ------------------------------------------------------------------ snapshot and changes
+
+async def test_snapshot_shape_and_mine(client: TestClient, scene: dict[str, Any]) -> None:
+    ana, sid, seats = scene["ana"], scene["sid"], scene["seats"]
+    assert (await hold(client, ana, sid, seats[:2])).status == 201
+    ws = await client.ws_connect(f"/ws/sessions/{sid}?token={ana['token']}")
+    assert ws._response.headers["X-Node-Id"] == "test-node"
+    watcher = SeatWatcher(ws)
+    snap = await watcher.wait_for("snapshot")
+    assert set(snap) == {"type", "sessionId", "nodeId", "serverTime", "holdTtlSeconds", "seats"}
+    assert (snap["sessionId"], snap["nodeId"], snap["holdTtlSeconds"]) == (sid, "test-node", 30)
+    assert abs(snap["serverTime"] - time.time() * 1000) < 60_000
+    assert [s["id"] for s in snap["seats"]] == seats
+    assert set(snap["seats"][0]) == {"id", "status", "version", "rowLabel", "seatNumber", "mine"}
+    assert [(s["status"], s["mine"]) for s in snap["seats"][:3]] == [("RESERVED", True)] * 2 + [("AVAILABLE", False)]
+    assert (snap["seats"][0]["rowLabel"], snap["seats"][0]["seatNumber"]) == ("A", 1)
+    assert watcher.seats == await rest_seats(client, sid)
+    other = await watch(client, sid, scene["bob"]["token"])  # someone else's hold is not "mine"
+    assert not any(s["mine"] for s in other.snapshots[0]["seats"])
+
+
+async def test_rest_hold_confirm_cancel_reach_the_socket(client: TestClient, scene: dict[str, Any]) -> None:
+    ana, sid, seats = scene["ana"], scene["sid"], scene["seats"]
+    watcher = await watch(client, sid)
+    before = dict(watcher.seats)
+
+    resp = await hold(client, ana, sid, seats[:2])
+    reservation = await resp.json()
+    msg = await watcher.wait_for("seats")
+    assert isinstance(msg["committedAt"], int)
+    assert {c["id"]: c["status"] for c in msg["changes"]} == {seats[0]: "RESERVED", seats[1]: "RESERVED"}
+    assert all(c["reservationId"] == reservation["id"] for c in msg["changes"])
+    assert all(c["version"] > before[c["id"]][1] for c in msg["changes"])
+
+    resp = await client.post(f"/reservations/{reservation['id']}/confirm", headers=bearer(ana["token"]))
+    assert resp.status == 201
+    await watcher.until(lambda w: w.seats[seats[0]][0] == w.seats[seats[1]][0] == "SOLD")
+
+    second = await (await hold(client, ana, sid, [seats[2]])).json()
+    await watcher.until(lambda w: w.seats[seats[2]][0] == "RESERVED")
+    resp = await client.delete(f"/reservations/{second['id']}", headers=bearer(ana["token"]))
+    assert resp.status == 204
+    await watcher.until(lambda w: w.seats[seats[2]][0] == "AVAILABLE")
+    assert watcher.seats[seats[2]][1] == before[seats[2]][1] + 2
+    assert watcher.seats == await rest_seats(client, sid)
+
+
+async def test_hold_expiry_reaches_the_socket(aiohttp_client: Any, base_settings: Settings) -> None:
+    client = await aiohttp_client(create_app(with_settings(base_settings, hold_ttl_seconds=1)))
+    session = await make_session(client)
+    seats = await seat_ids(client, session["id"])
+    watcher = await watch(client, session["id"])
+    assert watcher.snapshots[0]["holdTtlSeconds"] == 1
+    ana = await make_user(client)
+    assert (await hold(client, ana, session["id"], seats[:1])).status == 201
+    await watcher.until(lambda w: w.seats[seats[0]][0] == "RESERVED")
+    await watcher.until(lambda w: w.seats[seats[0]][0] == "AVAILABLE", within=8)
+    assert watcher.seats == await rest_seats(client, session["id"])
+
+
+async def test_sweeper_publishes_a_commit_nobody_announced(client: TestClient, scene: dict[str, Any],
+                                                          pg: asyncpg.Connection) -> None:
+    """A hold committed without waking any relay (its node died before publishing) still reaches sockets."""
+    sid, seats = scene["sid"], scene["seats"]
+    watcher = await watch(client, sid)
+    await pg.fetchrow("SELECT * FROM bx_hold($1, $2, $3, $4, $5, $6, $7)", uuid.uuid4(),
+                      uuid.UUID(scene["ana"]["id"]), uuid.UUID(sid), [uuid.UUID(seats[5])], 30_000, 0, None)
+    await watcher.until(lambda w: w.seats[seats[5]][0] == "RESERVED", within=5)
+    report = await wait_for_invariants(pg, [sid], timeout=5)
+    assert not report["outbox_published"]
+
+
+# ------------------------------------------------------------------ socket commands
+
+async def test_ws_hold_is_the_rest_hold(client: TestClient, scene: dict[str, Any], pg: asyncpg.Connection) -> None:
+    ana, sid, seats = scene["ana"], scene["sid"], scene["seats"]
+    watcher = await watch(client, sid, ana["token"])
+    reply = await watcher.request({"type": "hold", "sessionSeatIds": seats[3:5]}, ("hold.ok",))
+    reservation = reply["reservation"]
+    rest = await (await hold(client, scene["bob"], sid, seats[6:7])).json()
+    assert set(reservation) == set(rest) and reservation["status"] == "PENDING"
+    assert (reservation["userId"], reservation["sessionId"]) == (ana["id"], sid)
+    assert [s["id"] for s in reservation["seats"]] == seats[3:5]
+    resp = await client.get(f"/reservations/{reservation['id']}", headers=bearer(ana["token"]))
+    assert (await resp.json())["status"] == "PENDING"
+    assert {k: v[0] for k, v in (await rest_seats(client, sid)).items() if v[0] != "AVAILABLE"} == {
+        seats[3]: "RESERVED", seats[4]: "RESERVED", seats[6]: "RESERVED"}
+    await converge(client, sid, watcher)
+
+    counts = await table_counts(pg)
+    rejected = await watcher.request({"type": "hold", "sessionSeatIds": seats[6:8]}, ("hold.rejected",))
+    assert (rejected["code"], rejected["conflicts"]) == ("seats_unavailable", [seats[6]])
+    assert await table_counts(pg) == counts  # nothing held, nothing written
+
+    released = await watcher.request({"type": "release", "reservationId": reservation["id"]}, ("release.ok",))
+    assert released["reservationId"] == reservation["id"]
+    await watcher.until(lambda w: w.seats[seats[3]][0] == w.seats[seats[4]][0] == "AVAILABLE")
+    again = await watcher.request({"type": "release", "reservationId": reservation["id"]}, ("error",))
+    assert again["code"] == "not_pending"
+    theirs = await watcher.request({"type": "release", "reservationId": rest["id"]}, ("error",))
+    assert theirs["code"] == "not_owner"
+
+
+async def test_ping_resync_and_bad_messages_keep_the_socket_open(client: TestClient, scene: dict[str, Any]) -> None:
+    watcher = await watch(client, scene["sid"], scene["ana"]["token"])
+    pong = await watcher.request({"type": "ping"}, ("pong",))
+    assert set(pong) == {"type", "requestId"}
+    await watcher.ws.send_json({"type": "resync"})
+    assert (await watcher.wait_for("snapshot"))["sessionId"] == scene["sid"]
+    assert len(watcher.snapshots) == 2
+
+    cases: list[tuple[Any, str]] = [
+        ("not json", "malformed_json"),
+        ([1, 2], "malformed_json"),
+        ({"requestId": "r"}, "validation_error"),
+        ({"type": "teleport", "requestId": "r"}, "unknown_type"),
+        ({"type": "hold", "requestId": "r", "sessionSeatIds": ["nope"]}, "validation_error"),
+        ({"type": "hold", "requestId": "r", "sessionSeatIds": [scene["seats"][0]], "extra": 1}, "validation_error"),
+        ({"type": "hold", "requestId": "r", "sessionSeatIds": []}, "invalid_seat_count"),
+        ({"type": "hold", "requestId": "r", "sessionSeatIds": [str(uuid.uuid4())]}, "seats_not_in_session"),
+        ({"type": "release", "requestId": "r"}, "validation_error"),
+        ({"type": "release", "requestId": "r", "reservationId": str(uuid.uuid4())}, "reservation_not_found"),
+        ({"type": "ping", "requestId": {"x": 1}}, "validation_error"),
+    ]
+    for payload, code in cases:
+        await watcher.ws.send_str(payload if isinstance(payload, str) else json.dumps(payload))
+        error = await watcher.wait_for("error")
+        assert (error["code"], error["type"]) == (code, "error"), (payload, error)
+        assert isinstance(error["message"], str) and error["message"]
+        assert error["requestId"] == (payload.get("requestId") if isinstance(payload, dict) and
+                                      isinstance(payload.get("requestId"), str) else None)
+    await watcher.ws.send_bytes(b"\x00\x01")
+    assert (await watcher.wait_for("error"))["code"] == "unsupported_frame"
+    assert (await watcher.request({"type": "ping"}, ("pong",)))["type"] == "pong"  # still open
+
+
+async def test_watch_without_a_valid_token_but_never_act(client: TestClient, scene: dict[str, Any],
+                                                        pg: asyncpg.Connection) -> None:
+    sid, seats = scene["sid"], scene["seats"]
+    counts = await table_counts(pg)
+    for token in (None, "not-a-real-token"):
+        watcher = await watch(client, sid, token)
+        assert not any(s["mine"] for s in watcher.snapshots[0]["seats"])
+        refused = await watcher.request({"type": "hold", "sessionSeatIds": seats[:1]}, ("error",))
+        assert refused["code"] == "unauthorized"
+        refused = await watcher.request({"type": "release", "reservationId": str(uuid.uuid4())}, ("error",))
+        assert refused["code"] == "unauthorized"
+    assert await table_counts(pg) == counts
+    assert all(status == "AVAILABLE" for status, _ in (await rest_seats(client, sid)).values())
+
+
+# ------------------------------------------------------------------ refusals and limits
+
+async def test_upgrade_refusals_are_json_errors(client: TestClient, scene: dict[str, Any]) -> None:
+    host = f"{client.server.host}:{client.server.port}"
+    resp = await client.get(f"/ws/sessions/{uuid.uuid4()}")
+    assert (resp.status, (await resp.json())["code"]) == (404, "session_not_found")
+    resp = await client.get("/ws/sessions/not-a-uuid")
+    assert (resp.status, (await resp.json())["code"]) == (400, "validation_error")
+    resp = await client.get(f"/ws/sessions/{scene['sid']}")  # a plain GET, no upgrade
+    assert (resp.status, (await resp.json())["code"]) == (426, "upgrade_required")
+    for origin in ("http://evil.example", f"http://{client.server.host}:1", "null"):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect(f"/ws/sessions/{scene['sid']}", headers={"Origin": origin})
+        assert refused.value.status == 403
+        resp = await client.get(f"/ws/sessions/{scene['sid']}", headers={
+            "Origin": origin, "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+        assert (resp.status, (await resp.json())["code"]) == (403, "origin_not_allowed")
+    same_host = await watch(client, scene["sid"], headers={"Origin": f"http://{host}"})
+    assert same_host.snapshots
+
+
+async def test_allowed_origins_setting(aiohttp_client: Any, base_settings: Settings) -> None:
+    client = await aiohttp_client(create_app(with_settings(base_settings, allowed_origins=("https://box.example",))))
+    session = await make_session(client)
+    assert (await watch(client, session["id"], headers={"Origin": "https://box.example"})).snapshots
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect(f"/ws/sessions/{session['id']}",
+                                headers={"Origin": f"http://{client.server.host}:{client.server.port}"})
+    assert refused.value.status == 403
+
+
+async def test_oversized_frame_closes_1009(client: TestClient, scene: dict[str, Any]) -> None:
+    watcher = await watch(client, scene["sid"])
+    await watcher.ws.send_str(json.dumps({"type": "ping", "pad": "x" * (17 * 1024)}))
+    assert await watcher.closed_with() == 1009
+
+
+async def test_flood_closes_1008(client: TestClient, scene: dict[str, Any]) -> None:
+    watcher = await watch(client, scene["sid"])
+    for _ in range(200):
+        await watcher.ws.send_json({"type": "ping"})
+    assert await watcher.closed_with() == 1008
+
+
+async def test_idle_socket_is_closed(aiohttp_client: Any, base_settings: Settings) -> None:
+    client = await aiohttp_client(create_app(with_settings(base_settings, ws_idle_timeout=0.5)))
+    session = await make_session(client)
+    watcher = await watch(client, session["id"])
+    assert await watcher.closed_with(within=5) == 1000
+
+
+async def test_a_socket_that_cannot_keep_up_is_dropped_1013(aiohttp_client: Any, base_settings: Settings) -> None:
+    client = await aiohttp_client(create_app(with_settings(base_settings, ws_queue_size=2)))
+    session = await make_session(client)
+    seats = await seat_ids(client, session["id"])
+    slow = await watch(client, session["id"])
+    hub = client.app[HUB]
+    [slow_conn] = hub.connections()
+    # three frames land while the writers cannot run (no await in between): a queue of 2 overflows
+    for version in (101, 102, 103):
+        hub.publish({"sessionId": session["id"], "committedAt": int(time.time() * 1000),
+                     "changes": [{"id": seats[0], "status": "RESERVED", "version": version}]})
+        hub.flush()
+    assert slow_conn.closing and slow_conn.close_code == 1013
+    assert await slow.closed_with() == 1013
+    for _ in range(100):  # the handler's `finally` unsubscribes it
+        if not hub.sessions:
+            break
+        await asyncio.sleep(0.02)
+    assert not hub.sessions
+
+
+async def test_shutdown_closes_sockets_with_1001(aiohttp_client: Any, base_settings: Settings) -> None:
+    client = await aiohttp_client(create_app(base_settings))
+    session = await make_session(client)
+    watcher = await watch(client, session["id"])
+    closing = asyncio.create_task(watcher.closed_with())
+    await client.server.close()
+    assert await closing == 1001
+
+
+# ------------------------------------------------------------------ convergence and the outbox
+
+async def test_two_sockets_converge_after_random_operations(client: TestClient, scene: dict[str, Any],
+                                                           pg: asyncpg.Connection) -> None:
+    sid, seats = scene["sid"], scene["seats"]
+    users = [scene["ana"], scene["bob"], await make_user(client, "Cy")]
+    watchers = [await watch(client, sid, users[0]["token"]), await watch(client, sid)]
+    rng = random.Random(4)
+    pending: list[tuple[dict[str, Any], str]] = []
+    for _ in range(60):
+        op = rng.random()
+        if op < 0.5 or not pending:
+            user = rng.choice(users)
+            resp = await hold(client, user, sid, rng.sample(seats, rng.randint(1, 3)))
+            assert resp.status in (201, 409, 429), await resp.text()
+            if resp.status == 201:
+                pending.append((user, (await resp.json())["id"]))
+        elif op < 0.75:
+            user, rid = pending.pop(rng.randrange(len(pending)))
+            resp = await client.post(f"/reservations/{rid}/confirm", headers=bearer(user["token"]))
+            assert resp.status == 201
+        else:
+            user, rid = pending.pop(rng.randrange(len(pending)))
+            assert (await client.delete(f"/reservations/{rid}", headers=bearer(user["token"]))).status == 204
+    await converge(client, sid, *watchers)
+    assert sum(len(w.changes) for w in watchers) > 0
+    report = await wait_for_invariants(pg, [sid])
+    assert not any(report.values()), broken(report)
+    metrics_text = await (await client.get("/metrics")).text()
+    assert "boxoffice_broadcast_latency_seconds_count" in metrics_text
+    assert "boxoffice_websockets_open 2.0" in metrics_text.splitlines()
+
+
+async def test_kafka_outage_holds_commit_and_sockets_converge(client: TestClient, scene: dict[str, Any],
+                                                             stack: EmbeddedStack, pg: asyncpg.Connection) -> None:
+    sid, seats, ana = scene["sid"], scene["seats"], scene["ana"]
+    watchers = [await watch(client, sid, ana["token"]), await watch(client, sid)]
+    kafka = stack["kafka"]
+    kafka.stop()
+    try:
+        for i in range(4):
+            resp = await hold(client, ana, sid, seats[2 * i:2 * i + 2])
+            assert resp.status == 201, await resp.text()
+        await asyncio.sleep(1.5)  # the relay has tried and failed: the rows wait in the outbox
+        assert await pg.fetchval("SELECT count(*) FROM outbox WHERE session_id = $1 AND published_at IS NULL",
+                                 uuid.UUID(sid)) == 4
+    finally:
+        kafka.start()
+    restarted = time.monotonic()
+    await converge(client, sid, *watchers, within=20)
+    report = await wait_for_invariants(pg, [sid], timeout=20)
+    assert not any(report.values()), broken(report)
+    # after the restart the stream flows again: a new change arrives as a change
+    resp = await hold(client, ana, sid, seats[10:11])
+    assert resp.status == 201
+    await watchers[1].until(lambda w: w.seats[seats[10]][0] == "RESERVED", within=WAIT)
+    print(f"converged {time.monotonic() - restarted:.1f}s after the broker restart")
