@@ -60,7 +60,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     client = Redis.from_url(
         settings.redis_url, socket_timeout=settings.redis_timeout, socket_connect_timeout=settings.redis_timeout,
-        health_check_interval=10, max_connections=200,
+        health_check_interval=10, max_connections=200, lib_name=None, lib_version=None,
         # one immediate retry on a fresh connection: after a Redis restart the pooled sockets are dead,
         # while a Redis that is really down still fails fast (refused at once, or one socket_timeout)
         retry=Retry(NoBackoff(), 1), retry_on_error=[redis.exceptions.ConnectionError],
@@ -77,7 +77,7 @@ async def booking_ctx(app: web.Application) -> AsyncIterator[None]:
     app[BOOKING] = Booking(
         app[PG_POOL], app[GATE], hold_ttl_seconds=settings.hold_ttl_seconds,
         max_seats_per_hold=settings.max_seats_per_hold, max_seats_per_user=settings.max_seats_per_user,
-        use_gate=settings.redis_gate, on_commit=wake.set,
+        use_gate=settings.redis_gate, gate_timeout=settings.redis_timeout, on_commit=wake.set,
     )
     yield
 

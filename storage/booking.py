@@ -106,7 +106,7 @@ def _iso(value: datetime) -> str:
 
 class Booking:
     def __init__(self, pool: asyncpg.Pool, gate: RedisGate, *, hold_ttl_seconds: int, max_seats_per_hold: int,
-                 max_seats_per_user: int = 0, use_gate: bool = True,
+                 max_seats_per_user: int = 0, use_gate: bool = True, gate_timeout: float = 0.5,
                  on_commit: Callable[[], None] | None = None) -> None:
         self.pool = pool
         self.gate = gate
@@ -114,6 +114,7 @@ class Booking:
         self.max_seats_per_hold = max_seats_per_hold
         self.max_seats_per_user = max_seats_per_user
         self.use_gate = use_gate
+        self.gate_timeout = gate_timeout  # a hold never waits longer than this on Redis: it fails fast instead
         self.on_commit = on_commit or (lambda: None)
 
     # ------------------------------------------------------------------ hold
@@ -172,8 +173,9 @@ class Booking:
     async def _gate_hold(self, session_id: uuid.UUID, seats: list[uuid.UUID], reservation_id: uuid.UUID,
                          user_id: uuid.UUID, idempotency_key: str | None) -> None:
         try:
-            taken = await self.gate.hold(session_id, seats, reservation_id, self.hold_ttl_ms)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            taken = await asyncio.wait_for(self.gate.hold(session_id, seats, reservation_id, self.hold_ttl_ms),
+                                           self.gate_timeout)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, asyncio.TimeoutError):
             metrics.HOLDS.labels("redis_unavailable").inc()
             raise RedisUnavailable() from None
         if taken:
@@ -187,8 +189,8 @@ class Booking:
     async def _gate_release_quietly(self, session_id: uuid.UUID, seats: Sequence[uuid.UUID],
                                     owner: uuid.UUID) -> None:
         try:
-            await self.gate.release(session_id, seats, owner)
-        except (redis.exceptions.RedisError, OSError) as exc:  # the keys expire on their own
+            await asyncio.wait_for(self.gate.release(session_id, seats, owner), self.gate_timeout)
+        except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError) as exc:  # the keys expire on their own
             log.warning("could not release gate keys of %s: %r", owner, exc)
 
     async def _prior_hold(self, user_id: uuid.UUID, session_id: uuid.UUID, key: str,
@@ -228,9 +230,9 @@ class Booking:
             if self.use_gate:
                 until = row["sold_until"] + SOLD_KEY_GRACE
                 try:
-                    await self.gate.mark_sold(row["session_id"], row["seat_ids"], reservation_id,
-                                              int(until.timestamp() * 1000))
-                except (redis.exceptions.RedisError, OSError) as exc:  # reconciliation restores it
+                    await asyncio.wait_for(self.gate.mark_sold(row["session_id"], row["seat_ids"], reservation_id,
+                                                               int(until.timestamp() * 1000)), self.gate_timeout)
+                except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError) as exc:  # reconciliation restores it
                     log.warning("could not mark seats sold in Redis for %s: %r", reservation_id, exc)
         else:
             metrics.CONFIRMS.labels("replay").inc()
