@@ -268,10 +268,16 @@ def _open_path(path: Path, recursive: bool = True) -> None:
             parent.chmod(mode | 0o055)
     if recursive:
         for root, _dirs, files in os.walk(path):
-            os.chmod(root, os.stat(root).st_mode | 0o055)
+            _add_mode(root, 0o055)
             for f in files:
                 fp = os.path.join(root, f)
-                os.chmod(fp, os.stat(fp).st_mode | 0o044 | (0o011 if os.stat(fp).st_mode & 0o100 else 0))
+                _add_mode(fp, 0o044 | (0o011 if os.stat(fp).st_mode & 0o100 else 0))
+
+
+def _add_mode(path: str, bits: int) -> None:
+    mode = os.stat(path).st_mode
+    if mode & bits != bits:
+        os.chmod(path, mode | bits)
 
 
 def _is_postmaster_of(pid: int, data: Path) -> bool:
@@ -334,22 +340,45 @@ class EmbeddedPostgres(Service):
             # PostgreSQL refuses to run as root: run it as a system user that can read its files.
             _ensure_user(self.user)
             _open_path(bindir.parent)
-        for folder in (self.data, self.socket_dir):
-            folder.mkdir(parents=True, exist_ok=True)
-            if self.user:
-                entry = pwd.getpwnam(self.user)
-                os.chown(folder, entry.pw_uid, entry.pw_gid)
-                _open_path(folder, recursive=False)
-        self.data.chmod(0o700)
         if not (self.data / "PG_VERSION").exists():
-            result = subprocess.run(  # noqa: S603
-                [str(bindir / "initdb"), "-D", str(self.data), "--auth=trust", "--encoding=UTF8",
-                 "--locale=C", "-U", "postgres"],
-                capture_output=True, text=True, check=False, **self._as_user(),  # type: ignore[call-overload]
-            )
-            if result.returncode != 0:
-                raise ServiceStartError(f"postgres: initdb failed:\n{result.stdout}\n{result.stderr}")
+            self._initdb(bindir)
+        for folder in (self.data, self.socket_dir):
+            self._own_folder(folder)
         self._clear_postmaster_pid()
+
+    def _own_folder(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            os.chown(folder, entry.pw_uid, entry.pw_gid)
+            _open_path(folder, recursive=False)
+        if folder == self.data or folder.name == "pgdata.init":
+            folder.chmod(0o700)
+
+    def _initdb(self, bindir: Path) -> None:
+        """Create the cluster in a scratch folder and rename it into place: a failed or interrupted
+        initdb never leaves a half-made pgdata (one without the `postgres` database, say) behind."""
+        scratch = self.state_dir / "pgdata.init"
+        shutil.rmtree(scratch, ignore_errors=True)
+        self._own_folder(scratch)
+        result = subprocess.run(  # noqa: S603
+            [str(bindir / "initdb"), "-D", str(scratch), "--auth=trust", "--encoding=UTF8",
+             "--locale=C", "-U", "postgres", "--no-instructions"],
+            capture_output=True, text=True, check=False, **self._as_user(),  # type: ignore[call-overload]
+        )
+        if result.returncode != 0:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise ServiceStartError(f"postgres: initdb failed:\n{result.stdout}\n{result.stderr}")
+        try:
+            if self.data.exists():
+                self.data.rmdir()  # an empty leftover is replaced; rmdir refuses anything more
+            scratch.rename(self.data)
+        except OSError as exc:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise ServiceStartError(
+                f"postgres: {self.data} exists but is not a PostgreSQL data folder (no PG_VERSION); "
+                f"move it away or remove it ({exc.strerror})"
+            ) from None
 
     def _clear_postmaster_pid(self) -> None:
         """Make room for our server in the data folder.
