@@ -9,6 +9,7 @@ from aiohttp import web
 from realtime.channel import HUB, SNAPSHOTS, session_socket
 from realtime.consumer import SeatEventConsumer
 from realtime.hub import Hub, WSClose
+from realtime.kafka import quiet_repeated_kafka_logs
 from realtime.snapshot import SnapshotReader
 from storage.appkeys import KAFKA, NODE_ID, PG_POOL, SETTINGS
 
@@ -37,6 +38,7 @@ async def close_sockets(app: web.Application) -> None:
 
 def setup(app: web.Application) -> None:
     """Register the WebSocket route, the fan-out context and the shutdown hook (the relay runs from jobs/outbox)."""
+    quiet_repeated_kafka_logs()
     app.router.add_get("/ws/sessions/{sessionId}", session_socket)
     app.cleanup_ctx.append(fanout_ctx)
     app.on_shutdown.append(close_sockets)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -13,6 +14,37 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from storage.settings import Settings
 
 log = logging.getLogger("boxoffice.kafka")
+
+# aiokafka logs every failed reconnect (~20 a second per client while a broker is down)
+AIOKAFKA_LOGGERS = ("aiokafka", "aiokafka.conn", "aiokafka.cluster", "aiokafka.consumer.fetcher",
+                    "aiokafka.producer.sender", "aiokafka.producer.producer", "aiokafka.admin.client")
+
+
+class RepeatFilter(logging.Filter):
+    """Lets each distinct message template through once per `interval` seconds (an outage, not a flood)."""
+
+    def __init__(self, interval: float = 30.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last: dict[tuple[str, object], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.msg)
+        now = time.monotonic()
+        if now - self._last.get(key, -self.interval) < self.interval:
+            return False
+        if len(self._last) > 1000:
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
+def quiet_repeated_kafka_logs() -> None:
+    """Install the repeat filter on aiokafka's loggers (once per process)."""
+    for name in AIOKAFKA_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RepeatFilter) for f in logger.filters):
+            logger.addFilter(RepeatFilter())
 
 
 class KafkaLink:
