@@ -8,6 +8,7 @@ previous test killed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import shutil
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -117,3 +118,140 @@ async def wait_until(predicate: Any, within: float, interval: float = 0.1) -> bo
         if loop.time() > deadline:
             return False
         await asyncio.sleep(interval)
+
+
+class SeatSocket:
+    """A client of GET /ws/sessions/{id}: keeps the seat map the way a browser must, and reconnects.
+
+    The map is the snapshot, then every change applied only if its version is higher than the one
+    held. When the server closes the socket (node killed, dropped as slow) and `reconnect_url` is
+    set, it connects again there -- through HAProxy, so to a live node -- and starts over from the
+    new snapshot.
+    """
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, session_id: str, token: str | None = None,
+                 reconnect_url: str | None = None) -> None:
+        query = f"?token={token}" if token else ""
+        self.http = http
+        self.url = f"{url}/ws/sessions/{session_id}{query}"
+        self.reconnect_url = f"{reconnect_url}/ws/sessions/{session_id}{query}" if reconnect_url else None
+        self.seats: dict[str, tuple[str, int]] = {}
+        self.nodes: list[str] = []  # the node of every snapshot received, in order
+        self.changes_received = 0
+        self.close_codes: list[int | None] = []
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._closing = False
+        self._counter = 0
+
+    @property
+    def node(self) -> str:
+        return self.nodes[-1] if self.nodes else ""
+
+    async def connect(self) -> SeatSocket:
+        await self._open(self.url)
+        self._reader = asyncio.create_task(self._read_forever())
+        return self
+
+    async def _open(self, url: str) -> None:
+        ws = await self.http.ws_connect(url, heartbeat=None, autoping=True)
+        first = await ws.receive_json(timeout=10)
+        assert first["type"] == "snapshot", first
+        self._apply_snapshot(first)
+        self._ws = ws
+
+    def _apply_snapshot(self, message: dict[str, Any]) -> None:
+        self.nodes.append(message["nodeId"])
+        self.seats = {s["id"]: (s["status"], int(s["version"])) for s in message["seats"]}
+
+    def _apply_changes(self, changes: list[dict[str, Any]]) -> None:
+        for change in changes:
+            self.changes_received += 1
+            known = self.seats.get(change["id"])
+            if known is None or int(change["version"]) > known[1]:
+                self.seats[change["id"]] = (change["status"], int(change["version"]))
+
+    async def _read_forever(self) -> None:
+        while True:
+            assert self._ws is not None
+            async for msg in self._ws:
+                if msg.type is not aiohttp.WSMsgType.TEXT:
+                    continue
+                message = msg.json()
+                kind = message.get("type")
+                if kind == "snapshot":
+                    self._apply_snapshot(message)
+                elif kind == "seats":
+                    self._apply_changes(message["changes"])
+                future = self._replies.pop(message.get("requestId") or "", None)
+                if future is not None and not future.done():
+                    future.set_result(message)
+            self.close_codes.append(self._ws.close_code)
+            for future in self._replies.values():
+                if not future.done():
+                    future.set_exception(ConnectionError("socket closed"))
+            self._replies.clear()
+            if self._closing or self.reconnect_url is None:
+                return
+            await self._reconnect()
+
+    async def _reconnect(self, within: float = 20.0) -> None:
+        assert self.reconnect_url is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            try:
+                await self._open(self.reconnect_url)
+                return
+            except (aiohttp.ClientError, TimeoutError, AssertionError):
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    async def request(self, message: dict[str, Any], within: float = 10.0) -> dict[str, Any]:
+        """Send a client message with a fresh requestId; return the reply carrying it."""
+        assert self._ws is not None
+        self._counter += 1
+        request_id = f"r{self._counter}"
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._replies[request_id] = future
+        await self._ws.send_json({**message, "requestId": request_id})
+        return await asyncio.wait_for(future, within)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+
+
+def seat_map(body: dict[str, Any]) -> dict[str, tuple[str, int]]:
+    """GET /sessions/{id}/seats as a socket holds it: seat id -> (status, version)."""
+    return {s["id"]: (s["status"], int(s["version"])) for s in body["seats"]}
+
+
+async def wait_converged(api: aiohttp.ClientSession, session_id: str, sockets: Sequence[SeatSocket],
+                         within: float = 15.0) -> tuple[bool, dict[str, tuple[str, int]]]:
+    """Until every socket's map equals GET /sessions/{id}/seats; return (converged, the server's map)."""
+    truth: dict[str, tuple[str, int]] = {}
+
+    async def converged() -> bool:
+        nonlocal truth
+        async with api.get(f"/sessions/{session_id}/seats") as resp:
+            truth = seat_map(await resp.json())
+        return all(s.seats == truth for s in sockets)
+
+    return await wait_until(converged, within, interval=0.2), truth
+
+
+async def outbox_backlog(dsn: str, session_id: str) -> int:
+    con = await asyncpg.connect(dsn)
+    try:
+        return int(await con.fetchval("SELECT count(*) FROM outbox WHERE session_id = $1::uuid "
+                                      "AND published_at IS NULL", session_id))
+    finally:
+        await con.close()
