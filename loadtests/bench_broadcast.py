@@ -1,0 +1,469 @@
+"""Broadcast benchmark: N nodes behind HAProxy, thousands of watching sockets, a steady stream of holds.
+
+What it measures, on one session watched by every socket:
+- latency from a change's commit (`committedAt` of the frame; for a coalesced frame its oldest commit)
+  to its receipt, over every frame on every socket: p50 / p99 / max;
+- frames and seat changes delivered per second;
+- missed changes: after quiescence every socket's map (snapshot + changes applied only when their
+  version is higher) must equal GET /sessions/{id}/seats; a seat that differs is a missed change;
+- server memory per socket: VmRSS of the node processes before and after the sockets connect;
+- the outbox relay's hop from commit to the relay claiming the row (from PostgreSQL: `published_at` is
+  the relay transaction's start, taken just before it produces to Kafka), part of the cost of durability.
+
+It is a benchmark, not a test: it starts its own embedded services (unless DATABASE_URL, REDIS_URL,
+KAFKA_BOOTSTRAP_SERVERS are set) and its own local cluster, talks to it through the wire contract
+only, prints its figures with the command that produced them and writes them as JSON.
+
+    .venv/bin/python -m loadtests.bench_broadcast --sockets 2000 --rate 100 --duration 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import secrets
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+HIST_MS = 10_000  # latency histogram: 1 ms buckets up to 10 s, then one overflow bucket
+CONNECT_CONCURRENCY = 50
+
+
+# ---- the watching sockets (run in client processes) -------------------------------------------------
+
+
+@dataclass
+class Watcher:
+    """One socket's view of the session: seat id -> (status, version)."""
+
+    seats: dict[str, tuple[str, int]] = field(default_factory=dict)
+    node: str = ""
+    frames: int = 0
+    changes: int = 0
+    snapshots: int = 0
+    closed: int | None = None
+
+    def apply_snapshot(self, message: dict[str, Any]) -> None:
+        self.snapshots += 1
+        self.node = str(message.get("nodeId", ""))
+        self.seats = {s["id"]: (s["status"], int(s["version"])) for s in message["seats"]}
+
+    def apply_changes(self, changes: list[dict[str, Any]]) -> None:
+        for change in changes:
+            known = self.seats.get(change["id"])
+            if known is None or int(change["version"]) > known[1]:
+                self.seats[change["id"]] = (change["status"], int(change["version"]))
+
+
+@dataclass
+class ClientStats:
+    hist: list[int] = field(default_factory=lambda: [0] * (HIST_MS + 1))
+    max_ms: float = 0.0
+    frames: int = 0
+    changes: int = 0
+    first_frame: float = 0.0
+    last_frame: float = 0.0
+
+    def record(self, latency_ms: float, changes: int, now: float) -> None:
+        self.hist[min(HIST_MS, max(0, int(latency_ms)))] += 1
+        self.max_ms = max(self.max_ms, latency_ms)
+        self.frames += 1
+        self.changes += changes
+        self.first_frame = self.first_frame or now
+        self.last_frame = now
+
+
+async def _watch(ws: aiohttp.ClientWebSocketResponse, watcher: Watcher, stats: ClientStats) -> None:
+    async for msg in ws:
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            continue
+        now = time.time()
+        message = json.loads(msg.data)
+        kind = message.get("type")
+        if kind == "seats":
+            stats.record(now * 1000 - float(message["committedAt"]), len(message["changes"]), now)
+            watcher.frames += 1
+            watcher.changes += len(message["changes"])
+            watcher.apply_changes(message["changes"])
+        elif kind == "snapshot":
+            watcher.apply_snapshot(message)
+    watcher.closed = ws.close_code
+
+
+async def _client(conn: multiprocessing.connection.Connection, ws_url: str, count: int) -> None:
+    stats = ClientStats()
+    watchers = [Watcher() for _ in range(count)]
+    sockets: list[aiohttp.ClientWebSocketResponse] = []
+    tasks: list[asyncio.Task[None]] = []
+    failures: Counter[str] = Counter()
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True)) as http:
+
+        async def connect(watcher: Watcher) -> None:
+            async with gate:
+                try:
+                    ws = await http.ws_connect(ws_url, heartbeat=None, autoping=True, max_msg_size=0)
+                    first = await ws.receive_json(timeout=30)
+                except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                    failures[type(exc).__name__] += 1
+                    return
+                watcher.apply_snapshot(first)
+                sockets.append(ws)
+                tasks.append(asyncio.create_task(_watch(ws, watcher, stats)))
+
+        started = time.monotonic()
+        await asyncio.gather(*(connect(w) for w in watchers))
+        conn.send(("connected", {"sockets": len(sockets), "failures": dict(failures),
+                                 "seconds": time.monotonic() - started,
+                                 "by_node": dict(Counter(w.node for w in watchers if w.node))}))
+        command, expected = await loop.run_in_executor(None, conn.recv)
+        assert command == "final"
+        expected_map = {s["id"]: (s["status"], int(s["version"])) for s in expected}
+        # converged = every socket's map equals PostgreSQL's; give stragglers a few seconds
+        deadline = time.monotonic() + 10
+        while True:
+            differing = [w for w in watchers if w.closed is None and w.node and w.seats != expected_map]
+            if not differing or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        missed_seats = sum(sum(1 for k, v in expected_map.items() if w.seats.get(k) != v) for w in differing)
+        result = {
+            "hist": stats.hist, "max_ms": stats.max_ms, "frames": stats.frames, "changes": stats.changes,
+            "first_frame": stats.first_frame, "last_frame": stats.last_frame,
+            "sockets_differing": len(differing), "missed_seat_states": missed_seats,
+            "closed_during_run": dict(Counter(str(w.closed) for w in watchers if w.closed is not None)),
+            "resyncs": sum(max(0, w.snapshots - 1) for w in watchers),
+            "changes_per_socket_min": min((w.changes for w in watchers if w.node), default=0),
+        }
+        for ws in sockets:
+            await ws.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    conn.send(("result", result))
+
+
+def client_main(conn: multiprocessing.connection.Connection, ws_url: str, count: int) -> None:
+    """Entry point of a client process: `count` sockets on `ws_url`."""
+    asyncio.run(_client(conn, ws_url, count))
+
+
+# ---- the cluster side (main process) -------------------------------------------------------------------
+
+
+def progress(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def percentile(hist: list[int], q: float) -> float:
+    total = sum(hist)
+    if not total:
+        return float("nan")
+    rank, seen = q * total, 0
+    for ms, count in enumerate(hist):
+        seen += count
+        if seen >= rank:
+            return float(ms)
+    return float(HIST_MS)
+
+
+@dataclass
+class LoadStats:
+    holds: int = 0
+    releases: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    lag_skipped: int = 0
+
+
+async def generate_load(http: aiohttp.ClientSession, session_id: str, seats: list[str], users: list[dict[str, Any]],
+                        rate: float, duration: float, hold_seconds: float) -> LoadStats:
+    """`rate` holds per second (one seat each) through HAProxy, each released `hold_seconds` later."""
+    stats = LoadStats()
+    free = deque(seats)
+    in_flight: set[asyncio.Task[None]] = set()
+    loop = asyncio.get_running_loop()
+
+    async def cycle(k: int, seat: str) -> None:
+        user = users[k % len(users)]
+        auth = {"Authorization": f"Bearer {user['token']}"}
+        try:
+            async with http.post("/reservations", json={"userId": user["id"], "sessionId": session_id,
+                                                        "sessionSeatIds": [seat]}, headers=auth) as resp:
+                body = await resp.json()
+                if resp.status != 201:
+                    stats.failed[f"hold {resp.status} {body.get('code')}"] += 1
+                    return
+                stats.holds += 1
+            await asyncio.sleep(hold_seconds)
+            async with http.delete(f"/reservations/{body['id']}", headers=auth) as resp:
+                if resp.status == 204:
+                    stats.releases += 1
+                else:
+                    stats.failed[f"release {resp.status}"] += 1
+        except aiohttp.ClientError as exc:
+            stats.failed[type(exc).__name__] += 1
+        finally:
+            free.append(seat)
+
+    start = loop.time()
+    total = int(rate * duration)
+    for k in range(total):
+        delay = start + k / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if not free:  # every seat held: the server is slower than the asked rate
+            stats.lag_skipped += 1
+            continue
+        task = asyncio.create_task(cycle(k, free.popleft()))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    await asyncio.gather(*in_flight)
+    return stats
+
+
+Fixture = tuple[str, list[str], list[dict[str, Any]]]  # session id, its seat ids, buyers with tokens
+
+
+async def create_fixture(http: aiohttp.ClientSession, admin: dict[str, str], users: int) -> Fixture:
+    async with http.post("/rooms", json={"name": f"Bench {uuid.uuid4().hex[:6]}", "rows": 10, "seatsPerRow": 16},
+                         headers=admin) as resp:
+        room = await resp.json()
+        assert resp.status == 201, room
+    start = datetime.now(UTC) + timedelta(days=3)
+    async with http.post("/sessions", json={"movieTitle": "Broadcast bench", "startShowTime": start.isoformat(),
+                                            "endShowTime": (start + timedelta(hours=2)).isoformat(),
+                                            "roomId": room["id"], "ticketPrice": 10}, headers=admin) as resp:
+        session = await resp.json()
+        assert resp.status == 201, session
+    async with http.get(f"/sessions/{session['id']}/seats") as resp:
+        seats = [s["id"] for s in (await resp.json())["seats"]]
+    buyers = []
+    for k in range(users):
+        async with http.post("/users", json={"name": f"Bench {k}",
+                                             "email": f"bench-{uuid.uuid4().hex[:10]}@example.com"}) as resp:
+            buyers.append(await resp.json())
+    return session["id"], seats, buyers
+
+
+async def outbox_figures(dsn: str, session_id: str) -> dict[str, Any]:
+    """Events, changes, and the relay hop (commit -> relay claims the row; `published_at` is the start of the
+    relay's claim-produce-mark transaction) from the outbox table."""
+    con = await asyncpg.connect(dsn)
+    try:
+        rows = await con.fetch(
+            "SELECT (payload->>'committedAt')::float8 AS committed_ms, "
+            "       (extract(epoch FROM published_at) * 1000)::float8 AS published_ms, "
+            "       jsonb_array_length(payload->'changes') AS changes "
+            "FROM outbox WHERE session_id = $1::uuid", session_id)
+    finally:
+        await con.close()
+    hops = sorted(r["published_ms"] - r["committed_ms"] for r in rows if r["published_ms"] is not None)
+
+    def pick(q: float) -> float | None:
+        return round(hops[min(len(hops) - 1, int(q * len(hops)))], 1) if hops else None
+
+    return {"events": len(rows), "changes": sum(r["changes"] for r in rows),
+            "unpublished": sum(1 for r in rows if r["published_ms"] is None),
+            "commit_to_relay_claim_ms": {"p50": pick(0.5), "p99": pick(0.99),
+                                         "max": round(hops[-1], 1) if hops else None}}
+
+
+async def wait_outbox_drained(dsn: str, session_id: str, within: float = 30.0) -> bool:
+    con = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            left = await con.fetchval("SELECT count(*) FROM outbox WHERE session_id = $1::uuid "
+                                      "AND published_at IS NULL", session_id)
+            if left == 0:
+                return True
+            await asyncio.sleep(0.2)
+        return False
+    finally:
+        await con.close()
+
+
+async def bench(args: argparse.Namespace, cluster: Any, dsn: str, admin_token: str) -> dict[str, Any]:
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    async with aiohttp.ClientSession(base_url=cluster.url,
+                                     connector=aiohttp.TCPConnector(limit=args.http_connections)) as http:
+        session_id, seats, users = await create_fixture(http, admin, args.users)
+        ws_url = cluster.url.replace("http://", "ws://") + f"/ws/sessions/{session_id}"
+        pids = [p.pid for p in cluster.procs if p is not None]
+        rss_before = [rss_kib(p) for p in pids]
+
+        ctx = multiprocessing.get_context("spawn")
+        pipes, procs = [], []
+        share = [args.sockets // args.clients + (1 if k < args.sockets % args.clients else 0)
+                 for k in range(args.clients)]
+        for count in share:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=client_main, args=(child, ws_url, count), daemon=True)
+            proc.start()
+            pipes.append(parent)
+            procs.append(proc)
+        try:
+            progress(f"connecting {args.sockets} sockets from {args.clients} client processes")
+            connected = [await asyncio.to_thread(p.recv) for p in pipes]
+            progress(f"connected {sum(c[1]['sockets'] for c in connected)} sockets")
+            await asyncio.sleep(2)  # let the nodes settle after the connection burst
+            rss_connected = [rss_kib(p) for p in pids]
+
+            progress(f"load: {args.rate} holds/s for {args.duration} s")
+            load_started = time.time()
+            load = await generate_load(http, session_id, seats, users, args.rate, args.duration, args.hold_seconds)
+            load_seconds = time.time() - load_started
+            progress("waiting for the outbox to drain and every socket to converge")
+            drained = await wait_outbox_drained(dsn, session_id)
+            async with http.get(f"/sessions/{session_id}/seats") as resp:
+                final = (await resp.json())["seats"]
+            for p in pipes:
+                p.send(("final", final))
+            results = [(await asyncio.to_thread(p.recv))[1] for p in pipes]
+            rss_after = [rss_kib(p) for p in pids]
+        except BaseException:
+            for proc in procs:  # they wait for a command that will not come
+                proc.kill()
+            raise
+        finally:
+            for proc in procs:
+                proc.join(15)
+                if proc.is_alive():
+                    proc.kill()
+    outbox = await outbox_figures(dsn, session_id)
+
+    hist = [sum(col) for col in zip(*(r["hist"] for r in results), strict=True)]
+    frames = sum(r["frames"] for r in results)
+    changes = sum(r["changes"] for r in results)
+    sockets = sum(c[1]["sockets"] for c in connected)
+    by_node: Counter[str] = Counter()
+    for c in connected:
+        by_node.update(c[1]["by_node"])
+    firsts = [r["first_frame"] for r in results if r["first_frame"]]
+    lasts = [r["last_frame"] for r in results if r["last_frame"]]
+    window = (max(lasts) - min(firsts)) if firsts and lasts else 0.0
+    rss_delta = sum(rss_connected) - sum(rss_before)
+    return {
+        "command": " ".join(shlex.quote(a) for a in [sys.executable, "-m", "loadtests.bench_broadcast", *sys.argv[1:]]),
+        "started": datetime.fromtimestamp(load_started, UTC).isoformat(),
+        "machine": {"cpus": os.cpu_count(), "platform": sys.platform},
+        "setup": {"nodes": cluster.nodes, "sockets_asked": args.sockets, "client_processes": args.clients,
+                  "holds_per_second_asked": args.rate, "duration_s": args.duration,
+                  "hold_seconds": args.hold_seconds, "session_seats": len(seats)},
+        "sockets": {"connected": sockets, "by_node": dict(by_node),
+                    "connect_failures": sum(sum(c[1]["failures"].values()) for c in connected),
+                    "connect_seconds": round(max(c[1]["seconds"] for c in connected), 2)},
+        "load": {"holds": load.holds, "releases": load.releases,
+                 "holds_per_second": round(load.holds / load_seconds, 1) if load_seconds else 0,
+                 "failed": dict(load.failed), "skipped_no_free_seat": load.lag_skipped,
+                 "seconds": round(load_seconds, 2)},
+        "latency_ms": {"p50": percentile(hist, 0.50), "p90": percentile(hist, 0.90),
+                       "p99": percentile(hist, 0.99), "max": round(max(r["max_ms"] for r in results), 1),
+                       "samples": sum(hist), "note": "per frame per socket, commit (committedAt) to receipt"},
+        "delivery": {"frames": frames, "changes": changes,
+                     "frames_per_second": round(frames / window, 1) if window else 0,
+                     "changes_per_second": round(changes / window, 1) if window else 0,
+                     "changes_per_socket_min": min(r["changes_per_socket_min"] for r in results),
+                     "outbox_changes_per_socket": outbox["changes"]},
+        "missed": {"sockets_not_converged": sum(r["sockets_differing"] for r in results),
+                   "missed_seat_states": sum(r["missed_seat_states"] for r in results),
+                   "sockets_closed_during_run": sum(sum(r["closed_during_run"].values()) for r in results),
+                   "close_codes": dict(sum((Counter(r["closed_during_run"]) for r in results), Counter())),
+                   "resyncs": sum(r["resyncs"] for r in results), "outbox_drained": drained},
+        "memory": {"rss_kib_before": rss_before, "rss_kib_connected": rss_connected, "rss_kib_after_load": rss_after,
+                   "kib_per_socket": round(rss_delta / sockets, 2) if sockets else None},
+        "outbox": outbox,
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    lat, dl, miss, mem, ob = (result["latency_ms"], result["delivery"], result["missed"], result["memory"],
+                              result["outbox"])
+    return "\n".join([
+        "",
+        f"broadcast benchmark ({result['started']})",
+        f"  command        : {result['command']}",
+        f"  setup          : {result['setup']['nodes']} nodes behind HAProxy, "
+        f"{result['sockets']['connected']} sockets {result['sockets']['by_node']}, "
+        f"{result['load']['holds_per_second']} holds/s for {result['load']['seconds']} s",
+        f"  latency        : p50 {lat['p50']:.0f} ms, p90 {lat['p90']:.0f} ms, p99 {lat['p99']:.0f} ms, "
+        f"max {lat['max']:.0f} ms  ({lat['samples']} frames, commit -> receipt)",
+        f"  delivered      : {dl['frames_per_second']:.0f} frames/s, {dl['changes_per_second']:.0f} changes/s",
+        f"  missed         : {miss['missed_seat_states']} seat states on {miss['sockets_not_converged']} sockets; "
+        f"{miss['sockets_closed_during_run']} sockets closed {miss['close_codes']}, {miss['resyncs']} resyncs",
+        f"  memory         : {mem['kib_per_socket']} KiB RSS per connected socket",
+        f"  outbox relay   : {ob['events']} events, commit -> relay claim p50 "
+        f"{ob['commit_to_relay_claim_ms']['p50']} ms, p99 {ob['commit_to_relay_claim_ms']['p99']} ms",
+        f"  hold failures  : {result['load']['failed'] or 'none'}",
+        "",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench_broadcast", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--sockets", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=100.0, help="holds per second (each released later)")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of load")
+    parser.add_argument("--hold-seconds", type=float, default=0.5, help="how long each hold lives before release")
+    parser.add_argument("--clients", type=int, default=2, help="client processes sharing the sockets")
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--http-connections", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON result file (default: reports/bench_broadcast-<time>.json)")
+    args = parser.parse_args(argv)
+
+    # the launcher only (processes and ports); the app itself is reached through the wire contract,
+    # and PostgreSQL is read only for the outbox figures
+    from server.cluster import LocalCluster  # noqa: PLC0415
+    from server.embedded import EmbeddedStack  # noqa: PLC0415
+
+    state = Path(tempfile.mkdtemp(prefix="bench-broadcast-"))
+    stack = EmbeddedStack(state / "stack")
+    try:
+        urls = stack.start()
+        # each node migrates on start (`serve`), under an advisory lock
+        admin_token = secrets.token_urlsafe(16)
+        env = {**urls, "ADMIN_TOKEN": admin_token, "HOLD_TTL_SECONDS": "30", "LOG_LEVEL": "WARNING",
+               "RATE_LIMIT_PER_SECOND": "0", "RATE_LIMIT_ANON_PER_SECOND": "0"}
+        progress(f"starting {args.nodes} nodes behind HAProxy")
+        with LocalCluster(args.nodes, env=env, state_dir=state / "cluster") as cluster:
+            result = asyncio.run(bench(args, cluster, urls["DATABASE_URL"], admin_token))
+    finally:
+        stack.stop()
+        shutil.rmtree(state, ignore_errors=True)
+    print(report(result), flush=True)
+    out = args.out or Path("reports") / f"bench_broadcast-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"  result file    : {out}", flush=True)
+    missed = result["missed"]
+    return 1 if missed["missed_seat_states"] or missed["sockets_not_converged"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
