@@ -60,7 +60,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     client = Redis.from_url(
         settings.redis_url, socket_timeout=settings.redis_timeout, socket_connect_timeout=settings.redis_timeout,
-        health_check_interval=10, max_connections=200, lib_name=None, lib_version=None,
+        health_check_interval=10, max_connections=200, driver_info=None,  # no CLIENT SETINFO (Redis 6.2 lacks it)
         # one immediate retry on a fresh connection: after a Redis restart the pooled sockets are dead,
         # while a Redis that is really down still fails fast (refused at once, or one socket_timeout)
         retry=Retry(NoBackoff(), 1), retry_on_error=[redis.exceptions.ConnectionError],
