@@ -146,8 +146,15 @@ class SessionSeatSchema(Schema):
     seat = fields.Nested(SeatSchema, required=True)
 
 
+class RoomSummarySchema(Schema):
+    id = fields.UUID(required=True)
+    name = fields.String(required=True)
+    capacity = fields.Integer(required=True)
+
+
 class SeatMapSchema(Schema):
     session = fields.Nested(SessionSchema, required=True)
+    room = fields.Nested(RoomSummarySchema, required=True, metadata={"description": "the session's room"})
     seats = fields.List(fields.Nested(SessionSeatSchema), required=True)
 
 

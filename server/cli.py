@@ -7,10 +7,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
+import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 
 from aiohttp import web
 
@@ -23,20 +26,43 @@ log = logging.getLogger("boxoffice.cli")
 STATE_DIR = Path(os.environ.get("BOXOFFICE_STATE_DIR", ".boxoffice"))
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM and SIGHUP (terminal closed) stop us like Ctrl-C does, so the clean-up below runs."""
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Stopping the services must not be cut short by a second Ctrl-C: that would orphan them."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 @contextlib.contextmanager
 def services(state_dir: Path = STATE_DIR) -> Iterator[dict[str, str]]:
     """Start the embedded services whose URLs are not set; put the URLs in os.environ; stop on exit."""
     stack = EmbeddedStack(state_dir)
+    wanted = [name for name, key in (("PostgreSQL", "DATABASE_URL"), ("Redis", "REDIS_URL"),
+                                     ("Kafka (Tansu)", "KAFKA_BOOTSTRAP_SERVERS")) if not os.environ.get(key)]
+    if wanted:
+        print(f"boxoffice: starting embedded {', '.join(wanted)} in {stack.state_dir}", file=sys.stderr, flush=True)
     try:
-        urls = stack.start()
-    except ServiceStartError as exc:
-        print(f"boxoffice: could not start the embedded stack: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    os.environ.update(urls)
-    try:
+        try:
+            urls = stack.start()
+        except ServiceStartError as exc:
+            print(f"boxoffice: could not start the embedded stack: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        os.environ.update(urls)
         yield urls
     finally:
-        stack.stop()
+        with _signals_ignored():
+            if stack.services:
+                print("boxoffice: stopping the embedded services", file=sys.stderr, flush=True)
+            stack.stop()
 
 
 def prepare_database(dsn: str, demo: bool) -> dict[str, str]:
@@ -46,34 +72,50 @@ def prepare_database(dsn: str, demo: bool) -> dict[str, str]:
     return asyncio.run(seed(dsn)) if demo else {}
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, ready_message: str = "") -> None:
     from server.app import create_app  # noqa: PLC0415
 
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None,
+    if not port_free(settings.host, settings.port):
+        print(f"boxoffice: {settings.host}:{settings.port} is already in use; "
+              f"set PORT or pass --port", file=sys.stderr)
+        raise SystemExit(2)
+    web.run_app(create_app(settings), host=settings.host, port=settings.port,
+                print=(lambda _: print(ready_message, flush=True)) if ready_message else None,
                 shutdown_timeout=8.0, access_log=None, handle_signals=True)
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds: TIME_WAIT is fine
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def banner(settings: Settings, ids: dict[str, str]) -> str:
     base = f"http://{settings.host}:{settings.port}"
+    session = ids.get("sessionId")
     lines = [
         "",
-        "boxoffice is running",
-        f"  seat picker : {base}/" + (f"?session={ids['sessionId']}" if ids.get("sessionId") else ""),
+        f"boxoffice is running on {base} (node {settings.node_id})",
+        f"  seat picker : {base}/" + (f"?session={session}" if session else ""),
         f"  API docs    : {base}/api-docs",
-        f"  seat map    : {base}/sessions/{ids['sessionId']}/seats" if ids.get("sessionId") else "",
+        *([f"  seat map    : {base}/sessions/{session}/seats"] if session else []),
         f"  admin token : {settings.admin_token}",
         "  stop        : Ctrl-C (stops every service it started)",
         "",
     ]
-    return "\n".join(line for line in lines if line or line == "")
+    return "\n".join(lines)
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
     with services():
         settings = _settings(args)
         ids = prepare_database(settings.database_url, demo=True)
-        print(banner(settings, ids), flush=True)
-        serve(settings)
+        # printed once the port is bound, so the URLs work the moment they appear
+        serve(settings, ready_message=banner(settings, ids))
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -110,12 +152,8 @@ def cmd_rush(args: argparse.Namespace) -> None:
 
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env()
-    overrides: dict[str, object] = {}
-    if getattr(args, "host", None):
-        overrides["host"] = args.host
-    if getattr(args, "port", None):
-        overrides["port"] = args.port
-    settings = replace(settings, **overrides).with_node_id()
+    settings = replace(settings, host=getattr(args, "host", None) or settings.host,
+                       port=getattr(args, "port", None) or settings.port).with_node_id()
     setup_logging(settings.log_level, settings.log_format, settings.node_id)
     return settings
 
@@ -154,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     read_dotenv()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     try:
         args.func(args)
     except KeyboardInterrupt:

@@ -210,9 +210,11 @@ async def seat_rows(con: asyncpg.Connection | asyncpg.Pool, session_id: uuid.UUI
 async def seat_map(pool: asyncpg.Pool, session_id: uuid.UUID, status: str | None) -> dict[str, Any]:
     async with pool.acquire() as con:
         session = await get_session_row(con, session_id)
+        room = await con.fetchrow("SELECT id, name, capacity FROM rooms WHERE id = $1", session["room_id"])
         rows = await seat_rows(con, session_id, status)
     return {
         "session": session_json(session),
+        "room": _room_json(room, None),
         "seats": [
             {"id": str(r["id"]), "status": r["status"], "version": r["version"],
              "seat": {"id": str(r["seat_id"]), "rowLabel": r["row_label"], "seatNumber": r["seat_number"]}}

@@ -194,7 +194,10 @@ async def test_seat_map_and_status_filter(client: TestClient) -> None:
     resp = await client.get(f"/sessions/{session['id']}/seats")
     assert resp.status == 200
     seat_map = await resp.json()
+    assert set(seat_map) == {"session", "room", "seats"}
     assert seat_map["session"] == session
+    room = seat_map["room"]
+    assert room["id"] == session["roomId"] and room["capacity"] == 16 and room["name"].startswith("Room ")
     seats = seat_map["seats"]
     assert len(seats) == 16
     assert all(s["status"] == "AVAILABLE" and s["version"] >= 1 for s in seats)
