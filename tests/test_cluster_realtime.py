@@ -166,7 +166,7 @@ async def test_kafka_outage_holds_keep_committing_and_sockets_converge_after_res
         holder = asyncio.create_task(hold_steadily())
         try:
             await asyncio.sleep(1)
-            await asyncio.to_thread(stack["kafka"].stop)
+            await asyncio.to_thread(stack["kafka"].kill)  # Tansu keeps nothing on disk: a crash is a stop
             outage_started = time.monotonic()
             await asyncio.sleep(10)
             outage_ended = time.monotonic()
@@ -208,7 +208,7 @@ async def test_killed_node_sockets_reconnect_elsewhere_and_its_outbox_is_publish
         held: list[str] = []
         try:
             # With the broker down, the victim commits holds it cannot publish ...
-            await asyncio.to_thread(stack["kafka"].stop)
+            await asyncio.to_thread(stack["kafka"].kill)  # Tansu keeps nothing on disk: a crash is a stop
             for seat in seats[:3]:
                 status, body = await rest_hold(on_victim, user, sid, [seat])
                 assert status == 201, body
