@@ -12,15 +12,17 @@ import contextlib
 import importlib.util
 import shutil
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import asyncpg
 import pytest
+from aiohttp.test_utils import TestClient
 
 from server.cluster import LocalCluster
 from server.embedded import EmbeddedStack, find_haproxy
 from storage.invariants import broken, wait_for_invariants
+from tests import conftest
 
 CLUSTER_NODES = 3
 # short holds so expiry can be watched within a test; every node shares the same settings
@@ -255,3 +257,17 @@ async def outbox_backlog(dsn: str, session_id: str) -> int:
                                       "AND published_at IS NULL", session_id))
     finally:
         await con.close()
+
+
+# The conftest helpers are typed for aiohttp's TestClient; they only call .get/.post with relative
+# URLs, which a ClientSession with a base_url (the `api` fixture) answers the same way.
+async def make_session(api: aiohttp.ClientSession, rows: int = 2, per_row: int = 8) -> dict[str, Any]:
+    return await conftest.make_session(cast(TestClient, api), rows, per_row)
+
+
+async def make_user(api: aiohttp.ClientSession, name: str = "Ana") -> dict[str, Any]:
+    return await conftest.make_user(cast(TestClient, api), name)
+
+
+async def seat_ids(api: aiohttp.ClientSession, session_id: str) -> list[str]:
+    return await conftest.seat_ids(cast(TestClient, api), session_id)

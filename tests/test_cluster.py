@@ -34,9 +34,12 @@ from tests.cluster_support import (
     docker_compose_binary,
     get_json,
     haproxy_binary,
+    make_session,
+    make_user,
+    seat_ids,
     wait_until,
 )
-from tests.conftest import bearer, make_session, make_user, seat_ids
+from tests.conftest import bearer
 
 pytestmark = pytest.mark.cluster
 
@@ -175,7 +178,7 @@ async def test_haproxy_without_a_live_node_answers_json_503(tmp_path: Path) -> N
 async def test_round_robin_spreads_requests_over_every_node(live_cluster: LocalCluster,
                                                            api: aiohttp.ClientSession) -> None:
     session = await make_session(api)
-    served = Counter()
+    served: Counter[str] = Counter()
     for _ in range(4 * live_cluster.nodes):
         status, body, node = await get_json(api, f"/sessions/{session['id']}/seats")
         assert status == 200 and body["session"]["id"] == session["id"]
@@ -247,7 +250,7 @@ async def test_killed_node_is_routed_around_and_its_holds_still_expire(
 
     # restarted, it rejoins the rotation
     await asyncio.to_thread(live_cluster.start_node, victim)
-    rejoined = Counter()
+    rejoined: Counter[str] = Counter()
     for _ in range(4 * live_cluster.nodes):
         rejoined[(await get_json(api, f"/sessions/{session['id']}/seats"))[2]] += 1
     assert set(rejoined) == set(live_cluster.node_ids)
@@ -263,6 +266,11 @@ def test_sigterm_stops_a_node_cleanly_within_ten_seconds(live_cluster: LocalClus
     live_cluster.wait_server_status(victim, "DOWN")
 
 
+def wait_all(cluster: LocalCluster, status: str) -> None:
+    for i in range(cluster.nodes):
+        cluster.wait_server_status(i, status, timeout=30)
+
+
 async def test_holds_keep_committing_while_kafka_is_down(live_cluster: LocalCluster, api: aiohttp.ClientSession,
                                                          stack: EmbeddedStack, base_settings: Any) -> None:
     """Every node fails /ready without Kafka; HAProxy then falls back to the live nodes instead of a 503."""
@@ -271,9 +279,8 @@ async def test_holds_keep_committing_while_kafka_is_down(live_cluster: LocalClus
     buyer = await make_user(api)
     await asyncio.to_thread(stack["kafka"].kill)  # Tansu keeps nothing on disk: a crash is a stop
     try:
-        await asyncio.to_thread(lambda: [live_cluster.wait_server_status(i, "DOWN", timeout=20)
-                                         for i in range(live_cluster.nodes)])
-        served = Counter()
+        await asyncio.to_thread(wait_all, live_cluster, "DOWN")
+        served: Counter[str] = Counter()
         for seat in seats[:6]:
             status, body, node = await hold(api, buyer, session["id"], [seat])
             assert status == 201, body
@@ -281,8 +288,7 @@ async def test_holds_keep_committing_while_kafka_is_down(live_cluster: LocalClus
         assert len(served) > 1  # still spread over the nodes
     finally:
         await asyncio.to_thread(stack["kafka"].start)
-    await asyncio.to_thread(lambda: [live_cluster.wait_server_status(i, "UP", timeout=30)
-                                     for i in range(live_cluster.nodes)])
+    await asyncio.to_thread(wait_all, live_cluster, "UP")
     await assert_invariants(base_settings.database_url, [session["id"]])
 
 
