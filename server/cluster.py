@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import csv
+import http.client
 import io
 import logging
 import os
@@ -34,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MAX_NODES = 8  # haproxy.cfg has a conditional server line for NODE1_ADDR .. NODE8_ADDR
 SERVICE_URLS = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")
 STOP_TIMEOUT = 10.0
+# what a probe of a starting or dying process may raise (refused, reset, half a response)
+PROBE_ERRORS = (OSError, http.client.HTTPException)
 
 
 class ClusterError(RuntimeError):
@@ -229,7 +232,7 @@ class LocalCluster:
                 status, _, _ = _get(url)
                 if status == 200:
                     return
-            except OSError:
+            except PROBE_ERRORS:
                 pass
             time.sleep(0.1)
         raise ClusterError(f"{self.node_ids[i]} not ready on {url} within the timeout (last: {status}); "
@@ -282,7 +285,7 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         seen = "?"
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(*PROBE_ERRORS):
                 seen = self.server_status().get(self.node_ids[i], "?")
                 if seen == status:
                     return
@@ -297,7 +300,7 @@ class LocalCluster:
         while time.monotonic() < deadline:
             if self.haproxy_proc is None or self.haproxy_proc.poll() is not None:
                 raise ClusterError(f"haproxy exited; last lines of {self.haproxy_log}:\n{_tail(self.haproxy_log)}")
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(*PROBE_ERRORS):
                 status, headers, _ = _get(self.url + "/ready")
                 if status == 200:
                     seen.add(headers.get("X-Node-Id", ""))
