@@ -192,6 +192,9 @@ def main(argv: list[str] | None = None) -> None:
     read_dotenv()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     args = build_parser().parse_args(argv)
+    # A launcher started in the background by a script inherits SIGINT *ignored* (POSIX), and Python
+    # then leaves it ignored: Ctrl-C/SIGINT must stop us whatever started us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     try:
