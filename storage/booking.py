@@ -156,6 +156,8 @@ class Booking:
             error = self._map_db_error(exc)
             if isinstance(error, SeatsUnavailable):
                 metrics.HOLDS.labels("conflict_db").inc()
+                if self.use_gate:  # the gate was wrong about these seats: teach it what PostgreSQL knows
+                    await self._repair_gate(session_id, [uuid.UUID(c) for c in error.conflicts])
             if idempotency_key and isinstance(exc, asyncpg.UniqueViolationError):
                 prior = await self._prior_hold(user_id, session_id, idempotency_key)
                 if prior is not None:
@@ -192,6 +194,27 @@ class Booking:
             await asyncio.wait_for(self.gate.release(session_id, seats, owner), self.gate_timeout)
         except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError) as exc:  # the keys expire on their own
             log.warning("could not release gate keys of %s: %r", owner, exc)
+
+    async def _repair_gate(self, session_id: uuid.UUID, seat_ids: list[uuid.UUID]) -> None:
+        """Write the true owner of seats the gate let through although PostgreSQL has them taken (after a
+        flush or restart of Redis), so the next buyers are turned away in Redis again."""
+        if not seat_ids:
+            return
+        try:
+            rows = await self.pool.fetch(
+                "SELECT ss.id, ss.status, ss.reservation_id, r.expires_at, s.end_show_time FROM session_seats ss"
+                " JOIN reservations r ON r.id = ss.reservation_id JOIN sessions s ON s.id = ss.session_id"
+                " WHERE ss.id = ANY($1::uuid[]) AND ss.session_id = $2", seat_ids, session_id)
+            entries = [
+                (session_id, r["id"], f"H:{r['reservation_id']}", int(r["expires_at"].timestamp() * 1000))
+                if r["status"] == "RESERVED" else
+                (session_id, r["id"], f"S:{r['reservation_id']}",
+                 int((r["end_show_time"] + SOLD_KEY_GRACE).timestamp() * 1000))
+                for r in rows
+            ]
+            await asyncio.wait_for(self.gate.restore(entries), self.gate_timeout)
+        except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+            log.warning("could not repair the gate for %d seats: %r", len(seat_ids), exc)
 
     async def _prior_hold(self, user_id: uuid.UUID, session_id: uuid.UUID, key: str,
                           wait: float = 0.0) -> dict[str, Any] | None:
