@@ -30,8 +30,9 @@ async def ready(request: web.Request) -> web.Response:
     checks: dict[str, Callable[[], Awaitable[object]]] = {
         "postgres": lambda: app[PG_POOL].fetchval("SELECT 1"),
         "redis": lambda: app[REDIS].ping(),
-        **app.get(READY_CHECKS, {}),
     }
+    registered: dict[str, Callable[[], Awaitable[object]]] = app[READY_CHECKS]  # Kafka registers its check there
+    checks.update(registered)
     results: dict[str, str] = {}
 
     async def run(name: str, check: Callable[[], Awaitable[object]]) -> None:

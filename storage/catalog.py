@@ -159,8 +159,10 @@ async def create_session(pool: asyncpg.Pool, movie_title: str, start: datetime, 
         if capacity is None:
             raise RoomNotFound()
         if capacity < MIN_SESSION_SEATS:
-            raise RoomTooSmall(f"A session needs a room of at least {MIN_SESSION_SEATS} seats; this room has {capacity}",
-                               details={"capacity": capacity, "minimum": MIN_SESSION_SEATS})
+            raise RoomTooSmall(
+                f"A session needs a room of at least {MIN_SESSION_SEATS} seats; this room has {capacity}",
+                details={"capacity": capacity, "minimum": MIN_SESSION_SEATS},
+            )
         row = await con.fetchrow(
             f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {SESSION_COLUMNS}",
             session_id, movie_title, start, end, room_id, ticket_price,

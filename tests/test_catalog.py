@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -26,7 +26,7 @@ async def stable_counts(pg: asyncpg.Connection) -> dict[str, int]:
 
 
 def future(hours: float = 24) -> str:
-    return (datetime.now(timezone.utc) + timedelta(hours=hours)).isoformat()
+    return (datetime.now(UTC) + timedelta(hours=hours)).isoformat()
 
 
 def session_body(room_id: str, **changes: Any) -> dict[str, Any]:
@@ -171,7 +171,8 @@ async def test_session_needs_a_room_of_sixteen_seats(client: TestClient, pg: asy
     assert body["details"] == {"capacity": 15, "minimum": 16}
     assert await stable_counts(pg) == before
     sixteen = await client.post("/rooms", json={"name": "Just enough", "capacity": 16}, headers=ADMIN)
-    assert (await client.post("/sessions", json=session_body((await sixteen.json())["id"]), headers=ADMIN)).status == 201
+    created = await client.post("/sessions", json=session_body((await sixteen.json())["id"]), headers=ADMIN)
+    assert created.status == 201
 
 
 async def test_session_in_an_unknown_room_is_404(client: TestClient, pg: asyncpg.Connection) -> None:
@@ -274,7 +275,7 @@ async def test_auth_required_false_needs_no_token(aiohttp_client: Any, base_sett
 # ------------------------------------------------------------------ the bad input table
 
 LONG = "x" * 201
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 def case(name: str, method: str, path: str, status: int, code: str, *, body: Any = None, raw: bytes | None = None,
@@ -357,8 +358,8 @@ BAD_INPUT = [
     # rooms of 0 and of 10,000,000 seats
     case("room-of-zero-seats", "POST", "/rooms", 400, "validation_error", body={"name": "R", "capacity": 0},
          fields={"capacity"}),
-    case("room-of-zero-rows", "POST", "/rooms", 400, "validation_error", body={"name": "R", "rows": 0, "seatsPerRow": 16},
-         fields={"rows"}),
+    case("room-of-zero-rows", "POST", "/rooms", 400, "validation_error",
+         body={"name": "R", "rows": 0, "seatsPerRow": 16}, fields={"rows"}),
     case("room-of-ten-million-seats", "POST", "/rooms", 400, "validation_error",
          body={"name": "R", "capacity": 10_000_000}, fields={"capacity"}),
     case("room-of-ten-million-by-grid", "POST", "/rooms", 400, "validation_error",

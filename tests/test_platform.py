@@ -97,10 +97,12 @@ async def test_metrics_are_prometheus_text_and_count_requests(client: TestClient
     text = await read(resp)
     assert "# TYPE boxoffice_http_requests_total counter" in text
     assert "# TYPE boxoffice_http_request_seconds histogram" in text
-    key = {"method": "GET", "route": "/health", "status": "200"}
-    assert sample(text, "boxoffice_http_requests_total", **key) - sample(before, "boxoffice_http_requests_total", **key) == 3
-    bad = {"method": "GET", "route": "/rooms/{id}", "status": "400"}
-    assert sample(text, "boxoffice_http_requests_total", **bad) - sample(before, "boxoffice_http_requests_total", **bad) == 1
+    def counted(**labels: str) -> float:
+        name = "boxoffice_http_requests_total"
+        return sample(text, name, **labels) - sample(before, name, **labels)
+
+    assert counted(method="GET", route="/health", status="200") == 3
+    assert counted(method="GET", route="/rooms/{id}", status="400") == 1
 
 
 # ------------------------------------------------------------------ OpenAPI
@@ -148,7 +150,8 @@ def resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-@pytest.mark.parametrize(("method", "path", "success"), CONTRACT_ROUTES, ids=[f"{m} {p}" for m, p, _ in CONTRACT_ROUTES])
+@pytest.mark.parametrize(("method", "path", "success"), CONTRACT_ROUTES,
+                         ids=[f"{method} {path}" for method, path, _ in CONTRACT_ROUTES])
 async def test_swagger_describes_every_contract_route(spec: dict[str, Any], method: str, path: str,
                                                       success: str) -> None:
     operation = spec["paths"][path][method]
@@ -203,7 +206,7 @@ async def test_api_docs_page_is_swagger_ui(client: TestClient) -> None:
 # ------------------------------------------------------------------ headers and error bodies
 
 async def test_every_response_carries_the_node_id(client: TestClient) -> None:
-    requests = [
+    requests: list[tuple[str, str, dict[str, Any]]] = [
         ("GET", "/health", {}), ("GET", "/", {}), ("GET", "/metrics", {}), ("GET", "/no/such/route", {}),
         ("PATCH", "/users", {}), ("POST", "/users", {"data": b"{"}), ("GET", "/rooms/bad", {}),
         ("POST", "/rooms", {"json": {"name": "x", "capacity": 20}}),  # 401 without a token
