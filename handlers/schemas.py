@@ -97,6 +97,8 @@ class RoomCreateSchema(StrictSchema):
             raise ValidationError("rows and seatsPerRow go together", "_schema")
         if not has_grid and "capacity" not in data:
             raise ValidationError("give rows and seatsPerRow, or capacity", "_schema")
+        if has_grid and data["rows"] * data["seatsPerRow"] > MAX_CAPACITY:  # type: ignore[operator]
+            raise ValidationError(f"a room has at most {MAX_CAPACITY} seats", "_schema")
 
 
 class SeatSchema(Schema):

@@ -364,6 +364,8 @@ BAD_INPUT = [
          body={"name": "R", "capacity": 10_000_000}, fields={"capacity"}),
     case("room-of-ten-million-by-grid", "POST", "/rooms", 400, "validation_error",
          body={"name": "R", "rows": 10_000, "seatsPerRow": 1_000}, fields={"rows", "seatsPerRow"}),
+    case("room-grid-over-5000-seats", "POST", "/rooms", 400, "validation_error",
+         body={"name": "R", "rows": 100, "seatsPerRow": 51}, fields={"_schema"}),
     case("room-of-negative-seats", "POST", "/rooms", 400, "validation_error", body={"name": "R", "capacity": -16},
          fields={"capacity"}),
     # an email taken twice (in any case)
