@@ -161,11 +161,22 @@ class RushBuyer(BoxofficeUser):
             self.nothing_free(session_id)
             return
         wanted = self.rng.randint(plan.seats_min, plan.seats_max)
-        seats = pick_best_seats(free, wanted, self.rng, plan.best_seat_jitter, all_seats=shape)
-        hold = self.api.hold(session_id, seats, idempotency_key=uuid.uuid4().hex)
-        METRICS.hold("REST", hold.status == 201, "" if hold.ok else hold.code, hold.elapsed_ms)
-        if hold.status != 201:
-            return  # refused (someone was faster): look at the map again after the wait
+        for attempt in range(plan.retries_after_conflict + 1):
+            if attempt:  # the page shows those seats taken now: the buyer clicks the next best ones
+                gevent.sleep(self.rng.uniform(*plan.repick_seconds))
+            seats = pick_best_seats(free, wanted, self.rng, plan.best_seat_jitter, all_seats=shape)
+            hold = self.api.hold(session_id, seats, idempotency_key=uuid.uuid4().hex)
+            METRICS.hold("REST", hold.status == 201, "" if hold.ok else hold.code, hold.elapsed_ms)
+            if hold.status == 201:
+                break
+            if hold.status != 409 or not isinstance(hold.body, dict):
+                return
+            taken = set(hold.body.get("details", {}).get("conflicts", [])) or set(seats)
+            free = [s for s in free if s["id"] not in taken]
+            if not free:
+                return
+        else:
+            return  # refused every time: look at a fresh map after the wait
         METRICS.count("holds")
         gevent.sleep(self.rng.uniform(*plan.pay_seconds))
         roll = self.rng.random()
@@ -244,8 +255,10 @@ class SeatPicker(SocketUser):
             return
         wanted = self.rng.randint(plan.seats_min, plan.seats_max)
         seats = pick_best_seats(free, wanted, self.rng, plan.best_seat_jitter, all_seats=self.socket.map.shape())
+        started = time.perf_counter()
         reply = self.ws_call("hold", lambda sock: sock.hold(seats))
-        if reply is None:
+        if reply is None:  # the socket failed under the request: an error, not a refusal
+            METRICS.hold("WS", False, "no_answer", (time.perf_counter() - started) * 1000)
             return
         ok = reply.get("type") == "hold.ok"
         code = "" if ok else str(reply.get("code", "unknown"))

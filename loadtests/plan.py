@@ -27,6 +27,8 @@ class BuyerPlan:
     seats_max: int = 4
     confirm_probability: float = 0.8  # after a hold: buy ...
     cancel_probability: float = 0.1  # ... or cancel (and pick again); the rest abandon the hold (it expires)
+    retries_after_conflict: int = 2  # after a 409, pick again from the map minus the seats it named
+    repick_seconds: tuple[float, float] = (0.1, 0.5)
     retry_confirm_probability: float = 0.2  # resend a confirm with the same Idempotency-Key: same sale expected
     pay_seconds: tuple[float, float] = (0.2, 1.0)  # "typing the card number" between hold and confirm
     wait_seconds: tuple[float, float] = (0.2, 1.0)  # between attempts

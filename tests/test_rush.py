@@ -100,7 +100,9 @@ def test_a_tiny_rush_holds_every_invariant_and_writes_its_report(stack: Embedded
     assert latency["samples"] == summary["hold_requests"]
     assert 0 <= latency["p50"] <= latency["p95"] <= latency["p99"]
     assert 0 <= summary["conflict_share"] <= 1
-    assert summary["sales"] > 0 and summary["seats_by_status"].get("SOLD", 0) == summary["counts"]["seats_bought"]
+    # a buyer stopped at the end of the run may not have read its confirm's answer: the database may sell more
+    assert 0 < summary["counts"]["seats_bought"] <= summary["seats_by_status"].get("SOLD", 0)
+    assert summary["sales"] > 0
     assert set(summary["errors_by_code"]) <= EXPECTED_ERRORS, summary["errors_by_code"]
     assert "time_to_sell_out_s" in summary and "broadcast_p99_ms" in summary
     if realtime_present():
