@@ -347,9 +347,11 @@ def _stop_watcher(environment: Environment) -> None:
     stop_file = OUT / STOP_FILE
     runner = environment.runner
     assert runner is not None
+    users_seen = False  # the master learns the workers' user counts from their reports, a moment after spawning
     while True:
         gevent.sleep(0.5)
-        everybody_left = PLAN.stop_when_sold_out and _spawned.is_set() and runner.user_count == 0
+        users_seen = users_seen or (_spawned.is_set() and runner.user_count > 0)
+        everybody_left = PLAN.stop_when_sold_out and users_seen and runner.user_count == 0
         if stop_file.exists() or everybody_left:
             runner.quit()
             return

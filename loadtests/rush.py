@@ -666,6 +666,9 @@ def run_against(options: RushOptions, base_url: str, dsn: str, admin_token: str)
     say(f"report: {options.out}")
     if load.exit_code not in (0, 1) or not (options.out / "locust-report.html").exists():
         return 2
+    if summary["hold_requests"] == 0:
+        say("boxoffice rush: not one hold was attempted -- the run proves nothing (see locust.log)")
+        return 2
     return 0 if summary["invariants_ok"] else 1
 
 
