@@ -52,15 +52,50 @@ def dumps(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode()
 
 
+class OutQueue:
+    """A bounded FIFO with one reader: an idle socket holds an empty list and one future (asyncio.Queue: ~2.5 kB)."""
+
+    __slots__ = ("items", "maxsize", "_waiter")
+
+    def __init__(self, maxsize: int) -> None:
+        self.items: list[QueueItem] = []
+        self.maxsize = maxsize
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: QueueItem, *, force: bool = False) -> bool:
+        """False (nothing queued) when full, unless `force`."""
+        if len(self.items) >= self.maxsize and not force:
+            return False
+        self.items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        return True
+
+    def clear(self) -> None:
+        self.items.clear()
+
+    async def get(self) -> QueueItem:
+        while not self.items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self.items.pop(0)  # at most maxsize items: cheap
+
+
 class Connection:
     """One socket: a bounded outgoing queue drained by one writer task."""
+
+    __slots__ = ("ws", "session_id", "user_id", "queue", "closing", "close_code", "_transport",
+                 "_render_snapshot", "_writer", "_abort_timer")
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request, session_id: str, user_id: str | None,
                  queue_size: int, render_snapshot: Callable[[Connection], Awaitable[bytes]]) -> None:
         self.ws = ws
         self.session_id = session_id
         self.user_id = user_id
-        self.queue: asyncio.Queue[QueueItem] = asyncio.Queue(queue_size)
+        self.queue = OutQueue(queue_size)
         self.closing = False
         self.close_code: int | None = None
         self._transport = request.transport
@@ -70,16 +105,12 @@ class Connection:
 
     def start(self) -> None:
         """The snapshot goes first; changes queued while it is read follow it (clients drop older versions)."""
-        self.queue.put_nowait(Command.SNAPSHOT)
+        self.queue.put(Command.SNAPSHOT)
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.session_id}")
 
     def send(self, item: bytes | Command) -> None:
         """Queue a frame without waiting; a full queue means the peer cannot keep up: drop it."""
-        if self.closing:
-            return
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if not self.closing and not self.queue.put(item):
             self.drop(WSClose.TRY_LATER, "too slow: the server dropped this connection")
 
     def send_message(self, message: dict[str, Any]) -> None:
@@ -91,9 +122,8 @@ class Connection:
             return
         self.closing = True
         self.close_code = code
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.queue.put_nowait(Close(code, reason))
+        self.queue.clear()
+        self.queue.put(Close(code, reason), force=True)
         self._abort_timer = asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort)
 
     def _abort(self) -> None:
@@ -103,19 +133,24 @@ class Connection:
 
     async def _write_loop(self) -> None:
         try:
-            while True:
-                item = await self.queue.get()
-                if isinstance(item, Close):
-                    await self.ws.close(code=item.code, message=item.reason.encode())
-                    return
-                frame = await self._render_snapshot(self) if item is Command.SNAPSHOT else item
-                await self.ws.send_frame(frame, WSMsgType.TEXT)  # type: ignore[arg-type]
+            while await self._write_next():
+                pass
         except (ConnectionError, RuntimeError) as exc:  # the peer went away mid-write
             log.debug("socket writer stopped: %r", exc)
         except Exception as exc:  # noqa: BLE001 - e.g. the snapshot query failed: the client reconnects
             log.warning("socket writer failed (session %s): %r", self.session_id, exc)
             with contextlib.suppress(Exception):
                 await self.ws.close(code=WSClose.INTERNAL, message=b"snapshot unavailable, reconnect")
+
+    async def _write_next(self) -> bool:
+        # its own frame: an idle socket must not keep its last frame (a snapshot is ~20 kB) alive
+        item = await self.queue.get()
+        if isinstance(item, Close):
+            await self.ws.close(code=item.code, message=item.reason.encode())
+            return False
+        frame = await self._render_snapshot(self) if item is Command.SNAPSHOT else item
+        await self.ws.send_frame(frame, WSMsgType.TEXT)  # type: ignore[arg-type]
+        return True
 
     async def stop(self) -> None:
         """Called once the socket's reader is done: let a close in progress finish, then end the writer."""
