@@ -84,11 +84,14 @@ class SessionPage {
     this.session = session;
     this.bookable = Date.parse(session.startShowTime) > Date.now();
     document.title = `${session.movieTitle} · pick your seats · boxoffice`;
+    this.roomName = seatMap.room?.name || "";
     this.renderHero();
-    api(`/rooms/${encodeURIComponent(session.roomId)}`).then((room) => {
-      this.roomName = room.name;
-      this.renderHero();
-    }).catch(() => {});
+    if (!this.roomName) {
+      api(`/rooms/${encodeURIComponent(session.roomId)}`).then((room) => {
+        this.roomName = room.name;
+        this.renderHero();
+      }).catch(() => {});
+    }
 
     // Paint the map from REST at once; the live snapshot (with `mine` flags) replaces it a moment later.
     this.replaceSeats(seatMap.seats.map((s) => ({

@@ -1,0 +1,1 @@
+"""Browser tests of the seat picker page (Playwright driving /usr/bin/chromium)."""
