@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -111,10 +111,10 @@ def call(base: str, method: str, path: str, body: Any = None, token: str | None 
 def new_session(base: str) -> str:
     """A fresh room (6 rows x 10 seats) and session, so every test starts from an empty map."""
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    status, room = call(base, "POST", "/rooms", {"name": f"Browser {uuid.uuid4().hex[:6]}", "rows": 6, "seatsPerRow": 10},
-                        headers=admin)
+    room_body = {"name": f"Browser {uuid.uuid4().hex[:6]}", "rows": 6, "seatsPerRow": 10}
+    status, room = call(base, "POST", "/rooms", room_body, headers=admin)
     assert status == 201, room
-    start = datetime.now(timezone.utc) + timedelta(days=2)
+    start = datetime.now(UTC) + timedelta(days=2)
     status, session = call(base, "POST", "/sessions", {
         "movieTitle": "The Browser Test", "startShowTime": start.isoformat(),
         "endShowTime": (start + timedelta(hours=2)).isoformat(), "roomId": room["id"], "ticketPrice": 12.5,
@@ -317,8 +317,8 @@ def test_page_survives_its_node_being_killed(cluster: LocalCluster, chromium: An
         assert status == 201
         _, seats = call(base, "GET", f"/sessions/{session_id}/seats")
         ids = {f"{s['seat']['rowLabel']}{s['seat']['seatNumber']}": s["id"] for s in seats["seats"]}
-        status, held = call(base, "POST", "/reservations", {"sessionId": session_id, "sessionSeatIds": [ids["D7"], ids["D8"]]},
-                            token=user["token"])
+        two = {"sessionId": session_id, "sessionSeatIds": [ids["D7"], ids["D8"]]}
+        status, held = call(base, "POST", "/reservations", two, token=user["token"])
         assert status == 201, held
         status, other = call(base, "POST", "/reservations", {"sessionId": session_id, "sessionSeatIds": [ids["E1"]]},
                              token=user["token"])
