@@ -20,7 +20,7 @@ import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 
-from realtime.channel import HUB
+from realtime.channel import HUB, SNAPSHOTS
 from server.app import create_app
 from server.embedded import EmbeddedStack
 from storage.invariants import broken, wait_for_invariants
@@ -272,6 +272,31 @@ async def test_ping_resync_and_bad_messages_keep_the_socket_open(client: TestCli
     assert (await watcher.request({"type": "ping"}, ("pong",)))["type"] == "pong"  # still open
 
 
+async def test_snapshot_reads_are_shared_by_sockets_asking_at_once(client: TestClient,
+                                                                   scene: dict[str, Any]) -> None:
+    reader, sid = client.app[SNAPSHOTS], scene["sid"]
+    before = reader.queries
+    maps = await asyncio.gather(*(reader.rows(sid) for _ in range(10)))
+    assert reader.queries == before + 1 and all(len(rows) == 16 for rows in maps)
+    await reader.rows(sid)  # asked after that read: a fresh one
+    assert reader.queries == before + 2
+
+
+async def test_auth_off_socket_holds_for_the_user_it_names(aiohttp_client: Any, base_settings: Settings) -> None:
+    client = await aiohttp_client(create_app(with_settings(base_settings, auth_required=False)))
+    session = await make_session(client)
+    seats = await seat_ids(client, session["id"])
+    user = await make_user(client)
+    watcher = await watch(client, session["id"])
+    missing = await watcher.request({"type": "hold", "sessionSeatIds": seats[:1]}, ("error",))
+    assert missing["code"] == "user_required"
+    held = await watcher.request({"type": "hold", "sessionSeatIds": seats[:1], "userId": user["id"]}, ("hold.ok",))
+    assert held["reservation"]["userId"] == user["id"]
+    released = await watcher.request({"type": "release", "reservationId": held["reservation"]["id"]},
+                                     ("release.ok",))
+    assert released["reservationId"] == held["reservation"]["id"]
+
+
 async def test_watch_without_a_valid_token_but_never_act(client: TestClient, scene: dict[str, Any],
                                                         pg: asyncpg.Connection) -> None:
     sid, seats = scene["sid"], scene["seats"]
@@ -419,6 +444,8 @@ async def test_kafka_outage_holds_commit_and_sockets_converge(client: TestClient
         kafka.start()
     restarted = time.monotonic()
     await converge(client, sid, *watchers, within=20)
+    # the consumer saw the broker go away: every socket was resynced from PostgreSQL
+    await asyncio.gather(*(w.until(lambda w: len(w.snapshots) >= 2) for w in watchers))
     report = await wait_for_invariants(pg, [sid], timeout=20)
     assert not any(report.values()), broken(report)
     # after the restart the stream flows again: a new change arrives as a change
