@@ -91,6 +91,19 @@ export function epochMs(value) {
   return null;
 }
 
+/** Poster colours (no artwork is stored): a curated gradient picked by the title, the same on every page. */
+const POSTER_PALETTES = [
+  ["#3b1d6e", "#0d0a24", "#8b5cf6"], ["#0f3d57", "#06121f", "#38bdf8"], ["#5b1024", "#14060c", "#f43f5e"],
+  ["#6b3a0c", "#170b03", "#f59e0b"], ["#0d4a3c", "#03130f", "#34d399"], ["#4a1650", "#12041a", "#e879f9"],
+  ["#1e2a6b", "#070a1f", "#818cf8"], ["#5c2a12", "#140804", "#fb923c"],
+];
+
+export function posterStyle(title) {
+  const hash = [...title].reduce((acc, ch) => (acc * 31 + ch.charCodeAt(0)) >>> 0, 7);
+  const [p1, p2, p3] = POSTER_PALETTES[hash % POSTER_PALETTES.length];
+  return { "--p1": p1, "--p2": p2, "--p3": p3 };
+}
+
 /**
  * Build an element: h("button", {class: "btn", onclick: fn, "aria-label": "x"}, "text", child).
  * Attributes set to null/false are skipped; strings are text nodes (never parsed as HTML).
@@ -102,7 +115,9 @@ export function h(tag, attrs = {}, ...children) {
     if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
     else if (key === "class") el.className = value;
     else if (key === "dataset") Object.assign(el.dataset, value);
-    else if (key === "style" && typeof value === "object") Object.assign(el.style, value);
+    else if (key === "style" && typeof value === "object") {
+      for (const [prop, v] of Object.entries(value)) el.style.setProperty(prop, String(v));
+    }
     else el.setAttribute(key, value === true ? "" : String(value));
   }
   for (const child of children.flat()) {

@@ -6,7 +6,7 @@
 
 import { api } from "./api.js";
 import {
-  bySeatOrder, clock, epochMs, h, icon, money, plural, runtime, seatCode, seatList, seatName, showDay, showTime, uuid4,
+  bySeatOrder, clock, epochMs, h, icon, money, plural, posterStyle, runtime, seatCode, seatList, seatName, showDay, showTime, uuid4,
 } from "./format.js";
 import { clearStoredHold, ensureGuest, forgetGuest, storedHold, storeHold } from "./guest.js";
 import { LiveChannel } from "./live.js";
@@ -698,9 +698,8 @@ class SessionPage {
     const s = this.session;
     const body = this.main.querySelector(".hero-body");
     if (!body || !s) return;
-    const hue = [...s.movieTitle].reduce((acc, ch) => (acc * 31 + ch.charCodeAt(0)) % 360, 7);
     body.replaceChildren(
-      h("div", { class: "poster", style: { "--hue": hue }, "aria-hidden": "true" }, s.movieTitle.trim().charAt(0).toUpperCase()),
+      h("div", { class: "poster", style: posterStyle(s.movieTitle), "aria-hidden": "true" }, s.movieTitle.trim().charAt(0).toUpperCase()),
       h("div", { class: "hero-text" },
         h("h1", { class: "hero-title" }, s.movieTitle),
         h("ul", { class: "hero-meta" },
@@ -864,9 +863,11 @@ class SessionPage {
   }
 }
 
+const LEGEND = { available: "Available", selected: "Selected", mine: "Held by you", other: "Held by others", sold: "Sold" };
+
 function legend() {
   return h("ul", { class: "legend", "aria-label": "Legend" },
-    Object.entries(SEAT_VIEWS).map(([view, words]) => h("li", {},
+    Object.keys(SEAT_VIEWS).map((view) => h("li", {},
       h("span", { class: "seat seat-swatch", "data-state": view, "aria-hidden": "true" }),
-      h("span", {}, words.charAt(0).toUpperCase() + words.slice(1)))));
+      h("span", {}, LEGEND[view]))));
 }

@@ -3,7 +3,7 @@
  */
 
 import { api } from "./api.js";
-import { h, icon, money, runtime, showDay, showTime } from "./format.js";
+import { h, icon, money, posterStyle, runtime, showDay, showTime } from "./format.js";
 
 const AVAILABILITY_LOOKUPS = 24;
 
@@ -64,21 +64,20 @@ export function mountSessionList(main) {
 }
 
 function card(s, roomName) {
-  const hue = [...s.movieTitle].reduce((acc, ch) => (acc * 31 + ch.charCodeAt(0)) % 360, 7);
   const started = Date.parse(s.startShowTime) <= Date.now();
   return h("article", { class: "session-card", "data-session-id": s.id },
-    h("div", { class: "poster poster-large", style: { "--hue": hue }, "aria-hidden": "true" },
-      h("span", { class: "poster-badge" }, showDay(s.startShowTime)),
-      h("span", { class: "poster-title" }, s.movieTitle)),
+    h("div", { class: "poster poster-large", style: posterStyle(s.movieTitle) },
+      h("h2", { class: "poster-title" }, s.movieTitle)),
     h("div", { class: "card-body" },
       h("p", { class: "card-when" }, `${showDay(s.startShowTime)} · `, h("strong", {}, showTime(s.startShowTime))),
-      h("h2", { class: "card-title" }, s.movieTitle),
       h("ul", { class: "card-meta" },
         roomName ? h("li", {}, icon("pin"), roomName) : null,
         runtime(s.startShowTime, s.endShowTime) ? h("li", {}, icon("clock"), runtime(s.startShowTime, s.endShowTime)) : null),
       h("div", { class: "card-foot" },
         h("span", { class: "card-price" }, h("strong", {}, money(s.ticketPrice)), " / seat"),
         h("span", { class: "card-free" }, started ? "Started" : "")),
-      h("a", { class: "btn btn-primary btn-block", href: `/?session=${encodeURIComponent(s.id)}`, "data-route": "session" },
-        started ? "View seat map" : "Choose seats", icon("arrow"))));
+      h("a", {
+        class: "btn btn-primary btn-block", href: `/?session=${encodeURIComponent(s.id)}`, "data-route": "session",
+        "aria-label": `${started ? "View seat map" : "Choose seats"} for ${s.movieTitle}, ${showDay(s.startShowTime)} ${showTime(s.startShowTime)}`,
+      }, started ? "View seat map" : "Choose seats", icon("arrow"))));
 }
