@@ -43,6 +43,10 @@ class BrokerUnavailable(KafkaError):
     """The producer is not connected (yet, or any more)."""
 
 
+class PublishFailed(KafkaError):
+    """Kafka refused or did not acknowledge a batch in time: its rows stay unpublished."""
+
+
 class OutboxRelay:
     """Publishes outbox rows in id order, right after commits and on a sweep timer."""
 
@@ -66,11 +70,11 @@ class OutboxRelay:
                 if failures:
                     log.info("outbox relay recovered after %d failed passes", failures)
                 failures = 0
-            except (TimeoutError, KafkaError, OSError) as exc:
+            except KafkaError as exc:
                 failures += 1
                 self._log_failure("kafka", exc, failures)
                 await self._reconnect()
-            except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 failures += 1
                 self._log_failure("postgres", exc, failures)
 
@@ -108,11 +112,16 @@ class OutboxRelay:
             if producer is None:
                 raise BrokerUnavailable("kafka producer not connected")
             started = time.perf_counter()
-            acks = [
-                await producer.send(self.topic, value=row["payload"].encode(), key=str(row["session_id"]).encode())
-                for row in rows
-            ]
-            await asyncio.wait_for(asyncio.gather(*acks), PUBLISH_TIMEOUT)
+            acks: list[asyncio.Future[object]] = []
+            try:
+                for row in rows:
+                    acks.append(await producer.send(self.topic, value=row["payload"].encode(),
+                                                    key=str(row["session_id"]).encode()))
+                await asyncio.wait_for(asyncio.gather(*acks), PUBLISH_TIMEOUT)
+            except (KafkaError, TimeoutError) as exc:
+                for ack in acks:
+                    ack.cancel()
+                raise PublishFailed(repr(exc)) from exc
             await con.execute(MARK_SQL, [row["id"] for row in rows])
         self.published += len(rows)
         log.debug("published %d outbox rows in %.1f ms", len(rows), (time.perf_counter() - started) * 1000)
