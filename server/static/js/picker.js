@@ -448,7 +448,7 @@ class SessionPage {
         this.map.refresh(seat.id, { flash: true });
       }
       const kept = this.selection.size;
-      toast(`Sorry, ${seatList(seats)} ${seats.length === 1 ? "was" : "were"} just taken a moment before you. Nothing was held${kept ? `; your other ${plural(kept, "seat")} ${kept === 1 ? "is" : "are"} still selected` : ""}.`,
+      toast(`Sorry, ${seatList(seats)} ${seats.length === 1 ? "was" : "were"} just taken a moment before you. Nothing was held${kept === 1 ? "; your other seat is still selected" : kept ? `; your other ${kept} seats are still selected` : ""}.`,
         { tone: "warn", key: "hold", title: "Just taken" });
       this.refreshSoftTaken();
     } else {
@@ -779,7 +779,7 @@ class SessionPage {
     if (listed.length && phase !== "bought") {
       parts.push(h("div", { class: "total-row" },
         h("span", {}, `${plural(listed.length, "ticket")} × ${money(price)}`),
-        h("strong", { class: "total", "aria-live": "polite" }, money(total))));
+        h("strong", { class: "total" }, money(total))));
     }
 
     const actions = h("div", { class: "actions" });
