@@ -5,7 +5,8 @@ because any node may hold sockets of any session. The consumer also watches the 
 continuity. The embedded broker keeps its log in memory only, so a restart brings back an empty
 topic (maybe with another partition count); the consumer notices (offsets behind its position,
 partitions changed, broker unreachable then back, or offsets out of range), re-assigns at the new
-end and tells the hub to resync every socket from PostgreSQL, the source of truth.
+end and tells the hub to resync every socket from PostgreSQL, the source of truth; a few seconds
+later it resyncs once more, after anything published across the restart has settled.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from realtime.hub import Hub
+from realtime.relay import PUBLISH_TIMEOUT
 from storage import metrics
 from storage.settings import Settings
 
@@ -33,6 +35,9 @@ WATCH_INTERVAL = 0.5  # how often the broker's metadata is compared with our ass
 REQUEST_TIMEOUT = 3.0
 POLL_MS = 200
 MAX_BACKOFF = 2.0
+# After a break, a second resync once every publish that was in flight across it has settled: a producer
+# may still deliver a pre-restart batch into a partition the recreated topic does not have (Tansu takes it).
+SETTLE_RESYNC = PUBLISH_TIMEOUT + 1.0
 
 
 class StreamBroken(Exception):
@@ -66,13 +71,15 @@ class SeatEventConsumer:
             consumer = self._new_consumer()
             try:
                 await consumer.start()
+                settle = False
                 while True:
                     tps = await self._assign(consumer)
                     failures = 0
                     try:
-                        await self._consume(consumer, tps)
+                        await self._consume(consumer, tps, settle)
                     except StreamBroken as why:
                         log.warning("seat-events stream broke (%s): re-assigning and resyncing sockets", why)
+                        settle = True
             except (TimeoutError, KafkaError, OSError) as exc:
                 failures += 1
                 if failures in (1, 10) or failures % 100 == 0:
@@ -106,9 +113,10 @@ class SeatEventConsumer:
         self.hub.resync_all()
         return tps
 
-    async def _consume(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+    async def _consume(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition], settle: bool) -> None:
         loop = asyncio.get_running_loop()
         next_check = loop.time() + WATCH_INTERVAL
+        settle_at = loop.time() + SETTLE_RESYNC if settle else None
         lost = False
         while True:
             try:
@@ -119,6 +127,9 @@ class SeatEventConsumer:
                 for message in messages:
                     self._deliver(message.value)
             await self._check_offsets(consumer, tps)
+            if settle_at is not None and loop.time() >= settle_at:
+                settle_at = None
+                self.hub.resync_all()
             if loop.time() < next_check:
                 continue
             next_check = loop.time() + WATCH_INTERVAL

@@ -453,3 +453,6 @@ async def test_kafka_outage_holds_commit_and_sockets_converge(client: TestClient
     assert resp.status == 201
     await watchers[1].until(lambda w: w.seats[seats[10]][0] == "RESERVED", within=WAIT)
     print(f"converged {time.monotonic() - restarted:.1f}s after the broker restart")
+    # and once what was in flight across the restart has settled, one more resync (see SETTLE_RESYNC)
+    await watchers[0].until(lambda w: len(w.snapshots) >= 3, within=WAIT)
+    await converge(client, sid, *watchers)
