@@ -67,19 +67,19 @@ class SeatEventConsumer:
     async def run(self) -> None:
         """Forever: connect, assign at the end, consume until the stream breaks; back off while the broker is away."""
         failures = 0
+        first = True  # any later assignment follows a break: it gets the settle resync too
         while True:
             consumer = self._new_consumer()
             try:
                 await consumer.start()
-                settle = False
                 while True:
                     tps = await self._assign(consumer)
                     failures = 0
+                    settle, first = not first, False
                     try:
                         await self._consume(consumer, tps, settle)
                     except StreamBroken as why:
                         log.warning("seat-events stream broke (%s): re-assigning and resyncing sockets", why)
-                        settle = True
             except (TimeoutError, KafkaError, OSError) as exc:
                 failures += 1
                 if failures in (1, 10) or failures % 100 == 0:
