@@ -37,6 +37,14 @@ class Reply:
     body: Any
     elapsed_ms: float
     node_id: str = ""
+    retry_after: float | None = None  # seconds, from a 429/503's Retry-After header
+
+    @staticmethod
+    def parse_retry_after(value: str | None) -> float | None:
+        try:
+            return float(value) if value else None
+        except ValueError:
+            return None
 
     @property
     def ok(self) -> bool:
@@ -84,14 +92,16 @@ class UrllibTransport:
         req = urllib.request.Request(self.base_url + path, data=data, method=method,  # noqa: S310 - our URL
                                      headers={"Content-Type": "application/json", **(headers or {})})
         start = time.perf_counter()
+        retry_after = None
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
                 status, body, node = resp.status, resp.read(), resp.headers.get("X-Node-Id", "")
         except urllib.error.HTTPError as exc:
             status, body, node = exc.code, exc.read(), exc.headers.get("X-Node-Id", "")
+            retry_after = Reply.parse_retry_after(exc.headers.get("Retry-After"))
         except OSError:
             status, body, node = 0, b"", ""
-        return Reply(status, parse_json(body), (time.perf_counter() - start) * 1000, node)
+        return Reply(status, parse_json(body), (time.perf_counter() - start) * 1000, node, retry_after)
 
 
 class ContractClient:

@@ -62,8 +62,9 @@ class LocustTransport:
         with self.client.request(method, path, name=name, json=json_body, headers=dict(headers or {}),
                                  catch_response=True) as resp:
             status = int(resp.status_code or 0)
+            headers = (resp.headers or {}) if status else {}
             reply = Reply(status, parse_json(resp.content), (time.perf_counter() - start) * 1000,
-                          (resp.headers or {}).get("X-Node-Id", "") if status else "")
+                          headers.get("X-Node-Id", ""), Reply.parse_retry_after(headers.get("Retry-After")))
             if reply.ok:
                 resp.success()
             else:
@@ -106,6 +107,13 @@ class BoxofficeUser(FastHttpUser):
         """A guest account (POST /users) the first time, or after that failed."""
         return self.api.token is not None or self.api.create_guest().status == 201
 
+    def back_off(self, reply: Reply) -> None:
+        """What a person does when the site answers with an error: wait a bit (Retry-After when given)."""
+        if reply.retry_after is not None:
+            gevent.sleep(min(reply.retry_after, 10.0) * self.rng.uniform(1.0, 1.5))
+        elif reply.status == 0 or reply.status >= 500:
+            gevent.sleep(self.rng.uniform(*PLAN.buyer.error_wait_seconds))
+
     def choose_session(self) -> str:
         return self.rng.choice(PLAN.session_ids)
 
@@ -114,6 +122,7 @@ class BoxofficeUser(FastHttpUser):
         if session_id not in SHAPES:
             reply = self.api.seat_map(session_id)
             if not reply.ok:
+                self.back_off(reply)
                 return None
             SHAPES[session_id] = reply.body["seats"]
         return SHAPES[session_id]
@@ -128,7 +137,9 @@ class BoxofficeUser(FastHttpUser):
         METRICS.count("seats_bought", seats)
         if self.rng.random() < PLAN.buyer.retry_confirm_probability:
             again = self.api.confirm(reservation_id, key, name="confirm (same key)")
-            if again.status != 201 or again.body.get("id") != sale.body.get("id"):
+            # a retry the system did not answer (timeout, 5xx) proves nothing; any answer must be the same sale
+            answered = 0 < again.status < 500
+            if answered and (again.status != 201 or again.body.get("id") != sale.body.get("id")):
                 METRICS.error("confirm (same key)", "idempotency_mismatch")
                 METRICS.count("idempotency_mismatch")
         purchases = self.api.purchases()
@@ -147,14 +158,18 @@ class RushBuyer(BoxofficeUser):
     @task
     def try_to_buy(self) -> None:
         plan = PLAN.buyer
-        if not self.ensure_guest():
-            return
+        if self.api.token is None:
+            guest = self.api.create_guest()
+            if guest.status != 201:
+                self.back_off(guest)
+                return
         session_id = self.choose_session()
         shape = self.shape_of(session_id)
         if shape is None:
             return
         free_reply = self.api.seat_map(session_id, "AVAILABLE")
         if not free_reply.ok:
+            self.back_off(free_reply)
             return
         free = free_reply.body["seats"]
         if not free:
@@ -170,6 +185,7 @@ class RushBuyer(BoxofficeUser):
             if hold.status == 201:
                 break
             if hold.status != 409 or not isinstance(hold.body, dict):
+                self.back_off(hold)
                 return
             taken = set(hold.body.get("details", {}).get("conflicts", [])) or set(seats)
             free = [s for s in free if s["id"] not in taken]

@@ -33,6 +33,7 @@ class BuyerPlan:
     pay_seconds: tuple[float, float] = (0.2, 1.0)  # "typing the card number" between hold and confirm
     wait_seconds: tuple[float, float] = (0.2, 1.0)  # between attempts
     sold_out_wait_seconds: tuple[float, float] = (1.0, 3.0)  # nothing free but some held: look again later
+    error_wait_seconds: tuple[float, float] = (2.0, 5.0)  # after a 5xx or no answer (Retry-After wins if sent)
     buy_once: bool = True  # a rush buyer leaves after one purchase (or after abandoning)
     best_seat_jitter: float = 2.0  # how loosely "best seats" is read (0: everybody wants the very same seats)
 

@@ -73,10 +73,10 @@ SCENARIOS: dict[str, Scenario] = {
     "rush": Scenario(
         name="rush",
         description="the 10:00 rush: 5,000 buyers race for one 160-seat screening until it is sold out",
-        users=5000, spawn_rate=1000, duration=90, sessions=1, rows=10, seats_per_row=16,
+        users=5000, spawn_rate=500, duration=90, sessions=1, rows=10, seats_per_row=16,
         weights={"RushBuyer": 1}, stop_when_sold_out=True, hold_ttl_seconds=10,
         buyer=BuyerPlan(confirm_probability=0.8, cancel_probability=0.1, buy_once=True,
-                        wait_seconds=(0.2, 1.0), pay_seconds=(0.5, 2.0), best_seat_jitter=2.0),
+                        wait_seconds=(0.5, 2.0), pay_seconds=(0.5, 2.0), best_seat_jitter=2.0),
     ),
     "steady": Scenario(
         name="steady",

@@ -16,6 +16,7 @@ from playwright.sync_api import sync_playwright
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+DEMO_MOVIE = "Interstellar (IMAX re-release)"  # storage/seed.py
 
 
 def seat(page: object, code: str) -> object:
@@ -24,7 +25,9 @@ def seat(page: object, code: str) -> object:
 
 def main(base: str) -> None:
     with urllib.request.urlopen(f"{base}/sessions") as resp:  # noqa: S310 - a local node
-        session_id = json.load(resp)[0]["id"]
+        sessions = json.load(resp)
+    # the demo screening (10 rows x 16 seats) if it is there, else the first one
+    session_id = next((s["id"] for s in sessions if s["movieTitle"] == DEMO_MOVIE), sessions[0]["id"])
     DOCS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
