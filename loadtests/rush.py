@@ -62,7 +62,7 @@ class Scenario:
     weights: dict[str, int]
     watcher_share: float = 0.0  # fraction of the users that only watch (Watcher)
     stop_when_sold_out: bool = False
-    hold_ttl_seconds: int = 15  # for the local cluster; a --host keeps its own
+    hold_ttl_seconds: int = 30  # the server's default; HOLD_TTL_SECONDS in the environment overrides it
     audit_watchers_per_session: int = 2
     max_audit_watchers: int = 16
     buyer: BuyerPlan = field(default_factory=BuyerPlan)
@@ -74,14 +74,14 @@ SCENARIOS: dict[str, Scenario] = {
         name="rush",
         description="the 10:00 rush: 5,000 buyers race for one 160-seat screening until it is sold out",
         users=5000, spawn_rate=500, duration=90, sessions=1, rows=10, seats_per_row=16,
-        weights={"RushBuyer": 1}, stop_when_sold_out=True, hold_ttl_seconds=10,
+        weights={"RushBuyer": 1}, stop_when_sold_out=True,
         buyer=BuyerPlan(confirm_probability=0.8, cancel_probability=0.1, buy_once=True,
                         wait_seconds=(0.5, 2.0), pay_seconds=(0.5, 2.0), best_seat_jitter=2.0),
     ),
     "steady": Scenario(
         name="steady",
         description="an ordinary afternoon: buyers spread over 30 screenings at a moderate pace",
-        users=100, spawn_rate=20, duration=60, sessions=30, rows=10, seats_per_row=16,
+        users=200, spawn_rate=40, duration=60, sessions=30, rows=10, seats_per_row=16,
         weights={"RushBuyer": 1},
         buyer=BuyerPlan(confirm_probability=0.7, cancel_probability=0.15, buy_once=False,
                         wait_seconds=(2.0, 5.0), pay_seconds=(1.0, 3.0), best_seat_jitter=4.0),
@@ -89,7 +89,7 @@ SCENARIOS: dict[str, Scenario] = {
     "mixed": Scenario(
         name="mixed",
         description="REST buyers, WebSocket seat pickers and watchers on the same 8 screenings",
-        users=600, spawn_rate=100, duration=60, sessions=8, rows=10, seats_per_row=16,
+        users=300, spawn_rate=60, duration=60, sessions=8, rows=10, seats_per_row=16,
         weights={"RushBuyer": 5, "SeatPicker": 3}, watcher_share=1 / 6,
         buyer=BuyerPlan(confirm_probability=0.1, cancel_probability=0.6, buy_once=False,
                         wait_seconds=(1.0, 3.0), pay_seconds=(0.5, 2.0), best_seat_jitter=3.0),
@@ -616,8 +616,8 @@ def start_local_cluster(options: RushOptions, stack: contextlib.ExitStack) -> tu
     urls = stack.enter_context(services(STATE_DIR / "rush"))
     prepare_database(urls["DATABASE_URL"], demo=False)
     admin_token = os.environ.get("ADMIN_TOKEN") or secrets.token_urlsafe(24)
-    env = {**urls, "ADMIN_TOKEN": admin_token, "HOLD_TTL_SECONDS": str(options.scenario.hold_ttl_seconds),
-           "LOG_LEVEL": "WARNING"}
+    hold_ttl = os.environ.get("HOLD_TTL_SECONDS") or str(options.scenario.hold_ttl_seconds)
+    env = {**urls, "ADMIN_TOKEN": admin_token, "HOLD_TTL_SECONDS": hold_ttl, "LOG_LEVEL": "WARNING"}
     try:
         cluster = stack.enter_context(LocalCluster(options.nodes, env=env, state_dir=options.out / "cluster"))
     except ClusterError as exc:
