@@ -191,9 +191,8 @@ class ReservationCreateSchema(StrictSchema):
 
 
 class IdempotencyHeaderSchema(LooseSchema):
-    idempotency_key = fields.String(data_key="Idempotency-Key", validate=validate.Length(min=1, max=MAX_IDEMPOTENCY_KEY))
-    x_idempotency_key = fields.String(data_key="x-idempotency-key",
-                                      validate=validate.Length(min=1, max=MAX_IDEMPOTENCY_KEY))
+    idempotency_key = Text(MAX_IDEMPOTENCY_KEY, data_key="Idempotency-Key")
+    x_idempotency_key = Text(MAX_IDEMPOTENCY_KEY, data_key="x-idempotency-key")
 
 
 class ReservedSeatSchema(Schema):

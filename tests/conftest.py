@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -28,15 +30,23 @@ OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    """Real PostgreSQL, Redis and Kafka for the whole run (embedded unless the URLs are set)."""
+def stack() -> Iterator[EmbeddedStack]:
+    """Real PostgreSQL, Redis and Kafka for the whole run (embedded unless the URLs are set).
+
+    The state lives in its own temporary folder, not pytest's tmp_path: pytest deletes all but its last
+    three tmp folders when a session starts, which would pull the data folder from under a running
+    server whenever two pytest sessions overlap on one machine."""
     env = {k: os.environ.get(k, "") for k in ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")}
-    stack = EmbeddedStack(tmp_path_factory.mktemp("stack"), env=env)
-    urls = stack.start()
-    stack.urls = urls  # type: ignore[attr-defined]
-    asyncio.run(db.migrate(urls["DATABASE_URL"]))
-    yield stack
-    stack.stop()
+    state = Path(tempfile.mkdtemp(prefix="boxoffice-test-stack-"))
+    stack = EmbeddedStack(state, env=env)
+    try:
+        urls = stack.start()
+        stack.urls = urls  # type: ignore[attr-defined]
+        asyncio.run(db.migrate(urls["DATABASE_URL"]))
+        yield stack
+    finally:
+        stack.stop()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
