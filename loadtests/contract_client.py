@@ -38,6 +38,7 @@ class Reply:
     elapsed_ms: float
     node_id: str = ""
     retry_after: float | None = None  # seconds, from a 429/503's Retry-After header
+    transport_error: str = ""  # why no answer came (status 0): the exception's class name
 
     @staticmethod
     def parse_retry_after(value: str | None) -> float | None:
@@ -55,7 +56,9 @@ class Reply:
         """The contract's stable error `code` (or a stand-in when the body has none)."""
         if isinstance(self.body, dict) and isinstance(self.body.get("code"), str):
             return str(self.body["code"])
-        return "no_answer" if self.status == 0 else f"http_{self.status}"
+        if self.status == 0:
+            return f"no_answer ({self.transport_error})" if self.transport_error else "no_answer"
+        return f"http_{self.status}"
 
     @property
     def outcome(self) -> str:
@@ -99,8 +102,8 @@ class UrllibTransport:
         except urllib.error.HTTPError as exc:
             status, body, node = exc.code, exc.read(), exc.headers.get("X-Node-Id", "")
             retry_after = Reply.parse_retry_after(exc.headers.get("Retry-After"))
-        except OSError:
-            status, body, node = 0, b"", ""
+        except OSError as exc:
+            return Reply(0, None, (time.perf_counter() - start) * 1000, transport_error=type(exc).__name__)
         return Reply(status, parse_json(body), (time.perf_counter() - start) * 1000, node, retry_after)
 
 

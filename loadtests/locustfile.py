@@ -25,6 +25,7 @@ from typing import Any
 
 import gevent
 import gevent.event
+import locust.runners
 from locust import FastHttpUser, between, constant, events, task
 from locust.env import Environment
 from locust.exception import StopUser
@@ -40,6 +41,11 @@ from loadtests.contract_client import (
 )
 from loadtests.metrics import Metrics
 from loadtests.plan import METRICS_DIR, STOP_FILE, WATCHER_MAPS_DIR, Plan
+
+# A worker sharing 2 cores with the system under test can be too busy to send its 1 s heartbeat for a few
+# seconds; with Locust's default liveness (3 missed beats) the master then declares it missing and
+# re-spawns its users on the other worker, which distorts the run. A minute of tolerance instead.
+locust.runners.HEARTBEAT_LIVENESS = 60
 
 PLAN = Plan.load()
 OUT = Path(PLAN.out_dir)
@@ -63,8 +69,10 @@ class LocustTransport:
                                  catch_response=True) as resp:
             status = int(resp.status_code or 0)
             headers = (resp.headers or {}) if status else {}
+            error = getattr(resp, "error", None) if not status else None
             reply = Reply(status, parse_json(resp.content), (time.perf_counter() - start) * 1000,
-                          headers.get("X-Node-Id", ""), Reply.parse_retry_after(headers.get("Retry-After")))
+                          headers.get("X-Node-Id", ""), Reply.parse_retry_after(headers.get("Retry-After")),
+                          type(error).__name__ if error is not None else "")
             if reply.ok:
                 resp.success()
             else:
@@ -154,6 +162,7 @@ class RushBuyer(BoxofficeUser):
 
     weight = PLAN.weights.get("RushBuyer", 1)
     wait_time = between(*PLAN.buyer.wait_seconds)
+    refusals = 0  # 409s this buyer has had
 
     @task
     def try_to_buy(self) -> None:
@@ -179,7 +188,9 @@ class RushBuyer(BoxofficeUser):
         for attempt in range(plan.retries_after_conflict + 1):
             if attempt:  # the page shows those seats taken now: the buyer clicks the next best ones
                 gevent.sleep(self.rng.uniform(*plan.repick_seconds))
-            seats = pick_best_seats(free, wanted, self.rng, plan.best_seat_jitter, all_seats=shape)
+            # every refusal makes a buyer less picky: "the best seats" widens towards "any seats together"
+            jitter = plan.best_seat_jitter * (1 + min(self.refusals, plan.max_pickiness_loss))
+            seats = pick_best_seats(free, wanted, self.rng, jitter, all_seats=shape)
             hold = self.api.hold(session_id, seats, idempotency_key=uuid.uuid4().hex)
             METRICS.hold("REST", hold.status == 201, "" if hold.ok else hold.code, hold.elapsed_ms)
             if hold.status == 201:
@@ -187,6 +198,7 @@ class RushBuyer(BoxofficeUser):
             if hold.status != 409 or not isinstance(hold.body, dict):
                 self.back_off(hold)
                 return
+            self.refusals += 1
             taken = set(hold.body.get("details", {}).get("conflicts", [])) or set(seats)
             free = [s for s in free if s["id"] not in taken]
             if not free:

@@ -36,6 +36,7 @@ class BuyerPlan:
     error_wait_seconds: tuple[float, float] = (2.0, 5.0)  # after a 5xx or no answer (Retry-After wins if sent)
     buy_once: bool = True  # a rush buyer leaves after one purchase (or after abandoning)
     best_seat_jitter: float = 2.0  # how loosely "best seats" is read (0: everybody wants the very same seats)
+    max_pickiness_loss: int = 7  # after n refusals the jitter is (1 + min(n, this)) times wider
 
 
 @dataclass(frozen=True)
