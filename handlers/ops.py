@@ -10,6 +10,7 @@ from aiohttp_apigami import docs, response_schema
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from handlers import schemas as s
+from storage.aio import within
 from storage.appkeys import PG_POOL, READY_CHECKS, REDIS
 from storage.metrics import REGISTRY
 
@@ -37,7 +38,7 @@ async def ready(request: web.Request) -> web.Response:
 
     async def run(name: str, check: Callable[[], Awaitable[object]]) -> None:
         try:
-            await asyncio.wait_for(check(), CHECK_TIMEOUT)
+            await within(CHECK_TIMEOUT, check())
             results[name] = "ok"
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             results[name] = f"unavailable: {type(exc).__name__}"

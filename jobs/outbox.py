@@ -12,6 +12,7 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from realtime.relay import OutboxRelay
+from storage.aio import within
 from storage.appkeys import KAFKA, OUTBOX_WAKE, PG_POOL, SETTINGS
 
 log = logging.getLogger("boxoffice.jobs")
@@ -33,6 +34,6 @@ async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
             await task
         # a graceful stop publishes what its last commits wrote; anything left is swept by the other nodes
         try:
-            await asyncio.wait_for(relay.publish_pending(), FINAL_PASS_TIMEOUT)
+            await within(FINAL_PASS_TIMEOUT, relay.publish_pending())
         except (TimeoutError, KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.info("outbox: final pass at shutdown left rows for the sweepers: %r", exc)

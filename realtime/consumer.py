@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from realtime.hub import Hub
 from realtime.relay import PUBLISH_TIMEOUT
 from storage import metrics
+from storage.aio import within
 from storage.settings import Settings
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ class SeatEventConsumer:
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> set[int] | None:
         # a fresh metadata request (not the consumer's cache): fails while the broker is unreachable
-        cluster = await asyncio.wait_for(consumer._client.fetch_all_metadata(), REQUEST_TIMEOUT)
+        cluster = await within(REQUEST_TIMEOUT, consumer._client.fetch_all_metadata())
         return cluster.partitions_for_topic(self.topic)  # type: ignore[no-any-return]
 
     async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
@@ -104,9 +105,9 @@ class SeatEventConsumer:
                 raise KafkaError(f"topic {self.topic} has no partitions yet")
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
-        await asyncio.wait_for(consumer.seek_to_end(*tps), REQUEST_TIMEOUT)
+        await within(REQUEST_TIMEOUT, consumer.seek_to_end(*tps))
         for tp in tps:  # resolve the end offsets now, before any snapshot below is read
-            await asyncio.wait_for(consumer.position(tp), REQUEST_TIMEOUT)
+            await within(REQUEST_TIMEOUT, consumer.position(tp))
         self.assignments += 1
         self.assigned.set()
         # events published before these positions were skipped: every socket takes a fresh snapshot
@@ -172,7 +173,7 @@ class SeatEventConsumer:
         task = asyncio.create_task(self.run(), name="seat-event-consumer")
         try:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.assigned.wait(), wait)
+                await within(wait, self.assigned.wait())
             yield self
         finally:
             task.cancel()

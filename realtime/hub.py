@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from aiohttp import WSMsgType, web
 
 from storage import metrics
+from storage.aio import within
 
 log = logging.getLogger("boxoffice.hub")
 
@@ -268,7 +269,7 @@ class Hub:
         for conn in self.connections():
             conn.drop(code, reason)
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._empty.wait(), grace)
+            await within(grace, self._empty.wait())
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Hub]:

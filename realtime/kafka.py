@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from storage.aio import within
 from storage.settings import Settings
 
 log = logging.getLogger("boxoffice.kafka")
@@ -105,7 +106,7 @@ class KafkaLink:
         """
         if self._task is not None and not self._task.done():
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), wait)
+                await within(wait, asyncio.shield(self._task))
             return
         await self.connect()
 
@@ -130,7 +131,7 @@ class KafkaLink:
     async def start(self, wait: float = 5.0) -> None:
         self._task = asyncio.create_task(self._connect_forever(), name="kafka-connect")
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._task), wait)
+            await within(wait, asyncio.shield(self._task))
 
     async def stop(self) -> None:
         if self._task is not None:

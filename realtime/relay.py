@@ -19,6 +19,7 @@ import asyncpg
 from aiokafka.errors import KafkaError
 
 from storage import metrics
+from storage.aio import within
 from storage.settings import Settings
 
 if TYPE_CHECKING:
@@ -85,7 +86,7 @@ class OutboxRelay:
             self.wake.clear()
             return True
         try:
-            await asyncio.wait_for(self.wake.wait(), self.sweep_interval)
+            await within(self.sweep_interval, self.wake.wait())
             swept = False
         except TimeoutError:
             swept = True
@@ -117,7 +118,7 @@ class OutboxRelay:
                 for row in rows:
                     acks.append(await producer.send(self.topic, value=row["payload"].encode(),
                                                     key=str(row["session_id"]).encode()))
-                await asyncio.wait_for(asyncio.gather(*acks), PUBLISH_TIMEOUT)
+                await within(PUBLISH_TIMEOUT, asyncio.gather(*acks))
             except (KafkaError, TimeoutError) as exc:
                 for ack in acks:
                     ack.cancel()

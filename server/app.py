@@ -8,19 +8,19 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import redis.exceptions
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp_apigami import setup_aiohttp_apispec, validation_middleware
 from aiohttp_apigami.constants import APISPEC_PARSER
-import redis.exceptions
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from handlers import setup_routes
+from handlers.parsing import ContractParser
 from jobs import setup as setup_jobs
 from realtime import setup as setup_realtime
-from handlers.parsing import ContractParser
 from realtime.kafka import KafkaLink
 from server.middlewares import error_middleware, request_context_middleware
 from server.ratelimit import rate_limit_middleware

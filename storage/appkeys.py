@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
-
-import asyncio
 
 import asyncpg
 from aiohttp import web
@@ -15,9 +14,6 @@ from storage.settings import Settings
 
 if TYPE_CHECKING:
     from realtime.kafka import KafkaLink  # noqa: F401 - a name only; storage never calls realtime
-    from storage.auth import TokenCache
-    from storage.booking import Booking
-    from storage.redis_gate import RedisGate
 
 SETTINGS = web.AppKey("settings", Settings)
 NODE_ID = web.AppKey("node_id", str)

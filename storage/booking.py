@@ -20,6 +20,7 @@ import asyncpg
 import redis.exceptions
 
 from storage import metrics
+from storage.aio import within
 from storage.errors import (
     DomainError,
     Forbidden,
@@ -175,9 +176,9 @@ class Booking:
     async def _gate_hold(self, session_id: uuid.UUID, seats: list[uuid.UUID], reservation_id: uuid.UUID,
                          user_id: uuid.UUID, idempotency_key: str | None) -> None:
         try:
-            taken = await asyncio.wait_for(self.gate.hold(session_id, seats, reservation_id, self.hold_ttl_ms),
-                                           self.gate_timeout)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, asyncio.TimeoutError):
+            taken = await within(self.gate_timeout,
+                                 self.gate.hold(session_id, seats, reservation_id, self.hold_ttl_ms))
+        except (TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
             metrics.HOLDS.labels("redis_unavailable").inc()
             raise RedisUnavailable() from None
         if taken:
@@ -191,8 +192,8 @@ class Booking:
     async def _gate_release_quietly(self, session_id: uuid.UUID, seats: Sequence[uuid.UUID],
                                     owner: uuid.UUID) -> None:
         try:
-            await asyncio.wait_for(self.gate.release(session_id, seats, owner), self.gate_timeout)
-        except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError) as exc:  # the keys expire on their own
+            await within(self.gate_timeout, self.gate.release(session_id, seats, owner))
+        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # the keys expire on their own
             log.warning("could not release gate keys of %s: %r", owner, exc)
 
     async def _repair_gate(self, session_id: uuid.UUID, seat_ids: list[uuid.UUID]) -> None:
@@ -212,8 +213,8 @@ class Booking:
                  int((r["end_show_time"] + SOLD_KEY_GRACE).timestamp() * 1000))
                 for r in rows
             ]
-            await asyncio.wait_for(self.gate.restore(entries), self.gate_timeout)
-        except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+            await within(self.gate_timeout, self.gate.restore(entries))
+        except (TimeoutError, redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
             log.warning("could not repair the gate for %d seats: %r", len(seat_ids), exc)
 
     async def _prior_hold(self, user_id: uuid.UUID, session_id: uuid.UUID, key: str,
@@ -253,9 +254,10 @@ class Booking:
             if self.use_gate:
                 until = row["sold_until"] + SOLD_KEY_GRACE
                 try:
-                    await asyncio.wait_for(self.gate.mark_sold(row["session_id"], row["seat_ids"], reservation_id,
-                                                               int(until.timestamp() * 1000)), self.gate_timeout)
-                except (redis.exceptions.RedisError, OSError, asyncio.TimeoutError) as exc:  # reconciliation restores it
+                    sold = self.gate.mark_sold(row["session_id"], row["seat_ids"], reservation_id,
+                                               int(until.timestamp() * 1000))
+                    await within(self.gate_timeout, sold)
+                except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # reconciliation restores it
                     log.warning("could not mark seats sold in Redis for %s: %r", reservation_id, exc)
         else:
             metrics.CONFIRMS.labels("replay").inc()

@@ -85,7 +85,7 @@ async def check_invariants(con: asyncpg.Connection | asyncpg.Pool, session_ids: 
 
 
 async def wait_for_invariants(con: asyncpg.Connection | asyncpg.Pool,
-                              session_ids: Sequence[uuid.UUID | str] | None = None, *, timeout: float = 15.0,
+                              session_ids: Sequence[uuid.UUID | str] | None = None, *, timeout: float = 15.0,  # noqa: ASYNC109
                               expiry_slack_seconds: float = 2.0) -> dict[str, list[dict[str, Any]]]:
     """Check until every invariant holds or `timeout` passes (the outbox and sweeper need a moment)."""
     deadline = time.monotonic() + timeout

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
@@ -27,7 +27,7 @@ async def seed(dsn: str) -> dict[str, str]:
             " ORDER BY start_show_time LIMIT 1", room_id,
         )
         if session_id is None:
-            start = (datetime.now(timezone.utc) + timedelta(days=7)).replace(hour=20, minute=0, second=0, microsecond=0)
+            start = (datetime.now(UTC) + timedelta(days=7)).replace(hour=20, minute=0, second=0, microsecond=0)
             session = await catalog.create_session(
                 pool, DEMO_MOVIE, start, start + timedelta(hours=3), room_id, Decimal("25.00")
             )
