@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from storage.appkeys import SETTINGS, TOKENS
 from storage.auth import ADMIN, ANONYMOUS, Principal, is_admin_token
@@ -76,3 +77,31 @@ async def require_owner_or_admin(request: web.Request, owner_id: uuid.UUID) -> N
         raise Unauthorized()
     if not who.is_admin and who.user_id != owner_id:
         raise Forbidden("This belongs to another user", code="not_owner")
+
+
+AUTH_ATTR = "__boxoffice_auth__"
+
+
+def admin_only(handler: Handler) -> Handler:
+    """Mark a route as needing the admin token (checked before the request body is validated)."""
+    setattr(handler, AUTH_ATTR, "admin")
+    return handler
+
+
+def signed_in(handler: Handler) -> Handler:
+    """Mark a route as needing a valid token, a user's or the admin's (checked before validation)."""
+    setattr(handler, AUTH_ATTR, "token")
+    return handler
+
+
+@web.middleware
+async def auth_first_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Settle who is asking before what they sent: a caller without the right token gets 401/403, and
+    learns nothing of the body's rules from a 400."""
+    need = getattr(request.match_info.handler, AUTH_ATTR, None)
+    if need is not None and request.app[SETTINGS].auth_required:
+        if need == "admin":
+            await require_admin(request)
+        elif (await principal(request)).anonymous:
+            raise Unauthorized()
+    return await handler(request)

@@ -6,21 +6,10 @@ from aiohttp import web
 from aiohttp_apigami import docs, match_info_schema, querystring_schema, request_schema, response_schema
 
 from handlers import schemas as s
-from handlers.auth import require_admin, require_owner_or_admin
+from handlers.auth import admin_only, require_admin, require_owner_or_admin, signed_in
+from handlers.openapi import ADMIN_ONLY, INVALID, OWNER_ONLY, TOO_LARGE, E, not_found
 from storage import catalog
 from storage.appkeys import PG_POOL, TOKENS
-
-E = s.ErrorSchema
-INVALID = {400: {"schema": E, "description": "validation_error (details.fields names each bad field), malformed_json"}}
-TOO_LARGE = {413: {"schema": E, "description": "payload_too_large: the body is over 64 KiB"}}
-ADMIN_ONLY = {401: {"schema": E, "description": "unauthorized, invalid_token"},
-              403: {"schema": E, "description": "admin_required"}}
-OWNER_ONLY = {401: {"schema": E, "description": "unauthorized, invalid_token"},
-              403: {"schema": E, "description": "not_owner"}}
-
-
-def not_found(code: str) -> dict[int, dict[str, object]]:
-    return {404: {"schema": E, "description": code}}
 
 
 def data(request: web.Request) -> dict:  # type: ignore[type-arg]
@@ -42,6 +31,7 @@ async def create_user(request: web.Request) -> web.Response:
       responses={**INVALID, **OWNER_ONLY, **not_found("user_not_found")})
 @match_info_schema(s.IdPathSchema)
 @response_schema(s.UserSchema, 200)
+@signed_in
 async def get_user(request: web.Request) -> web.Response:
     user_id = request["match_info"]["id"]
     await require_owner_or_admin(request, user_id)
@@ -53,6 +43,7 @@ async def get_user(request: web.Request) -> web.Response:
       responses={**INVALID, **ADMIN_ONLY, **TOO_LARGE}, security=[{"bearer": []}])
 @request_schema(s.RoomCreateSchema, required=True)
 @response_schema(s.RoomSchema, 201)
+@admin_only
 async def create_room(request: web.Request) -> web.Response:
     await require_admin(request)
     body = data(request)
@@ -82,6 +73,7 @@ async def get_room(request: web.Request) -> web.Response:
       security=[{"bearer": []}])
 @request_schema(s.SessionCreateSchema, required=True)
 @response_schema(s.SessionSchema, 201)
+@admin_only
 async def create_session(request: web.Request) -> web.Response:
     await require_admin(request)
     body = data(request)

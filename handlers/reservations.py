@@ -8,14 +8,16 @@ from aiohttp import web
 from aiohttp_apigami import docs, headers_schema, match_info_schema, querystring_schema, request_schema, response_schema
 
 from handlers import schemas as s
-from handlers.auth import acting_user, principal, require_owner_or_admin
+from handlers.auth import acting_user, principal, require_owner_or_admin, signed_in
+from handlers.openapi import OWNER_ONLY, USER_ONLY, E, not_found
 from storage.appkeys import BOOKING, SETTINGS
 from storage.booking import Actor
 from storage.errors import Unauthorized
 
-E = s.ErrorSchema
 HOLD_ERRORS = {
-    400: {"schema": E, "description": "validation_error, invalid_seat_count, duplicate_seats"},
+    **USER_ONLY,
+    400: {"schema": E, "description": "validation_error, malformed_json, invalid_seat_count, duplicate_seats"},
+    404: {"schema": E, "description": "session_not_found, user_not_found (AUTH_REQUIRED=false)"},
     409: {"schema": E, "description": "seats_unavailable (details.conflicts lists the seat ids)"},
     422: {"schema": E, "description": "session_started, seats_not_in_session, idempotency_key_reused"},
     429: {"schema": E, "description": "hold_quota_exceeded, rate_limited"},
@@ -42,6 +44,7 @@ async def actor(request: web.Request) -> Actor:
 @request_schema(s.ReservationCreateSchema)
 @headers_schema(s.IdempotencyHeaderSchema)
 @response_schema(s.ReservationSchema, 201)
+@signed_in
 async def create_reservation(request: web.Request) -> web.Response:
     body = request["data"]
     user_id = await acting_user(request, body.get("userId"))
@@ -50,20 +53,24 @@ async def create_reservation(request: web.Request) -> web.Response:
     return web.json_response(reservation, status=201)
 
 
-@docs(tags=["reservations"], summary="Read a reservation (owner or admin)")
+@docs(tags=["reservations"], summary="Read a reservation (owner or admin)",
+      responses={**OWNER_ONLY, **not_found("reservation_not_found")})
 @match_info_schema(s.IdPathSchema)
 @response_schema(s.ReservationSchema, 200)
+@signed_in
 async def get_reservation(request: web.Request) -> web.Response:
     booking = request.app[BOOKING]
     return web.json_response(await booking.get_reservation(request["match_info"]["id"], await actor(request)))
 
 
 @docs(tags=["reservations"], summary="Buy the held seats (idempotent with Idempotency-Key)",
-      responses={409: {"schema": E, "description": "not_pending"}, 410: {"schema": E, "description": "hold_expired"},
-                 422: {"schema": E, "description": "idempotency_key_reused"}, 403: {"schema": E}})
+      responses={**OWNER_ONLY, **not_found("reservation_not_found"),
+                 409: {"schema": E, "description": "not_pending"}, 410: {"schema": E, "description": "hold_expired"},
+                 422: {"schema": E, "description": "idempotency_key_reused"}})
 @match_info_schema(s.IdPathSchema)
 @headers_schema(s.IdempotencyHeaderSchema)
 @response_schema(s.SaleSchema, 201)
+@signed_in
 async def confirm_reservation(request: web.Request) -> web.Response:
     booking = request.app[BOOKING]
     sale = await booking.confirm(await actor(request), request["match_info"]["id"], idempotency_key(request))
@@ -71,16 +78,19 @@ async def confirm_reservation(request: web.Request) -> web.Response:
 
 
 @docs(tags=["reservations"], summary="Cancel a pending reservation and free its seats",
-      responses={204: {"description": "cancelled"}, 409: {"schema": E, "description": "not_pending"}})
+      responses={204: {"description": "cancelled"}, 409: {"schema": E, "description": "not_pending"},
+                 **OWNER_ONLY, **not_found("reservation_not_found")})
 @match_info_schema(s.IdPathSchema)
+@signed_in
 async def cancel_reservation(request: web.Request) -> web.Response:
     await request.app[BOOKING].release(await actor(request), request["match_info"]["id"])
     return web.Response(status=204)
 
 
-@docs(tags=["sales"], summary="Read a sale (owner or admin)")
+@docs(tags=["sales"], summary="Read a sale (owner or admin)", responses={**OWNER_ONLY, **not_found("sale_not_found")})
 @match_info_schema(s.IdPathSchema)
 @response_schema(s.SaleSchema, 200)
+@signed_in
 async def get_sale(request: web.Request) -> web.Response:
     return web.json_response(await request.app[BOOKING].get_sale(request["match_info"]["id"], await actor(request)))
 
@@ -96,18 +106,20 @@ async def _user_sales(request: web.Request, user_id: uuid.UUID) -> web.Response:
     return web.json_response(sales)
 
 
-@docs(tags=["sales"], summary="A user's sales, newest first (owner or admin)")
+@docs(tags=["sales"], summary="A user's sales, newest first (owner or admin)", responses=OWNER_ONLY)
 @match_info_schema(UserIdPathSchema)
 @querystring_schema(s.PageQuerySchema)
 @response_schema(s.SaleSchema(many=True), 200)
+@signed_in
 async def user_sales(request: web.Request) -> web.Response:
     return await _user_sales(request, request["match_info"]["userId"])
 
 
-@docs(tags=["users"], summary="A user's purchases, newest first (owner or admin)")
+@docs(tags=["users"], summary="A user's purchases, newest first (owner or admin)", responses=OWNER_ONLY)
 @match_info_schema(s.IdPathSchema)
 @querystring_schema(s.PageQuerySchema)
 @response_schema(s.SaleSchema(many=True), 200)
+@signed_in
 async def user_purchases(request: web.Request) -> web.Response:
     return await _user_sales(request, request["match_info"]["id"])
 

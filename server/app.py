@@ -12,12 +12,14 @@ import redis.exceptions
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp_apigami import setup_aiohttp_apispec, validation_middleware
-from aiohttp_apigami.constants import APISPEC_PARSER
+from aiohttp_apigami.constants import APISPEC_PARSER, SWAGGER_DICT
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from handlers import setup_routes
+from handlers.auth import auth_first_middleware
+from handlers.openapi import add_common_errors
 from handlers.parsing import ContractParser
 from jobs import setup as setup_jobs
 from realtime import setup as setup_realtime
@@ -122,7 +124,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[request_context_middleware, metrics_middleware, error_middleware],
     )
     app[SETTINGS] = settings
-    app.middlewares.extend([rate_limit_middleware(app), validation_middleware])
+    app.middlewares.extend([rate_limit_middleware(app), auth_first_middleware, validation_middleware])
     app[NODE_ID] = settings.node_id
     app[READY_CHECKS] = {}
     app[OUTBOX_WAKE] = asyncio.Event()
@@ -139,6 +141,7 @@ def create_app(settings: Settings) -> web.Application:
         info={"description": "Real-time ticketing: rooms, sessions, seat holds, purchases."},
         securityDefinitions={"bearer": {"type": "apiKey", "name": "Authorization", "in": "header"}},
     )
+    add_common_errors(app[SWAGGER_DICT])
     app[APISPEC_PARSER] = ContractParser()
     return app
 
