@@ -120,6 +120,7 @@ class Settings:
             db_pool_min=_int(env, "DB_POOL_MIN", 2),
             db_pool_max=_int(env, "DB_POOL_MAX", 20),
             redis_gate=_bool(env.get("REDIS_GATE"), True),
+            redis_timeout=_float(env, "REDIS_TIMEOUT", 0.5),
             rate_limit_per_second=_float(env, "RATE_LIMIT_PER_SECOND", 0.0),
             rate_limit_burst=_int(env, "RATE_LIMIT_BURST", 20),
             rate_limit_anon_per_second=_float(env, "RATE_LIMIT_ANON_PER_SECOND", 0.0),
