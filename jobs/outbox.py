@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -11,6 +9,7 @@ import asyncpg
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
+from jobs.runner import owned_task
 from realtime.relay import OutboxRelay
 from storage.aio import within
 from storage.appkeys import KAFKA, OUTBOX_WAKE, PG_POOL, SETTINGS
@@ -25,15 +24,10 @@ async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
     """One relay per node: publishes right after commits and sweeps on its timer (see realtime.relay)."""
     relay = OutboxRelay(app[PG_POOL], app[KAFKA], app[OUTBOX_WAKE], app[SETTINGS])
     app[RELAY] = relay
-    task = asyncio.create_task(relay.run(), name="outbox-relay")
-    try:
+    async with owned_task(relay.run(), "outbox-relay"):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        # a graceful stop publishes what its last commits wrote; anything left is swept by the other nodes
-        try:
-            await within(FINAL_PASS_TIMEOUT, relay.publish_pending())
-        except (TimeoutError, KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.info("outbox: final pass at shutdown left rows for the sweepers: %r", exc)
+    # a graceful stop publishes what its last commits wrote; anything left is swept by the other nodes
+    try:
+        await within(FINAL_PASS_TIMEOUT, relay.publish_pending())
+    except (TimeoutError, KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.info("outbox: final pass at shutdown left rows for the sweepers: %r", exc)

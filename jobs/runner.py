@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
 
 log = logging.getLogger("boxoffice.jobs")
 
@@ -27,11 +28,19 @@ async def every(interval: float, step: Callable[[], Awaitable[object]], name: st
 
 
 @contextlib.asynccontextmanager
-async def running(interval: float, step: Callable[[], Awaitable[object]], name: str) -> AsyncIterator[None]:
-    task = asyncio.create_task(every(interval, step, name), name=name)
+async def owned_task(coro: Coroutine[Any, Any, object], name: str) -> AsyncIterator[asyncio.Task[object]]:
+    """Run `coro` as a task for the life of the block; cancel it and wait for it to end on the way out."""
+    task = asyncio.create_task(coro, name=name)
     try:
-        yield
+        yield task
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@contextlib.asynccontextmanager
+async def running(interval: float, step: Callable[[], Awaitable[object]], name: str) -> AsyncIterator[None]:
+    """`step` every `interval` seconds for the life of the block."""
+    async with owned_task(every(interval, step, name), name):
+        yield
