@@ -49,8 +49,8 @@ class RushLog:
         return round(len(errors) / len(answers), 3) if answers else 0.0
 
     def recovery_seconds(self) -> float | None:
-        """From the end of the fault to the first successful hold or purchase after it."""
-        after = [a for a in self.answers if a.at >= self.fault_end and a.status == 201]
+        """From the end of the fault to the first answer after it that is not a failure (5xx, no answer)."""
+        after = [a for a in self.answers if a.at >= self.fault_end and 0 < a.status < 500]
         return round(min(a.at for a in after) - self.fault_end, 2) if after else None
 
     def error_latency_p95(self, start: float, end: float) -> float:
@@ -79,8 +79,8 @@ class RushLog:
         }
 
 
-async def new_session(http: aiohttp.ClientSession, admin: dict[str, str], rows: int = 10,
-                      per_row: int = 16) -> tuple[str, list[str]]:
+async def new_session(http: aiohttp.ClientSession, admin: dict[str, str], rows: int = 20,
+                      per_row: int = 25) -> tuple[str, list[str]]:
     async with http.post("/rooms", json={"name": f"fault {uuid.uuid4().hex[:6]}", "rows": rows,
                                          "seatsPerRow": per_row}, headers=admin) as resp:
         room = await resp.json()
