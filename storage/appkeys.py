@@ -12,18 +12,21 @@ from redis.asyncio import Redis
 
 from storage.settings import Settings
 
-if TYPE_CHECKING:
-    from realtime.kafka import KafkaLink  # noqa: F401 - a name only; storage never calls realtime
+if TYPE_CHECKING:  # names for the annotations only: storage never imports the layers above it at run time
+    from realtime.kafka import KafkaLink
+    from storage.auth import TokenCache
+    from storage.booking import Booking
+    from storage.redis_gate import RedisGate
 
 SETTINGS = web.AppKey("settings", Settings)
 NODE_ID = web.AppKey("node_id", str)
 PG_POOL = web.AppKey("pg_pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", Redis)
-GATE = web.AppKey("redis_gate", "RedisGate")
-TOKENS = web.AppKey("token_cache", "TokenCache")
-KAFKA = web.AppKey("kafka", "KafkaLink")
+GATE: web.AppKey[RedisGate] = web.AppKey("redis_gate")
+TOKENS: web.AppKey[TokenCache] = web.AppKey("token_cache")
+KAFKA: web.AppKey[KafkaLink] = web.AppKey("kafka")
 # Readiness checks beyond PostgreSQL and Redis (Kafka registers itself): name -> coroutine function.
 READY_CHECKS = web.AppKey("ready_checks", dict[str, Callable[[], Awaitable[object]]])
-BOOKING = web.AppKey("booking", "Booking")
+BOOKING: web.AppKey[Booking] = web.AppKey("booking")
 # Set after every booking commit: wakes the outbox relay so events leave right after the commit.
 OUTBOX_WAKE = web.AppKey("outbox_wake", asyncio.Event)

@@ -160,9 +160,9 @@ class Booking:
                 if self.use_gate:  # the gate was wrong about these seats: teach it what PostgreSQL knows
                     await self._repair_gate(session_id, [uuid.UUID(c) for c in error.conflicts])
             if idempotency_key and isinstance(exc, asyncpg.UniqueViolationError):
-                prior = await self._prior_hold(user_id, session_id, idempotency_key)
-                if prior is not None:
-                    return prior
+                concurrent = await self._prior_hold(user_id, session_id, idempotency_key)
+                if concurrent is not None:  # a concurrent retry of this hold committed first
+                    return concurrent
             if error is None:
                 raise
             raise error from None

@@ -126,7 +126,7 @@ class Settings:
             rate_limit_anon_per_second=_float(env, "RATE_LIMIT_ANON_PER_SECOND", 0.0),
             rate_limit_anon_burst=_int(env, "RATE_LIMIT_ANON_BURST", 60),
         )
-        return replace(settings, **overrides) if overrides else settings
+        return replace(settings, **overrides) if overrides else settings  # type: ignore[arg-type]
 
     def with_node_id(self) -> Settings:
         if self.node_id:

@@ -9,7 +9,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,7 @@ async def make_room(client: TestClient, rows: int = 2, per_row: int = 8) -> dict
 async def make_session(client: TestClient, rows: int = 2, per_row: int = 8, price: float = 12.5,
                        starts_in: timedelta = timedelta(days=1)) -> dict[str, Any]:
     room = await make_room(client, rows, per_row)
-    start = datetime.now(timezone.utc) + starts_in
+    start = datetime.now(UTC) + starts_in
     resp = await client.post("/sessions", json={
         "movieTitle": "Dune", "startShowTime": start.isoformat(),
         "endShowTime": (start + timedelta(hours=2)).isoformat(), "roomId": room["id"], "ticketPrice": price,
@@ -133,7 +133,7 @@ def with_settings(settings: Settings, **changes: Any) -> Settings:
 
 
 async def assert_invariants(con: asyncpg.Connection, session_ids: list[str] | None = None,
-                            timeout: float = 15.0) -> None:
+                            timeout: float = 15.0) -> None:  # noqa: ASYNC109
     """Every booking invariant holds in PostgreSQL (waiting briefly for the relay and the sweeper)."""
     from storage.invariants import broken, wait_for_invariants
 

@@ -10,7 +10,16 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import ADMIN, assert_invariants, bearer, make_session, make_user, seat_ids, table_counts, with_settings
+from tests.conftest import (
+    ADMIN,
+    assert_invariants,
+    bearer,
+    make_session,
+    make_user,
+    seat_ids,
+    table_counts,
+    with_settings,
+)
 
 
 async def hold(client: TestClient, user: dict[str, Any], session_id: str, seats: list[str],
@@ -271,7 +280,8 @@ async def test_bad_hold_changes_nothing(client: TestClient, pg: Any, case: str, 
         case "seat_of_another_session": body["sessionSeatIds"] = [seats[0], other_seats[0]]
         case "unknown_seat": body["sessionSeatIds"] = [str(uuid.uuid4())]
         case "unknown_session": body["sessionId"] = str(uuid.uuid4())
-        case "session_started": body = {"sessionId": past["id"], "sessionSeatIds": (await seat_ids(client, past["id"]))[:1]}
+        case "session_started":
+            body = {"sessionId": past["id"], "sessionSeatIds": (await seat_ids(client, past["id"]))[:1]}
         case "non_uuid_seat": body["sessionSeatIds"] = ["seat-1"]
         case "seat_ids_not_a_list": body["sessionSeatIds"] = seats[0]
         case "unknown_field": body["price"] = 0

@@ -65,7 +65,8 @@ async def test_opposite_orders_and_overlapping_holds(client: TestClient, pg: Any
     # 100 clients, random overlapping sets of 1-4 of the 20 seats
     rng = random.Random(7)
     wanted = [rng.sample(seats, rng.randint(1, 4)) for _ in range(100)]
-    results = await asyncio.gather(*(hold(client, fan, session["id"], w) for fan, w in zip(fans[2:], wanted)))
+    racers = zip(fans[2:], wanted, strict=True)
+    results = await asyncio.gather(*(hold(client, fan, session["id"], w) for fan, w in racers))
     assert {status for status, _ in results} <= {201, 409}
     won = [set(s["id"] for s in body["seats"]) for status, body in results if status == 201]
     assert won, "someone must win"
@@ -95,14 +96,14 @@ async def test_confirm_racing_expiry(aiohttp_client: Any, settings: Any, pg: Any
         assert resp.status in (201, 410), await resp.text()
         return resp.status
 
-    outcomes = await asyncio.gather(*(confirm_late(fan, body) for fan, (_, body) in zip(fans, holds)))
+    outcomes = await asyncio.gather(*(confirm_late(fan, body) for fan, (_, body) in zip(fans, holds, strict=True)))
     await asyncio.sleep(0.5)  # let the sweeper finish
     rows = await pg.fetch(
         "SELECT r.id, r.status, sa.id AS sale FROM reservations r LEFT JOIN sales sa ON sa.reservation_id = r.id"
         " WHERE r.session_id = $1", uuid.UUID(session["id"]))
     assert len(rows) == 100
     by_id = {str(r["id"]): r for r in rows}
-    for (_, reservation), status in zip(holds, outcomes):
+    for (_, reservation), status in zip(holds, outcomes, strict=True):
         row = by_id[reservation["id"]]
         if status == 201:
             assert row["status"] == "CONFIRMED" and row["sale"] is not None
@@ -124,14 +125,15 @@ async def test_redis_flush_mid_race_never_double_holds(client: TestClient, pg: A
 
     wanted = [rng.sample(seats, rng.randint(1, 3)) for _ in fans]
     results, _ = await asyncio.gather(
-        asyncio.gather(*(hold(client, fan, session["id"], w) for fan, w in zip(fans, wanted))), flush_soon())
+        asyncio.gather(*(hold(client, fan, session["id"], w) for fan, w in zip(fans, wanted, strict=True))),
+        flush_soon())
     assert {status for status, _ in results} <= {201, 409}
     assert max((await pending_seats(pg, session["id"])).values()) == 1
     # after the flush a second wave still cannot take what the first wave holds: PostgreSQL refuses
     await redis_client.flushall()
     taken = {seat["id"] for status, body in results if status == 201 for seat in body["seats"]}
-    again = await asyncio.gather(*(hold(client, fan, session["id"], w) for fan, w in zip(fans, wanted)))
-    for (status, _), w in zip(again, wanted):
+    again = await asyncio.gather(*(hold(client, fan, session["id"], w) for fan, w in zip(fans, wanted, strict=True)))
+    for (status, _), w in zip(again, wanted, strict=True):
         if taken & set(w):
             assert status == 409
     assert max((await pending_seats(pg, session["id"])).values()) == 1

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
 import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, settings
@@ -47,7 +46,7 @@ class BookingMachine(RuleBasedStateMachine):
         self.booking = Booking(self.pool, RedisGate(self.redis), hold_ttl_seconds=60, max_seats_per_hold=4,
                                max_seats_per_user=0)
         room = await catalog.create_room(self.pool, "stateful", catalog.seat_layout(1, SEATS * 2, None))
-        start = datetime.now(timezone.utc) + timedelta(days=1)
+        start = datetime.now(UTC) + timedelta(days=1)
         session = await catalog.create_session(self.pool, "m", start, start + timedelta(hours=1),
                                                uuid.UUID(room["id"]), Decimal("5"))
         self.session_id = uuid.UUID(session["id"])

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ async def new_session(http: aiohttp.ClientSession, admin: dict[str, str], rows: 
     async with http.post("/rooms", json={"name": f"fault {uuid.uuid4().hex[:6]}", "rows": rows,
                                          "seatsPerRow": per_row}, headers=admin) as resp:
         room = await resp.json()
-    start = datetime.now(timezone.utc) + timedelta(days=1)
+    start = datetime.now(UTC) + timedelta(days=1)
     async with http.post("/sessions", json={"movieTitle": "Fault", "startShowTime": start.isoformat(),
                                             "endShowTime": (start + timedelta(hours=2)).isoformat(),
                                             "roomId": room["id"], "ticketPrice": 10}, headers=admin) as resp:
@@ -114,7 +114,7 @@ async def run_rush(base_url: str, admin: dict[str, str], *, buyers: int, duratio
                 async with http.request(method, url, **kw) as resp:
                     body = await resp.json(content_type=None) if resp.status != 204 else {}
                     status = resp.status
-            except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError):
+            except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError):
                 status, body = 0, {"code": "no_answer"}
             code = body.get("code", "") if isinstance(body, dict) else ""
             log.answers.append(Answer(t0 - started, op, status, code, time.monotonic() - t0))
