@@ -97,11 +97,7 @@ async def assert_invariants(dsn: str, session_ids: Sequence[str], *, within: flo
         report = await wait_for_invariants(con, session_ids, timeout=within)
     finally:
         await con.close()
-    failed = broken(report)
-    if not realtime_present():
-        # no relay yet (see realtime_present): unpublished outbox rows are expected, nothing else is
-        failed.pop("outbox_published", None)
-    assert failed == {}
+    assert broken(report) == {}
 
 
 async def get_json(session: aiohttp.ClientSession, url: str, **kwargs: Any) -> tuple[int, Any, str]:

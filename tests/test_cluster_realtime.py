@@ -28,7 +28,6 @@ from tests.cluster_support import (
     make_session,
     make_user,
     outbox_backlog,
-    realtime_present,
     seat_ids,
     wait_converged,
     wait_until,
@@ -37,7 +36,6 @@ from tests.conftest import bearer
 
 pytestmark = [
     pytest.mark.cluster,
-    pytest.mark.skipif(not realtime_present(), reason="realtime/channel.py (the WebSocket channel) is not built yet"),
 ]
 
 

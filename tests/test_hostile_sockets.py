@@ -41,7 +41,6 @@ from tests.cluster_support import (
     assert_invariants,
     make_session,
     make_user,
-    realtime_present,
     seat_ids,
     wait_converged,
     wait_until,
@@ -50,7 +49,6 @@ from tests.conftest import bearer
 
 pytestmark = [
     pytest.mark.cluster,
-    pytest.mark.skipif(not realtime_present(), reason="realtime/channel.py (the WebSocket channel) is not built yet"),
 ]
 
 WATCHERS = 100

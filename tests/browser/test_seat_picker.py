@@ -8,7 +8,6 @@ Every step leaves a screenshot in test-output/browser/<test name>/.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -42,10 +41,6 @@ SCREENS = OUTPUT / "browser"
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
 
-def realtime_present() -> bool:
-    return importlib.util.find_spec("realtime.channel") is not None
-
-
 # ------------------------------------------------------------------ fixtures
 
 
@@ -54,8 +49,6 @@ def browser_cluster(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFacto
     """Two real nodes and HAProxy on the session's PostgreSQL, Redis and Kafka, with short holds."""
     if find_haproxy() is None:
         pytest.skip("haproxy is not installed (Debian package haproxy)")
-    if not realtime_present():
-        pytest.skip("the WebSocket channel (realtime/) is not there yet")
     env = {**stack.urls, "ADMIN_TOKEN": ADMIN_TOKEN,  # type: ignore[attr-defined]
            "HOLD_TTL_SECONDS": str(HOLD_TTL_SECONDS), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
     with LocalCluster(2, env=env, state_dir=tmp_path_factory.mktemp("browser-cluster")) as running:
