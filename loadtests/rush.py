@@ -16,6 +16,7 @@ import contextlib
 import csv
 import ipaddress
 import json
+import math
 import os
 import secrets
 import shlex
@@ -282,6 +283,12 @@ OVERDUE_SQL = """
     SELECT count(*)::int AS n, coalesce(extract(epoch FROM max(now() - expires_at)), 0)::float AS worst
     FROM reservations WHERE status = 'PENDING' AND session_id = ANY($1::uuid[])
       AND expires_at < now() - make_interval(secs => $2)"""
+SOLD_TIMES_SQL = """
+    SELECT extract(epoch FROM sa.confirmed_at - (SELECT min(created_at) FROM reservations
+                                                 WHERE session_id = ANY($1::uuid[])))::float AS after
+    FROM sale_seats x JOIN sales sa ON sa.id = x.sale_id
+    WHERE x.session_id = ANY($1::uuid[]) ORDER BY sa.confirmed_at"""
+SELL_MILESTONES = {"50%": 0.5, "90%": 0.9, "100%": 1.0}
 PENDING_SQL = "SELECT count(*)::int FROM reservations WHERE status = 'PENDING' AND session_id = ANY($1::uuid[])"
 SELL_OUT_SQL = """
     SELECT (SELECT min(created_at) FROM reservations WHERE session_id = ANY($1::uuid[])) AS first_hold,
@@ -313,6 +320,15 @@ class Database:
 
     def sell_out(self, session_ids: list[str]) -> dict[str, Any]:
         return dict(self.run(self.con.fetchrow(SELL_OUT_SQL, session_ids)))
+
+    def time_to_sell(self, session_ids: list[str], total_seats: int) -> dict[str, float | None]:
+        """Seconds from the first hold until 50 %, 90 % and 100 % of the seats were sold (None: not reached)."""
+        after = [r["after"] for r in self.run(self.con.fetch(SOLD_TIMES_SQL, session_ids))]
+        out: dict[str, float | None] = {}
+        for label, share in SELL_MILESTONES.items():
+            needed = max(1, math.ceil(round(total_seats * share, 6)))
+            out[label] = round(after[needed - 1], 2) if len(after) >= needed else None
+        return out
 
     def invariants(self, session_ids: list[str], timeout: float) -> dict[str, list[dict[str, Any]]]:
         from storage.invariants import wait_for_invariants  # noqa: PLC0415 - the runner's only server import
@@ -485,9 +501,7 @@ def summarize(options: RushOptions, plan: Plan, metrics: Metrics, load: LoadResu
         for ms, n in hist.items():
             all_latency[ms] = all_latency.get(ms, 0) + n
     sold_out = seats.get("SOLD", 0) >= total_seats
-    time_to_sell_out = None
-    if sold_out and sell_out.get("first_hold") and sell_out.get("last_sale"):
-        time_to_sell_out = round((sell_out["last_sale"] - sell_out["first_hold"]).total_seconds(), 2)
+    time_to_sell = sell_out.get("time_to_sell_s", {})
     broadcast = percentiles(metrics.broadcast_ms)
     invariants = {name: {"ok": not rows, "violations": len(rows), "examples": rows[:3]}
                   for name, rows in db_report.items()}
@@ -529,7 +543,8 @@ def summarize(options: RushOptions, plan: Plan, metrics: Metrics, load: LoadResu
         "hold_latency_ms_by_transport": {t: percentiles(h) for t, h in metrics.hold_latency.items()},
         "conflict_share": round(conflicts / attempts, 4) if attempts else 0.0,
         "sold_out": sold_out,
-        "time_to_sell_out_s": time_to_sell_out,
+        "time_to_sell_out_s": time_to_sell.get("100%"),
+        "time_to_sell_s": time_to_sell,
         "broadcast_ms": broadcast,
         "broadcast_p99_ms": broadcast["p99"],
         "errors_by_code": dict(sorted(metrics.errors.items(), key=lambda kv: -kv[1])),
@@ -559,7 +574,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"({lat['samples']} holds)",
         f"  conflict share     : {summary['conflict_share']:.1%}",
         f"  sold               : {summary['seats_by_status'].get('SOLD', 0)}/{summary['seats']} seats, "
-        f"{summary['sales']} sales; time to sell out: {summary['time_to_sell_out_s']} s",
+        f"{summary['sales']} sales; seconds from the first hold to 50/90/100 % sold: "
+        + " / ".join(str(v) for v in summary["time_to_sell_s"].values()),
         f"  broadcast p99      : {summary['broadcast_p99_ms']} ms ({summary['broadcast_ms']['samples']} changes)",
         f"  errors by code     : {summary['errors_by_code'] or 'none'}",
         f"  double sales       : {summary['double_sales']}",
@@ -655,6 +671,7 @@ def run_against(options: RushOptions, base_url: str, dsn: str, admin_token: str)
         watchers_check = check_watchers(audit, websockets, options.out, base_url, session_ids)
         seats = db.seat_counts(session_ids)
         sell_out = db.sell_out(session_ids)
+        sell_out["time_to_sell_s"] = db.time_to_sell(session_ids, total_seats)
     finally:
         audit.close()
         db.close()

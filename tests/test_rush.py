@@ -106,6 +106,7 @@ def test_a_tiny_rush_holds_every_invariant_and_writes_its_report(stack: Embedded
     assert summary["sales"] > 0
     assert set(summary["errors_by_code"]) <= EXPECTED_ERRORS, summary["errors_by_code"]
     assert "time_to_sell_out_s" in summary and "broadcast_p99_ms" in summary
+    assert set(summary["time_to_sell_s"]) == {"50%", "90%", "100%"}
     if realtime_present():
         assert summary["watchers_check"]["ok"] is True, summary["watchers_check"]
         assert summary["broadcast_ms"]["samples"] > 0
