@@ -576,7 +576,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"  sold               : {summary['seats_by_status'].get('SOLD', 0)}/{summary['seats']} seats, "
         f"{summary['sales']} sales; seconds from the first hold to 50/90/100 % sold: "
         + " / ".join(str(v) for v in summary["time_to_sell_s"].values()),
-        f"  broadcast p99      : {summary['broadcast_p99_ms']} ms ({summary['broadcast_ms']['samples']} changes)",
+        f"  broadcast p99      : {summary['broadcast_p99_ms']} ms ({summary['broadcast_ms']['samples']} messages)",
         f"  errors by code     : {summary['errors_by_code'] or 'none'}",
         f"  double sales       : {summary['double_sales']}",
         "  invariants         : " + ", ".join(f"{n} {'ok' if v['ok'] else 'BROKEN (' + str(v['violations']) + ')'}"
