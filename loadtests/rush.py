@@ -20,7 +20,6 @@ import math
 import os
 import secrets
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ import asyncpg
 from loadtests.contract_client import ContractClient, SeatMap, SeatSocket, UrllibTransport
 from loadtests.metrics import Metrics, percentile, percentiles
 from loadtests.plan import METRICS_DIR, PLAN_ENV, STOP_FILE, WATCHER_MAPS_DIR, BuyerPlan, PickerPlan, Plan
+from server.embedded import stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -417,16 +417,7 @@ def progress_line(elapsed: float, history: list[dict[str, str]], holds: tuple[fl
 
 
 def terminate_group(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
+    stop_group(proc, timeout)
 
 
 @dataclass

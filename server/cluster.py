@@ -27,7 +27,7 @@ from email.message import Message
 from pathlib import Path
 from types import FrameType, TracebackType
 
-from server.embedded import find_haproxy, free_port, port_open
+from server.embedded import find_haproxy, free_port, port_open, stop_group
 
 log = logging.getLogger("boxoffice.cluster")
 
@@ -89,18 +89,8 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
 
 
 def _terminate(proc: subprocess.Popen[bytes] | None, timeout: float, sig: int = signal.SIGTERM) -> int | None:
-    """Send `sig`, wait up to `timeout`, then SIGKILL; return the exit code."""
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        _signal_group(proc, sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("pid %s did not exit %.0fs after signal %s; killing it", proc.pid, timeout, sig)
-            _signal_group(proc, signal.SIGKILL)
-            proc.wait(5)
-    return proc.returncode
+    """Send `sig` to the process group, wait up to `timeout`, then SIGKILL; return the exit code."""
+    return stop_group(proc, timeout, sig)
 
 
 class LocalCluster:

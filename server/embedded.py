@@ -82,6 +82,28 @@ def wait_gone(pid: int, timeout: float) -> bool:
     return not pid_alive(pid)
 
 
+def stop_group(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0, sig: int = signal.SIGTERM,
+               resume: bool = False) -> int | None:
+    """Signal a child's whole process group (children here lead their own: start_new_session), wait up
+    to `timeout`, then SIGKILL it; return the exit code. `resume` sends SIGCONT after the signal, so a
+    paused (SIGSTOPped) process still acts on it."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+            if resume:
+                os.killpg(proc.pid, signal.SIGCONT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("pid %s did not exit %.0fs after signal %s; killing it", proc.pid, timeout, sig)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    return proc.returncode
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -223,17 +245,7 @@ class Service:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            # SIGCONT too: a paused (SIGSTOPped) server would never act on the stop signal.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, self.stop_signal if sig is None else sig)
-                os.killpg(proc.pid, signal.SIGCONT)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        stop_group(proc, timeout, self.stop_signal if sig is None else sig, resume=True)
         self._remove_pid_file(proc.pid)
 
     def kill(self) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import shutil
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, cast
@@ -29,12 +28,6 @@ CLUSTER_NODES = 3
 CLUSTER_HOLD_TTL = 2
 CLUSTER_ADMIN_TOKEN = "test-admin-token"  # the same token as conftest.ADMIN_TOKEN
 CLUSTER_ADMIN = {"Authorization": f"Bearer {CLUSTER_ADMIN_TOKEN}"}
-
-
-def realtime_present() -> bool:
-    """The WebSocket channel and outbox relay are built by another issue; until they land, the
-    outbox is never published and the socket tests have nothing to talk to."""
-    return importlib.util.find_spec("realtime.channel") is not None
 
 
 def cluster_env(stack: EmbeddedStack, **extra: str) -> dict[str, str]:
