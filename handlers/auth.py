@@ -8,11 +8,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from storage.appkeys import SETTINGS, TOKENS
-from storage.auth import ADMIN, ANONYMOUS, Principal, is_admin_token
+from storage.auth import MAX_TOKEN, Principal, resolve_principal
 from storage.errors import Forbidden, Unauthorized
 
 PRINCIPAL = "principal"
-MAX_TOKEN = 512
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -25,12 +24,7 @@ def bearer_token(request: web.Request) -> str | None:
 
 async def principal_for_token(app: web.Application, token: str | None) -> Principal | None:
     """The principal of a token; None if the token is given but unknown."""
-    if not token:
-        return ANONYMOUS
-    if is_admin_token(token, app[SETTINGS].admin_token):
-        return ADMIN
-    user_id = await app[TOKENS].user_for(token)
-    return Principal(user_id=user_id) if user_id else None
+    return await resolve_principal(token, app[SETTINGS].admin_token, app[TOKENS])
 
 
 async def principal(request: web.Request) -> Principal:

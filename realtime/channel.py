@@ -25,14 +25,13 @@ from realtime.messages import Peer, dispatch
 from realtime.snapshot import SnapshotReader
 from storage import metrics
 from storage.appkeys import NODE_ID, PG_POOL, SETTINGS, TOKENS
-from storage.auth import ADMIN, ANONYMOUS, Principal, is_admin_token
+from storage.auth import Principal, resolve_principal
 from storage.catalog import get_session_row
 from storage.errors import DomainError, Forbidden, ValidationFailed
 
 HUB = web.AppKey("realtime_hub", Hub)
 SNAPSHOTS = web.AppKey("realtime_snapshots", SnapshotReader)
 
-MAX_TOKEN = 512
 CLOSE_TIMEOUT = 2.0  # how long a close waits for the peer's close frame
 DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 END_TYPES = {WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR}
@@ -86,12 +85,7 @@ def origin_allowed(origin: str | None, host: str, allowed: tuple[str, ...]) -> b
 
 async def socket_principal(app: web.Application, token: str | None) -> Principal | None:
     """The token's principal; None when a token is given but unknown (the REST rule, for `?token=`)."""
-    if not token:
-        return ANONYMOUS
-    if is_admin_token(token, app[SETTINGS].admin_token):
-        return ADMIN
-    user_id = await app[TOKENS].user_for(token[:MAX_TOKEN])
-    return None if user_id is None else Principal(user_id=user_id)
+    return await resolve_principal(token, app[SETTINGS].admin_token, app[TOKENS])
 
 
 async def session_socket(request: web.Request) -> web.StreamResponse:

@@ -41,6 +41,21 @@ def is_admin_token(token: str, admin_token: str) -> bool:
     return hmac.compare_digest(token.encode(), admin_token.encode())
 
 
+MAX_TOKEN = 512  # longer "tokens" are cut, never hashed whole
+
+
+async def resolve_principal(token: str | None, admin_token: str, tokens: TokenCache) -> Principal | None:
+    """Who a bearer token (REST header or WebSocket `?token=`) speaks for: the admin, a user, or nobody
+    (no token); None when a token is given but unknown."""
+    if not token:
+        return ANONYMOUS
+    token = token[:MAX_TOKEN]
+    if is_admin_token(token, admin_token):
+        return ADMIN
+    user_id = await tokens.user_for(token)
+    return None if user_id is None else Principal(user_id=user_id)
+
+
 class TokenCache:
     """token hash -> user id, for `ttl` seconds, at most `size` entries (tokens never change owner)."""
 
