@@ -9,9 +9,8 @@ import asyncpg
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
-from jobs.runner import owned_task
 from realtime.relay import OutboxRelay
-from storage.aio import within
+from storage.aio import owned_task, within
 from storage.appkeys import KAFKA, OUTBOX_WAKE, PG_POOL, SETTINGS
 
 log = logging.getLogger("boxoffice.jobs")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from storage.aio import owned_task
 
 log = logging.getLogger("boxoffice.jobs")
 
@@ -25,18 +26,6 @@ async def every(interval: float, step: Callable[[], Awaitable[object]], name: st
             if failures in (1, 10) or failures % 100 == 0:
                 log.warning("job %s failed (%d in a row): %r", name, failures, exc)
         await asyncio.sleep(interval if not failures else min(interval * (1 + failures), 5.0))
-
-
-@contextlib.asynccontextmanager
-async def owned_task(coro: Coroutine[Any, Any, object], name: str) -> AsyncIterator[asyncio.Task[object]]:
-    """Run `coro` as a task for the life of the block; cancel it and wait for it to end on the way out."""
-    task = asyncio.create_task(coro, name=name)
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 @contextlib.asynccontextmanager

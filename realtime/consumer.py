@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from realtime.hub import Hub
 from realtime.relay import PUBLISH_TIMEOUT
 from storage import metrics
-from storage.aio import within
+from storage.aio import owned_task, within
 from storage.settings import Settings
 
 if TYPE_CHECKING:
@@ -170,12 +170,7 @@ class SeatEventConsumer:
     @contextlib.asynccontextmanager
     async def running(self, wait: float = 5.0) -> AsyncIterator[SeatEventConsumer]:
         """Run in the background; wait (bounded) for the first assignment so a new node misses nothing."""
-        task = asyncio.create_task(self.run(), name="seat-event-consumer")
-        try:
+        async with owned_task(self.run(), "seat-event-consumer"):
             with contextlib.suppress(asyncio.TimeoutError):
                 await within(wait, self.assigned.wait())
             yield self
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

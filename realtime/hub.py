@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from aiohttp import WSMsgType, web
 
 from storage import metrics
-from storage.aio import within
+from storage.aio import owned_task, within
 
 log = logging.getLogger("boxoffice.hub")
 
@@ -285,10 +285,5 @@ class Hub:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Hub]:
-        task = asyncio.create_task(self.run(), name="hub-flusher")
-        try:
+        async with owned_task(self.run(), "hub-flusher"):
             yield self
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

@@ -78,6 +78,9 @@ class OutboxRelay:
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 failures += 1
                 self._log_failure("postgres", exc, failures)
+            except Exception:  # noqa: BLE001 - the relay must outlive any one bad pass, or events stop leaving
+                failures += 1
+                log.exception("outbox relay: unexpected failure (%d failed passes); retrying", failures)
 
     async def _wait(self, failures: int) -> bool:
         """Sleep until the next pass; True when the sweep timer (not a commit) started it."""
