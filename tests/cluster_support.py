@@ -52,14 +52,19 @@ def cluster(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) -> I
         yield running
 
 
-@pytest.fixture
-def live_cluster(cluster: LocalCluster) -> LocalCluster:
-    """The cluster with every node up and in HAProxy's rotation (a previous test may have killed one)."""
+def all_nodes_up(cluster: LocalCluster) -> LocalCluster:
+    """Restart whatever node a previous test killed and wait until HAProxy routes to every node again."""
     for i in range(cluster.nodes):
         cluster.start_node(i)
     for i in range(cluster.nodes):
         cluster.wait_server_status(i, "UP")
     return cluster
+
+
+@pytest.fixture
+def live_cluster(cluster: LocalCluster) -> LocalCluster:
+    """The cluster with every node up and in HAProxy's rotation (a previous test may have killed one)."""
+    return all_nodes_up(cluster)
 
 
 @pytest.fixture

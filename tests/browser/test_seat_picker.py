@@ -26,6 +26,7 @@ import pytest
 
 from server.cluster import LocalCluster
 from server.embedded import EmbeddedStack, find_haproxy
+from tests.cluster_support import all_nodes_up
 from tests.conftest import OUTPUT
 
 pytestmark = [pytest.mark.browser, pytest.mark.cluster]
@@ -68,11 +69,7 @@ def chromium() -> Iterator[Any]:
 @pytest.fixture
 def cluster(browser_cluster: LocalCluster) -> LocalCluster:
     """The cluster with both nodes up and routed (the node-kill test restarts what it killed)."""
-    for i in range(browser_cluster.nodes):
-        browser_cluster.start_node(i)
-    for i in range(browser_cluster.nodes):
-        browser_cluster.wait_server_status(i, "UP")
-    return browser_cluster
+    return all_nodes_up(browser_cluster)
 
 
 @pytest.fixture
