@@ -28,7 +28,9 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import uvloop
 
+from loadtests.lean_http import LeanPool
 from server.embedded import EmbeddedStack, free_port
 from storage import db
 from storage.invariants import broken, wait_for_invariants
@@ -105,30 +107,32 @@ async def make_users(http: aiohttp.ClientSession, url: str, n: int) -> list[str]
 
 async def uncontended(url: str, clients: int, holds: int) -> dict[str, Any]:
     """(a) every client holds its own seats one at a time: the whole path, no contention."""
-    connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(connector=connector) as http:
+    async with aiohttp.ClientSession() as http:
         per_row = 100
         session_id, seats = await make_session(http, url, rows=(holds + per_row - 1) // per_row, per_row=per_row)
         tokens = await make_users(http, url, clients)
-        latencies: list[float] = []
-        statuses: dict[int, int] = {}
-        queue = list(seats[:holds])
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    queue = list(seats[:holds])
+    pool = LeanPool(url, clients)
 
-        async def client(token: str) -> None:
-            headers = {"Authorization": f"Bearer {token}"}
+    async def client(token: str) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with pool.connection() as conn:
             while queue:
                 seat = queue.pop()
                 t0 = time.perf_counter()
-                async with http.post(f"{url}/reservations", json={"sessionId": session_id, "sessionSeatIds": [seat]},
-                                     headers=headers) as resp:
-                    await resp.read()
+                status, _ = await conn.request("POST", "/reservations",
+                                               {"sessionId": session_id, "sessionSeatIds": [seat]}, headers)
                 latencies.append((time.perf_counter() - t0) * 1000)
-                statuses[resp.status] = statuses.get(resp.status, 0) + 1
+                statuses[status] = statuses.get(status, 0) + 1
 
-        # warm-up: prepared statements, pool connections
-        started = time.perf_counter()
+    started = time.perf_counter()
+    try:
         await asyncio.gather(*(client(t) for t in tokens))
-        elapsed = time.perf_counter() - started
+    finally:
+        pool.close()
+    elapsed = time.perf_counter() - started
     return {"holds": len(latencies), "seconds": round(elapsed, 2), "holds_per_second": round(len(latencies) / elapsed),
             "p50_ms": round(percentile(latencies, 50), 2), "p99_ms": round(percentile(latencies, 99), 2),
             "statuses": statuses, "session_id": session_id}
@@ -136,10 +140,11 @@ async def uncontended(url: str, clients: int, holds: int) -> dict[str, Any]:
 
 async def rush(url: str, dsn: str, clients: int, connections: int = 256) -> dict[str, Any]:
     """(b)/(c) `clients` buyers race for one 160-seat session until it is sold out."""
-    connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(connector=connector) as http:
+    async with aiohttp.ClientSession() as http:
         session_id, seats = await make_session(http, url, rows=10, per_row=16)
         tokens = await make_users(http, url, clients)
+    pool = LeanPool(url, connections)
+    try:
         best = sorted(seats, key=lambda s: abs(seats.index(s) // 16 - 5) * 3 + abs(seats.index(s) % 16 - 7.5))
         sold: set[str] = set()
         latencies: list[float] = []
@@ -157,19 +162,18 @@ async def rush(url: str, dsn: str, clients: int, connections: int = 256) -> dict
                 want = rng.randint(1, 4)
                 pick = believed[:want] if rng.random() < 0.7 else rng.sample(believed, min(want, len(believed)))
                 t0 = time.perf_counter()
-                async with http.post(f"{url}/reservations", json={"sessionId": session_id, "sessionSeatIds": pick},
-                                     headers=headers) as resp:
-                    body = await resp.json()
+                status, body = await pool.request("POST", "/reservations",
+                                                  {"sessionId": session_id, "sessionSeatIds": pick}, headers)
                 latencies.append((time.perf_counter() - t0) * 1000)
-                statuses[resp.status] = statuses.get(resp.status, 0) + 1
-                if resp.status == 201:
-                    async with http.post(f"{url}/reservations/{body['id']}/confirm",
-                                         headers=headers | {"Idempotency-Key": body["id"]}) as confirm:
-                        if confirm.status == 201:
-                            sold.update(pick)
+                statuses[status] = statuses.get(status, 0) + 1
+                if status == 201:
+                    confirmed, _ = await pool.request("POST", f"/reservations/{body['id']}/confirm", None,
+                                                      headers | {"Idempotency-Key": body["id"]})
+                    if confirmed == 201:
+                        sold.update(pick)
                     if len(sold) >= len(seats):
                         done.set()
-                elif resp.status == 409:
+                elif status == 409:
                     taken = set(body["details"].get("conflicts", []))
                     believed = [s for s in believed if s not in taken]
                 else:
@@ -178,6 +182,8 @@ async def rush(url: str, dsn: str, clients: int, connections: int = 256) -> dict
         started = time.perf_counter()
         await asyncio.wait_for(asyncio.gather(*(buyer(t) for t in tokens)), 300)
         elapsed = time.perf_counter() - started
+    finally:
+        pool.close()
     con = await asyncpg.connect(dsn)
     try:
         sold_db = await con.fetchval("SELECT count(*) FROM session_seats WHERE session_id = $1 AND status = 'SOLD'",
@@ -250,4 +256,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())

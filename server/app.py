@@ -80,6 +80,7 @@ async def booking_ctx(app: web.Application) -> AsyncIterator[None]:
         app[PG_POOL], app[GATE], hold_ttl_seconds=settings.hold_ttl_seconds,
         max_seats_per_hold=settings.max_seats_per_hold, max_seats_per_user=settings.max_seats_per_user,
         use_gate=settings.redis_gate, gate_timeout=settings.redis_timeout, on_commit=wake.set,
+        hold_batch_max=settings.hold_batch_max, hold_writers=settings.hold_writers,
     )
     yield
 

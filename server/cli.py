@@ -81,7 +81,19 @@ def serve(settings: Settings, ready_message: str = "") -> None:
         raise SystemExit(2)
     web.run_app(create_app(settings), host=settings.host, port=settings.port,
                 print=(lambda _: print(ready_message, flush=True)) if ready_message else None,
-                shutdown_timeout=8.0, access_log=None, handle_signals=True)
+                shutdown_timeout=8.0, access_log=None, handle_signals=True, loop=new_event_loop(settings.event_loop))
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """uvloop (libuv) unless EVENT_LOOP=asyncio: the same asyncio API with its transports in C."""
+    if kind == "asyncio":
+        return asyncio.new_event_loop()
+    if kind != "uvloop":
+        print(f"boxoffice: EVENT_LOOP must be uvloop or asyncio, not {kind!r}", file=sys.stderr)
+        raise SystemExit(2)
+    import uvloop  # noqa: PLC0415
+
+    return uvloop.new_event_loop()
 
 
 def port_free(host: str, port: int) -> bool:

@@ -33,6 +33,7 @@ from storage.errors import (
     Unprocessable,
     ValidationFailed,
 )
+from storage.group_commit import HoldWriter
 from storage.redis_gate import RedisGate
 
 log = logging.getLogger("boxoffice.booking")
@@ -108,7 +109,8 @@ def _iso(value: datetime) -> str:
 class Booking:
     def __init__(self, pool: asyncpg.Pool, gate: RedisGate, *, hold_ttl_seconds: int, max_seats_per_hold: int,
                  max_seats_per_user: int = 0, use_gate: bool = True, gate_timeout: float = 0.5,
-                 on_commit: Callable[[], None] | None = None) -> None:
+                 on_commit: Callable[[], None] | None = None, hold_batch_max: int = 32,
+                 hold_writers: int = 4) -> None:
         self.pool = pool
         self.gate = gate
         self.hold_ttl_ms = hold_ttl_seconds * 1000
@@ -117,6 +119,8 @@ class Booking:
         self.use_gate = use_gate
         self.gate_timeout = gate_timeout  # a hold never waits longer than this on Redis: it fails fast instead
         self.on_commit = on_commit or (lambda: None)
+        self.writer = HoldWriter(pool, hold_ttl_ms=self.hold_ttl_ms, max_seats_per_user=max_seats_per_user,
+                                 max_batch=hold_batch_max, max_inflight=hold_writers)
 
     # ------------------------------------------------------------------ hold
 
@@ -146,11 +150,7 @@ class Booking:
             except _PriorHold as prior:
                 return prior.reservation
         try:
-            row = await self.pool.fetchrow(
-                "SELECT expires_at, seats FROM bx_hold($1, $2, $3, $4, $5, $6, $7)",
-                reservation_id, user_id, session_id, seats, self.hold_ttl_ms, self.max_seats_per_user,
-                idempotency_key,
-            )
+            row = await self.writer.write(reservation_id, user_id, session_id, seats, idempotency_key)
         except BaseException as exc:
             if self.use_gate:
                 await self._gate_release_quietly(session_id, seats, reservation_id)
@@ -170,7 +170,7 @@ class Booking:
         self.on_commit()
         return {
             "id": str(reservation_id), "userId": str(user_id), "sessionId": str(session_id),
-            "status": "PENDING", "expiresAt": _iso(row["expires_at"]), "seats": row["seats"],
+            "status": "PENDING", "expiresAt": _iso(row.expires_at), "seats": row.seats,
         }
 
     async def _gate_hold(self, session_id: uuid.UUID, seats: list[uuid.UUID], reservation_id: uuid.UUID,

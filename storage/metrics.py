@@ -11,6 +11,8 @@ HTTP_REQUESTS = Counter("boxoffice_http_requests_total", "HTTP requests by route
 HTTP_LATENCY = Histogram("boxoffice_http_request_seconds", "HTTP request latency", ["route"], registry=REGISTRY,
                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 HOLDS = Counter("boxoffice_holds_total", "Hold attempts by outcome", ["outcome"], registry=REGISTRY)
+HOLD_BATCH_SIZE = Histogram("boxoffice_hold_batch_size", "Holds written to PostgreSQL together (group commit)",
+                            registry=REGISTRY, buckets=(1, 2, 4, 8, 16, 32, 48))
 CONFIRMS = Counter("boxoffice_confirms_total", "Confirm attempts by outcome", ["outcome"], registry=REGISTRY)
 EXPIRED = Counter("boxoffice_holds_expired_total", "Reservations expired by the sweeper", registry=REGISTRY)
 CANCELLED = Counter("boxoffice_holds_cancelled_total", "Reservations cancelled by their owner", registry=REGISTRY)

@@ -78,6 +78,9 @@ class Settings:
     db_pool_max: int = 20
     redis_gate: bool = True
     redis_timeout: float = 0.5
+    hold_batch_max: int = 32  # holds written to PostgreSQL in one transaction at most (1: no batching)
+    hold_writers: int = 4  # hold writes in flight at once per node; holds arriving meanwhile are batched
+    event_loop: str = "uvloop"  # "asyncio" for the standard library's loop
     # writes per second per user token (and per client IP when anonymous); 0 turns a limit off
     rate_limit_per_second: float = 0.0
     rate_limit_burst: int = 20
@@ -121,6 +124,9 @@ class Settings:
             db_pool_max=_int(env, "DB_POOL_MAX", 20),
             redis_gate=_bool(env.get("REDIS_GATE"), True),
             redis_timeout=_float(env, "REDIS_TIMEOUT", 0.5),
+            hold_batch_max=_int(env, "HOLD_BATCH_MAX", 32),
+            hold_writers=_int(env, "HOLD_WRITERS", 4),
+            event_loop=env.get("EVENT_LOOP", "uvloop").lower(),
             rate_limit_per_second=_float(env, "RATE_LIMIT_PER_SECOND", 0.0),
             rate_limit_burst=_int(env, "RATE_LIMIT_BURST", 20),
             rate_limit_anon_per_second=_float(env, "RATE_LIMIT_ANON_PER_SECOND", 0.0),
