@@ -1,0 +1,89 @@
+"""Group commit of holds (storage.group_commit.HoldWriter) on the real database.
+
+Holds that queue up behind a write in flight go to PostgreSQL together; each must still get exactly the
+outcome it would get alone: held, or refused with its own code while the rest of its batch commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+import pytest
+
+from storage import db
+from storage.booking import refusal
+from storage.group_commit import HoldWriter
+from tests.conftest import assert_invariants, make_session, make_user, seat_ids
+
+
+@pytest.fixture
+async def pool(base_settings: Any) -> Any:
+    pool = await db.create_pool(base_settings.database_url, min_size=1, max_size=2)
+    yield pool
+    await pool.close()
+
+
+async def test_a_batch_gives_every_hold_its_own_outcome(client: Any, pg: asyncpg.Connection, pool: Any) -> None:
+    session = await make_session(client, rows=2, per_row=8)
+    other = await make_session(client, rows=2, per_row=8)
+    seats = [uuid.UUID(s) for s in await seat_ids(client, session["id"])]
+    foreign = uuid.UUID((await seat_ids(client, other["id"]))[0])
+    users = [uuid.UUID((await make_user(client, f"g{i}"))["id"]) for i in range(3)]
+    session_id = uuid.UUID(session["id"])
+    # one write in flight at a time: everything submitted while the first is written forms one batch
+    writer = HoldWriter(pool, hold_ttl_ms=30_000, max_seats_per_user=4, max_batch=32, max_inflight=1)
+    batches_before = await pg.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+
+    asks: list[tuple[str, uuid.UUID, list[uuid.UUID], str | None]] = [
+        ("first", users[0], [seats[0]], None),                   # written alone, first
+        ("ok-a", users[0], [seats[1], seats[2]], "key-a"),     # user 0 now holds 3 of its 4 seats
+        ("taken", users[1], [seats[2], seats[3]], None),        # seat 2 went to ok-a earlier in the batch
+        ("foreign", users[1], [seats[4], foreign], None),       # a seat of another session
+        ("quota", users[0], [seats[5], seats[6]], None),        # a 4th and 5th seat for user 0
+        ("same-key", users[0], [seats[6]], "key-a"),            # within quota, but the key ok-a used
+        ("ok-b", users[2], [seats[3], seats[7]], None),         # seat 3 is free again: "taken" rolled back
+    ]
+    results = await asyncio.gather(
+        *(writer.write(uuid.uuid4(), user, session_id, wanted, key) for _, user, wanted, key in asks),
+        return_exceptions=True)
+    outcome = {}
+    for (name, *_), result in zip(asks, results, strict=True):
+        if isinstance(result, asyncpg.PostgresError):
+            error = refusal(result)
+            outcome[name] = error.code if error else result.sqlstate
+        else:
+            outcome[name] = "held"
+    assert outcome == {"first": "held", "ok-a": "held", "taken": "seats_unavailable",
+                       "foreign": "seats_not_in_session", "quota": "hold_quota_exceeded",
+                       "same-key": "23505", "ok-b": "held"}
+
+    # PostgreSQL holds exactly the seats of the holds that were granted, nothing of the refused ones
+    rows = await pg.fetch("SELECT ss.id, r.user_id FROM session_seats ss"
+                          " JOIN reservations r ON r.id = ss.reservation_id"
+                          " WHERE ss.session_id = $1 AND ss.status = 'RESERVED'", session_id)
+    assert {r["id"]: r["user_id"] for r in rows} == {
+        seats[0]: users[0], seats[1]: users[0], seats[2]: users[0], seats[3]: users[2], seats[7]: users[2]}
+    assert await pg.fetchval("SELECT count(*) FROM reservations WHERE session_id = $1", session_id) == 3
+    assert await pg.fetchval("SELECT count(*) FROM outbox WHERE session_id = $1", session_id) == 3
+    # the six holds after the first went in one batch: far fewer commits than holds
+    commits = await pg.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+    assert commits - batches_before < len(asks), (commits - batches_before, len(asks))
+    await assert_invariants(pg, [session["id"]])
+
+
+async def test_a_batch_that_fails_as_a_whole_fails_each_caller_and_changes_nothing(
+        client: Any, pg: asyncpg.Connection, base_settings: Any) -> None:
+    session = await make_session(client)
+    seats = [uuid.UUID(s) for s in await seat_ids(client, session["id"])]
+    user = uuid.UUID((await make_user(client))["id"])
+    pool = await db.create_pool(base_settings.database_url, min_size=1, max_size=1)
+    writer = HoldWriter(pool, hold_ttl_ms=30_000, max_seats_per_user=0, max_batch=32, max_inflight=1)
+    await pool.close()  # the database is gone for this writer: every caller hears of it
+    results = await asyncio.gather(*(writer.write(uuid.uuid4(), user, uuid.UUID(session["id"]), [s], None)
+                                     for s in seats[:5]), return_exceptions=True)
+    assert all(isinstance(r, asyncpg.InterfaceError) for r in results), results
+    assert await pg.fetchval("SELECT count(*) FROM reservations WHERE session_id = $1",
+                             uuid.UUID(session["id"])) == 0
