@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -48,117 +50,235 @@ ROOM_ROWS, ROOM_SEATS_PER_ROW = 20, 20
 
 
 # ---- the watching sockets (run in client processes) -------------------------------------------------
+#
+# 2,000 sockets must be read by two processes on a box whose cores also run the nodes, so a socket is a
+# bare asyncio Protocol: it parses frame headers only (server frames are unmasked), answers pings, and
+# hands each text frame to its process's `FrameBook`. The nodes send the same bytes to every socket of a
+# session, so the book decodes each distinct frame once; a socket keeps its snapshot and the ids of the
+# frames it received, and its seat map is folded from them at the end (once per distinct history).
+# Latency is recorded for every frame on every socket.
+
+
+def _mask_frame(opcode: int, payload: bytes) -> bytes:
+    """A client frame (always masked; a zero mask leaves the payload as is). Control frames only: < 126 bytes."""
+    return bytes((0x80 | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload
 
 
 @dataclass
-class Watcher:
-    """One socket's view of the session: seat id -> (status, version)."""
+class FrameBook:
+    """The distinct `seats` frames one client process has seen, and the latency of every receipt."""
 
-    seats: dict[str, tuple[str, int]] = field(default_factory=dict)
-    node: str = ""
-    frames: int = 0
-    changes: int = 0
-    snapshots: int = 0
-    closed: int | None = None
-
-    def apply_snapshot(self, message: dict[str, Any]) -> None:
-        self.snapshots += 1
-        self.node = str(message.get("nodeId", ""))
-        self.seats = {s["id"]: (s["status"], int(s["version"])) for s in message["seats"]}
-
-    def apply_changes(self, changes: list[dict[str, Any]]) -> None:
-        for change in changes:
-            known = self.seats.get(change["id"])
-            if known is None or int(change["version"]) > known[1]:
-                self.seats[change["id"]] = (change["status"], int(change["version"]))
-
-
-@dataclass
-class ClientStats:
+    ids: dict[bytes, int] = field(default_factory=dict)  # frame bytes -> frame id
+    changes: list[list[tuple[str, str, int]]] = field(default_factory=list)  # frame id -> (seat, status, version)
+    committed: list[float] = field(default_factory=list)  # frame id -> committedAt (ms)
+    snapshot_ids: dict[tuple[tuple[str, str, int], ...], int] = field(default_factory=dict)  # map -> snapshot id
+    snapshots: list[dict[str, tuple[str, int]]] = field(default_factory=list)  # snapshot id -> seat map
     hist: list[int] = field(default_factory=lambda: [0] * (HIST_MS + 1))
     max_ms: float = 0.0
     frames: int = 0
-    changes: int = 0
     first_frame: float = 0.0
     last_frame: float = 0.0
 
-    def record(self, latency_ms: float, changes: int, now: float) -> None:
+    def frame_id(self, payload: bytes) -> int | None:
+        fid = self.ids.get(payload)
+        if fid is None:
+            message = json.loads(payload)
+            if message.get("type") != "seats":
+                return None
+            fid = self.ids[payload] = len(self.changes)
+            self.changes.append([(c["id"], c["status"], int(c["version"])) for c in message["changes"]])
+            self.committed.append(float(message["committedAt"]))
+        return fid
+
+    def snapshot_id(self, message: dict[str, Any]) -> int:
+        """Equal snapshots share one id (and one map), so equal histories fold once."""
+        seats = tuple((s["id"], s["status"], int(s["version"])) for s in message["seats"])
+        sid = self.snapshot_ids.get(seats)
+        if sid is None:
+            sid = self.snapshot_ids[seats] = len(self.snapshots)
+            self.snapshots.append({seat: (status, version) for seat, status, version in seats})
+        return sid
+
+    def received(self, fid: int, now: float) -> None:
+        latency_ms = now * 1000 - self.committed[fid]
         self.hist[min(HIST_MS, max(0, int(latency_ms)))] += 1
-        self.max_ms = max(self.max_ms, latency_ms)
+        if latency_ms > self.max_ms:
+            self.max_ms = latency_ms
         self.frames += 1
-        self.changes += changes
         self.first_frame = self.first_frame or now
         self.last_frame = now
 
 
-async def _watch(ws: aiohttp.ClientWebSocketResponse, watcher: Watcher, stats: ClientStats) -> None:
-    async for msg in ws:
-        if msg.type is not aiohttp.WSMsgType.TEXT:
+class WatchSocket(asyncio.Protocol):
+    """One watching socket: the upgrade, then frames; its snapshot and the ids of the frames since."""
+
+    def __init__(self, book: FrameBook, path: str, host: str) -> None:
+        self.book, self.path, self.host = book, path, host
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.upgraded = False
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.node = ""
+        self.snapshots = 0
+        self.base = -1  # the last snapshot's id in the book
+        self.seq: list[int] = []  # frame ids received since that snapshot
+        self.changes = 0
+        self.closed: int | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write(f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
+                        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                        .encode())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed is None:
+            self.closed = 1006
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"closed before the snapshot ({exc!r})"))
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = buf
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                self.ready.set_exception(ConnectionError(buf[:end].split(b"\r\n")[0].decode(errors="replace")))
+                self.buf = b""
+                assert self.transport is not None
+                self.transport.close()
+                return
+            self.upgraded = True
+            buf = buf[end + 4:]
+        pos, size = 0, len(buf)
+        while size - pos >= 2:
+            opcode, length, head = buf[pos] & 0x0F, buf[pos + 1] & 0x7F, 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length, head = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length, head = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+            if size - pos < head + length:
+                break
+            self.frame(opcode, buf[pos + head:pos + head + length])
+            pos += head + length
+        self.buf = buf[pos:] if pos < size else b""
+
+    def frame(self, opcode: int, payload: bytes) -> None:
+        if opcode == 0x1:
+            fid = self.book.frame_id(payload)
+            if fid is not None:
+                self.book.received(fid, time.time())
+                self.seq.append(fid)
+                self.changes += len(self.book.changes[fid])
+            else:
+                message = json.loads(payload)
+                if message.get("type") == "snapshot":
+                    self.snapshots += 1
+                    self.node = str(message.get("nodeId", ""))
+                    self.base = self.book.snapshot_id(message)
+                    self.seq = []
+                    if not self.ready.done():
+                        self.ready.set_result(None)
+        elif opcode == 0x9:  # ping: the node's heartbeat
+            assert self.transport is not None
+            self.transport.write(_mask_frame(0xA, payload))
+        elif opcode == 0x8:
+            self.closed = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+            assert self.transport is not None
+            self.transport.write(_mask_frame(0x8, payload[:2]))
+            self.transport.close()
+
+    def history(self) -> tuple[int, tuple[int, ...]]:
+        return self.base, tuple(self.seq)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_mask_frame(0x8, (1000).to_bytes(2, "big")))
+            self.transport.close()
+
+
+def fold(book: FrameBook, base: int, seq: tuple[int, ...]) -> dict[str, tuple[str, int]]:
+    """A socket's seat map: its snapshot with the received changes applied where their version is higher."""
+    seats = dict(book.snapshots[base])
+    for fid in seq:
+        for seat, status, version in book.changes[fid]:
+            known = seats.get(seat)
+            if known is None or version > known[1]:
+                seats[seat] = (status, version)
+    return seats
+
+
+def differing_sockets(book: FrameBook, socks: list[WatchSocket],
+                      expected: dict[str, tuple[str, int]]) -> list[tuple[WatchSocket, int]]:
+    """Open sockets whose map is not `expected`, with how many seat states differ (one fold per history)."""
+    verdicts: dict[tuple[int, tuple[int, ...]], int] = {}
+    out = []
+    for sock in socks:
+        if sock.closed is not None or not sock.node:
             continue
-        now = time.time()
-        message = json.loads(msg.data)
-        kind = message.get("type")
-        if kind == "seats":
-            stats.record(now * 1000 - float(message["committedAt"]), len(message["changes"]), now)
-            watcher.frames += 1
-            watcher.changes += len(message["changes"])
-            watcher.apply_changes(message["changes"])
-        elif kind == "snapshot":
-            watcher.apply_snapshot(message)
-    watcher.closed = ws.close_code
+        key = sock.history()
+        if key not in verdicts:
+            seats = fold(book, sock.base, key[1])
+            verdicts[key] = sum(1 for k, v in expected.items() if seats.get(k) != v)
+        if verdicts[key]:
+            out.append((sock, verdicts[key]))
+    return out
 
 
 async def _client(conn: multiprocessing.connection.Connection, ws_url: str, count: int) -> None:
-    stats = ClientStats()
-    watchers = [Watcher() for _ in range(count)]
-    sockets: list[aiohttp.ClientWebSocketResponse] = []
-    tasks: list[asyncio.Task[None]] = []
+    book = FrameBook()
+    url = urlsplit(ws_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    socks = [WatchSocket(book, url.path, url.netloc) for _ in range(count)]
     failures: Counter[str] = Counter()
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     loop = asyncio.get_running_loop()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=True)) as http:
 
-        async def connect(watcher: Watcher) -> None:
-            async with gate:
-                try:
-                    ws = await http.ws_connect(ws_url, heartbeat=None, autoping=True, max_msg_size=0)
-                    first = await ws.receive_json(timeout=30)
-                except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                    failures[type(exc).__name__] += 1
-                    return
-                watcher.apply_snapshot(first)
-                sockets.append(ws)
-                tasks.append(asyncio.create_task(_watch(ws, watcher, stats)))
+    async def connect(sock: WatchSocket) -> None:
+        async with gate:
+            try:
+                await loop.create_connection(lambda: sock, host, port)
+                async with asyncio.timeout(30):
+                    await sock.ready
+            except (OSError, TimeoutError) as exc:
+                failures[type(exc).__name__] += 1
+                sock.node = ""
 
-        started = time.monotonic()
-        await asyncio.gather(*(connect(w) for w in watchers))
-        conn.send(("connected", {"sockets": len(sockets), "failures": dict(failures),
-                                 "seconds": time.monotonic() - started,
-                                 "by_node": dict(Counter(w.node for w in watchers if w.node))}))
-        command, expected = await loop.run_in_executor(None, conn.recv)
-        assert command == "final"
-        expected_map = {s["id"]: (s["status"], int(s["version"])) for s in expected}
-        # converged = every socket's map equals PostgreSQL's; give stragglers a few seconds
-        deadline = time.monotonic() + 10
-        while True:
-            differing = [w for w in watchers if w.closed is None and w.node and w.seats != expected_map]
-            if not differing or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.2)
-        missed_seats = sum(sum(1 for k, v in expected_map.items() if w.seats.get(k) != v) for w in differing)
-        result = {
-            "hist": stats.hist, "max_ms": stats.max_ms, "frames": stats.frames, "changes": stats.changes,
-            "first_frame": stats.first_frame, "last_frame": stats.last_frame,
-            "sockets_differing": len(differing), "missed_seat_states": missed_seats,
-            "closed_during_run": dict(Counter(str(w.closed) for w in watchers if w.closed is not None)),
-            "resyncs": sum(max(0, w.snapshots - 1) for w in watchers),
-            "changes_per_socket_min": min((w.changes for w in watchers if w.node), default=0),
-        }
-        for ws in sockets:
-            await ws.close()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    started = time.monotonic()
+    await asyncio.gather(*(connect(s) for s in socks))
+    connected = [s for s in socks if s.node]
+    conn.send(("connected", {"sockets": len(connected), "failures": dict(failures),
+                             "seconds": time.monotonic() - started,
+                             "by_node": dict(Counter(s.node for s in connected))}))
+    command, expected = await loop.run_in_executor(None, conn.recv)
+    assert command == "final"
+    expected_map = {s["id"]: (s["status"], int(s["version"])) for s in expected}
+    # converged = every socket's map equals PostgreSQL's; give stragglers a few seconds
+    deadline = time.monotonic() + 10
+    while True:
+        differing = differing_sockets(book, connected, expected_map)
+        if not differing or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    result = {
+        "hist": book.hist, "max_ms": book.max_ms, "frames": book.frames,
+        "changes": sum(s.changes for s in connected),
+        "first_frame": book.first_frame, "last_frame": book.last_frame,
+        "sockets_differing": len(differing), "missed_seat_states": sum(n for _, n in differing),
+        "closed_during_run": dict(Counter(str(s.closed) for s in connected if s.closed is not None)),
+        "resyncs": sum(max(0, s.snapshots - 1) for s in connected),
+        "changes_per_socket_min": min((s.changes for s in connected), default=0),
+    }
+    for sock in socks:
+        sock.close()
     conn.send(("result", result))
 
 
@@ -295,6 +415,29 @@ async def outbox_figures(dsn: str, session_id: str) -> dict[str, Any]:
                                          "max": round(hops[-1], 1) if hops else None}}
 
 
+async def node_flush_latency(http: aiohttp.ClientSession, node_urls: list[str]) -> dict[str, Any]:
+    """Commit -> the node's write of the frame, from every node's `boxoffice_broadcast_latency_seconds`
+    histogram (per change batch, before the kernel, HAProxy and the client): bucket upper bounds."""
+    buckets: Counter[float] = Counter()
+    for url in node_urls:
+        async with http.get(url + "/metrics") as resp:
+            text = await resp.text()
+        for line in text.splitlines():
+            if line.startswith("boxoffice_broadcast_latency_seconds_bucket{"):
+                bound = line.split('le="', 1)[1].split('"', 1)[0]
+                buckets[float("inf") if bound == "+Inf" else float(bound)] += float(line.rsplit(" ", 1)[1])
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]] if bounds else 0
+
+    def upto(q: float) -> str | None:
+        for bound in bounds:
+            if total and buckets[bound] >= q * total:
+                return f"<= {bound * 1000:g} ms" if bound != float("inf") else "> 10 s"
+        return None
+
+    return {"batches": int(total), "p50": upto(0.5), "p99": upto(0.99)}
+
+
 async def wait_outbox_drained(dsn: str, session_id: str, within: float = 30.0) -> bool:
     con = await asyncpg.connect(dsn)
     try:
@@ -347,6 +490,7 @@ async def bench(args: argparse.Namespace, cluster: Any, dsn: str, admin_token: s
             for p in pipes:
                 p.send(("final", final))
             results = [(await asyncio.to_thread(p.recv))[1] for p in pipes]
+            node_flush = await node_flush_latency(http, cluster.node_urls)
             rss_after = [rss_kib(p) for p in pids]
         except BaseException:
             for proc in procs:  # they wait for a command that will not come
@@ -375,7 +519,7 @@ async def bench(args: argparse.Namespace, cluster: Any, dsn: str, admin_token: s
         "started": datetime.fromtimestamp(load_started, UTC).isoformat(),
         "machine": {"cpus": os.cpu_count(), "platform": sys.platform},
         "setup": {"nodes": cluster.nodes, "sockets_asked": args.sockets, "client_processes": args.clients,
-                  "holds_per_second_asked": args.rate, "duration_s": args.duration,
+                  "tick_ms": args.tick_ms, "holds_per_second_asked": args.rate, "duration_s": args.duration,
                   "hold_seconds": args.hold_seconds, "session_seats": len(seats)},
         "sockets": {"connected": sockets, "by_node": dict(by_node),
                     "connect_failures": sum(sum(c[1]["failures"].values()) for c in connected),
@@ -400,6 +544,7 @@ async def bench(args: argparse.Namespace, cluster: Any, dsn: str, admin_token: s
         "memory": {"rss_kib_before": rss_before, "rss_kib_connected": rss_connected, "rss_kib_after_load": rss_after,
                    "kib_per_socket": round(rss_delta / sockets, 2) if sockets else None},
         "outbox": outbox,
+        "commit_to_node_write": node_flush,
     }
 
 
@@ -423,6 +568,8 @@ def report(result: dict[str, Any]) -> str:
         f"  memory         : {mem['kib_per_socket']} KiB RSS per connected socket",
         f"  outbox relay   : {ob['events']} events, commit -> relay claim p50 "
         f"{ob['commit_to_relay_claim_ms']['p50']} ms, p99 {ob['commit_to_relay_claim_ms']['p99']} ms",
+        f"  node write     : commit -> the node's write p50 {result['commit_to_node_write']['p50']}, "
+        f"p99 {result['commit_to_node_write']['p99']} (node histograms, per change batch)",
         f"  hold failures  : {result['load']['failed'] or 'none'}",
         "",
     ])
@@ -437,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-seconds", type=float, default=0.5, help="how long each hold lives before release")
     parser.add_argument("--clients", type=int, default=2, help="client processes sharing the sockets")
     parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--tick-ms", type=int, default=None,
+                        help="the nodes' coalescing tick (WS_BROADCAST_TICK_MS; default: the nodes' default)")
     parser.add_argument("--http-connections", type=int, default=64)
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON result file (default: reports/bench_broadcast-<time>.json)")
@@ -455,6 +604,8 @@ def main(argv: list[str] | None = None) -> int:
         admin_token = secrets.token_urlsafe(16)
         env = {**urls, "ADMIN_TOKEN": admin_token, "HOLD_TTL_SECONDS": "30", "LOG_LEVEL": "WARNING",
                "RATE_LIMIT_PER_SECOND": "0", "RATE_LIMIT_ANON_PER_SECOND": "0"}
+        if args.tick_ms is not None:
+            env["WS_BROADCAST_TICK_MS"] = str(args.tick_ms)
         progress(f"starting {args.nodes} nodes behind HAProxy")
         with LocalCluster(args.nodes, env=env, state_dir=state / "cluster") as cluster:
             result = asyncio.run(bench(args, cluster, urls["DATABASE_URL"], admin_token))

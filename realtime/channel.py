@@ -12,6 +12,7 @@ A token that is not valid does not refuse the upgrade: the seat map is public (a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import time
@@ -51,6 +52,8 @@ class UpgradeRequired(DomainError):
 
 class TokenBucket:
     """`rate` messages per second on average, bursts up to `burst`."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp")
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate, self.burst = rate, float(burst)
@@ -98,7 +101,8 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
     if not origin_allowed(request.headers.get("Origin"), request.host, settings.allowed_origins):
         raise Forbidden("This Origin may not open seat channels", code="origin_not_allowed")
     who = await socket_principal(app, request.query.get("token"))
-    ws = web.WebSocketResponse(heartbeat=settings.ws_heartbeat, max_msg_size=settings.ws_max_msg_size,
+    # no per-socket heartbeat timer or receive timeout: the hub's keeper pings, cuts and closes idle sockets
+    ws = web.WebSocketResponse(max_msg_size=settings.ws_max_msg_size, autoping=False,
                                compress=False, timeout=CLOSE_TIMEOUT)  # frames are shared: never per-socket deflate
     if not ws.can_prepare(request).ok:
         raise UpgradeRequired()
@@ -134,14 +138,18 @@ async def read_messages(peer: Peer, ws: web.WebSocketResponse) -> None:
     """The reader loop: one message at a time, each answered through the socket's queue."""
     settings, conn = peer.app[SETTINGS], peer.conn
     bucket = TokenBucket(settings.ws_rate_per_second, settings.ws_rate_burst)
+    loop = asyncio.get_running_loop()
     while True:
-        try:
-            msg = await ws.receive(timeout=settings.ws_idle_timeout)
-        except TimeoutError:
-            conn.drop(WSClose.NORMAL, "idle timeout")
-            continue
+        msg = await ws.receive()
         if msg.type in END_TYPES:
             return
+        conn.last_heard = loop.time()
+        if msg.type is WSMsgType.PONG:  # the answer to the keeper's ping
+            continue
+        if msg.type is WSMsgType.PING:
+            await ws.pong(msg.data)
+            continue
+        conn.last_message = conn.last_heard
         if conn.closing:  # closing: what the client still sends is ignored
             continue
         if not bucket.take():

@@ -1,8 +1,9 @@
 """The fan-out hub: per session, the node's open sockets; seat changes coalesced per tick, serialized once.
 
-Each socket is a `Connection` with a bounded queue and one writer task. The broadcast loop only
-ever puts already-serialized frames on queues (never awaits a peer); a socket whose queue is full
-cannot keep up and is closed with 1013 (it reconnects and gets a fresh snapshot).
+Each socket is a `Connection` with a bounded queue and one writer task while it has something queued.
+The broadcast loop never awaits a peer: it writes a tick's frame, serialized and framed once, straight
+to every socket that is not behind, and queues it for the others; a socket whose queue is full cannot
+keep up and is closed with 1013 (it reconnects and gets a fresh snapshot).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ log = logging.getLogger("boxoffice.hub")
 CLOSE_GRACE = 2.0
 # SO_LINGER on, 0 s: close() resets the connection instead of leaving its unsent bytes to the kernel
 LINGER_RESET = struct.pack("ii", 1, 0)
+PING_FRAME = b"\x89\x00"  # an empty ping, as a server sends it (unmasked)
 
 
 class WSClose(enum.IntEnum):
@@ -57,52 +59,41 @@ def dumps(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode()
 
 
-class OutQueue:
-    """A bounded FIFO with one reader: an idle socket holds an empty list and one future (asyncio.Queue: ~2.5 kB)."""
-
-    __slots__ = ("items", "maxsize", "_waiter")
-
-    def __init__(self, maxsize: int) -> None:
-        self.items: list[QueueItem] = []
-        self.maxsize = maxsize
-        self._waiter: asyncio.Future[None] | None = None
-
-    def put(self, item: QueueItem, *, force: bool = False) -> bool:
-        """False (nothing queued) when full, unless `force`."""
-        if len(self.items) >= self.maxsize and not force:
-            return False
-        self.items.append(item)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-        return True
-
-    def clear(self) -> None:
-        self.items.clear()
-
-    async def get(self) -> QueueItem:
-        while not self.items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self.items.pop(0)  # at most maxsize items: cheap
+def text_frame(payload: bytes) -> bytes:
+    """`payload` as one unmasked WebSocket text frame (server to client): the same bytes for every socket."""
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 65536:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
 
 
 class Connection:
-    """One socket: a bounded outgoing queue drained by one writer task."""
+    """One socket: a bounded outgoing queue, drained by a writer task that exists only while it has work.
 
-    __slots__ = ("ws", "session_id", "user_id", "queue", "closing", "close_code", "_transport",
-                 "_render_snapshot", "_writer", "_abort_timer")
+    A broadcast frame goes straight to the transport when nothing is queued before it and the kernel took
+    everything written so far (`send_shared`): no task, no future, no per-socket framing. Anything else --
+    the snapshot, replies, frames for a socket that is behind -- is queued in order; a full queue means
+    the peer cannot keep up.
+    """
+
+    __slots__ = ("ws", "session_id", "user_id", "queue", "limit", "closing", "close_code", "last_heard",
+                 "last_message", "_transport", "_render_snapshot", "_writer", "_abort_timer")
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request, session_id: str, user_id: str | None,
                  queue_size: int, render_snapshot: Callable[[Connection], Awaitable[bytes]]) -> None:
         self.ws = ws
         self.session_id = session_id
         self.user_id = user_id
-        self.queue = OutQueue(queue_size)
+        self.queue: list[QueueItem] = []
+        self.limit = queue_size
         self.closing = False
         self.close_code: int | None = None
+        # loop times of the last frame of any kind (pongs too) and of the last message from the client
+        self.last_heard = self.last_message = asyncio.get_running_loop().time()
         self._transport = request.transport
         self._render_snapshot = render_snapshot
         self._writer: asyncio.Task[None] | None = None
@@ -110,13 +101,26 @@ class Connection:
 
     def start(self) -> None:
         """The snapshot goes first; changes queued while it is read follow it (clients drop older versions)."""
-        self.queue.put(Command.SNAPSHOT)
-        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.session_id}")
+        self.send(Command.SNAPSHOT)
 
     def send(self, item: bytes | Command) -> None:
         """Queue a frame without waiting; a full queue means the peer cannot keep up: drop it."""
-        if not self.closing and not self.queue.put(item):
+        if self.closing:
+            return
+        if len(self.queue) >= self.limit:
             self.drop(WSClose.TRY_LATER, "too slow: the server dropped this connection")
+            return
+        self.queue.append(item)
+        self._wake_writer()
+
+    def send_shared(self, frame: bytes, wire: bytes) -> None:
+        """A broadcast: `wire` (= text_frame(frame)) written at once if nothing waits before it, else queued."""
+        transport = self._transport
+        if (self._writer is None and not self.closing and transport is not None
+                and not transport.get_write_buffer_size() and not transport.is_closing() and not self.ws.closed):
+            transport.write(wire)
+        else:
+            self.send(frame)
 
     def send_message(self, message: dict[str, Any]) -> None:
         self.send(dumps(message))
@@ -128,12 +132,31 @@ class Connection:
         self.closing = True
         self.close_code = code
         self.queue.clear()
-        self.queue.put(Close(code, reason), force=True)
-        self._abort_timer = asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort)
+        self.queue.append(Close(code, reason))
+        self._wake_writer()
+        self._abort_timer = asyncio.get_running_loop().call_later(CLOSE_GRACE, self._abort,
+                                                                  "did not take its close frame")
 
-    def _abort(self) -> None:
+    def _wake_writer(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.session_id}")
+
+    def keep_alive(self, now: float, heartbeat: float, idle_timeout: float) -> None:
+        """The hub's keeper, every heartbeat/2: idle sockets are closed (1000), silent ones pinged, dead ones cut."""
+        if self.closing:
+            return
+        if now - self.last_message >= idle_timeout:
+            self.drop(WSClose.NORMAL, "idle timeout")
+        elif now - self.last_heard >= 2 * heartbeat:  # pinged at least once a heartbeat ago: no pong
+            self._abort("did not answer the heartbeat")
+        elif now - self.last_heard >= heartbeat:
+            transport = self._transport
+            if transport is not None and not transport.is_closing() and not self.ws.closed:
+                transport.write(PING_FRAME)  # a control frame may go between any two frames
+
+    def _abort(self, why: str) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            log.info("cutting a socket that did not take its close frame (session %s)", self.session_id)
+            log.info("cutting a socket that %s (session %s)", why, self.session_id)
             # abort() drops only what asyncio buffers: a plain close hands the kernel's unsent bytes to an
             # orphan socket that keeps offering them to a peer that does not read (FIN-WAIT-1 until the peer
             # goes or the kernel gives up; measured: all 200 never-readers of the hostile test still held
@@ -145,20 +168,25 @@ class Connection:
             self._transport.abort()
 
     async def _write_loop(self) -> None:
+        """Send what is queued, in order, then end (an idle socket keeps no task)."""
         try:
-            while await self._write_next():
+            while self.queue and await self._write_next(self.queue.pop(0)):  # at most `limit` items: cheap
                 pass
         except (ConnectionError, RuntimeError) as exc:  # the peer went away mid-write
             log.debug("socket writer stopped: %r", exc)
+            self.closing = True  # nothing can be sent any more: nothing more is queued
         except Exception as exc:  # noqa: BLE001 - e.g. the snapshot query failed: the client reconnects
             log.warning("socket writer failed (session %s): %r", self.session_id, exc)
+            self.closing = True
             with contextlib.suppress(Exception):
                 await self.ws.close(code=WSClose.INTERNAL, message=b"snapshot unavailable, reconnect")
+        finally:
+            self._writer = None
 
-    async def _write_next(self) -> bool:
+    async def _write_next(self, item: QueueItem) -> bool:
         # its own frame: an idle socket must not keep its last frame (a snapshot is ~20 kB) alive
-        item = await self.queue.get()
         if isinstance(item, Close):
+            self.queue.clear()
             await self.ws.close(code=item.code, message=item.reason.encode())
             return False
         frame = await self._render_snapshot(self) if item is Command.SNAPSHOT else item
@@ -204,8 +232,10 @@ class _Batch:
 class Hub:
     """session id -> open sockets of this node; `publish` gathers changes, the flusher sends them per tick."""
 
-    def __init__(self, tick_seconds: float) -> None:
+    def __init__(self, tick_seconds: float, heartbeat: float = 20.0, idle_timeout: float = 300.0) -> None:
         self.tick = tick_seconds
+        self.heartbeat = heartbeat
+        self.idle_timeout = idle_timeout
         self.sessions: dict[str, set[Connection]] = {}
         self._pending: dict[str, _Batch] = {}
         self._has_pending = asyncio.Event()
@@ -256,9 +286,10 @@ class Hub:
         pending, self._pending = self._pending, {}
         now_ms = time.time() * 1000
         for session_id, batch in pending.items():
-            frame = batch.frame()  # serialized once for every socket of the session
+            frame = batch.frame()  # serialized and framed once for every socket of the session
+            wire = text_frame(frame)
             for conn in list(self.sessions.get(session_id, ())):
-                conn.send(frame)
+                conn.send_shared(frame, wire)
             self.frames_flushed += 1
             for committed in batch.committed:
                 metrics.BROADCAST_LATENCY.observe(max(0.0, now_ms - committed) / 1000)
@@ -276,6 +307,16 @@ class Hub:
             self.flush()
             last_flush = loop.time()
 
+    async def keep_alive(self) -> None:
+        """One timer for every socket (instead of a heartbeat timer and an idle timeout per socket)."""
+        loop = asyncio.get_running_loop()
+        interval = max(0.05, min(self.heartbeat, self.idle_timeout) / 2)
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for conn in self.connections():
+                conn.keep_alive(now, self.heartbeat, self.idle_timeout)
+
     async def close_all(self, code: int, reason: str, grace: float) -> None:
         """Close every socket (node shutting down) and wait, bounded, until their handlers are done."""
         for conn in self.connections():
@@ -285,5 +326,5 @@ class Hub:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Hub]:
-        async with owned_task(self.run(), "hub-flusher"):
+        async with owned_task(self.run(), "hub-flusher"), owned_task(self.keep_alive(), "hub-keeper"):
             yield self

@@ -29,7 +29,7 @@ MAX_REQUEST_ID = 128
 MAX_IDEMPOTENCY_KEY = 200
 
 
-@dataclass
+@dataclass(slots=True)
 class Peer:
     """Who is on the other end of one socket, and what they may do."""
 

@@ -8,8 +8,12 @@ codes) and what PostgreSQL holds afterwards.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
+import os
 import random
+import socket
 import time
 import uuid
 from typing import Any
@@ -364,20 +368,63 @@ async def test_idle_socket_is_closed(aiohttp_client: Any, base_settings: Setting
     assert await watcher.closed_with(within=5) == 1000
 
 
+def server_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """The complete (opcode, payload) frames a server sent (unmasked), in order."""
+    frames, pos = [], 0
+    while len(data) - pos >= 2:
+        length, head = data[pos + 1] & 0x7F, 2
+        if length == 126:
+            length, head = int.from_bytes(data[pos + 2:pos + 4], "big"), 4
+        elif length == 127:
+            length, head = int.from_bytes(data[pos + 2:pos + 10], "big"), 10
+        if len(data) - pos < head + length:
+            break
+        frames.append((data[pos] & 0x0F, data[pos + head:pos + head + length]))
+        pos += head + length
+    return frames
+
+
 async def test_a_socket_that_cannot_keep_up_is_dropped_1013(aiohttp_client: Any, base_settings: Settings) -> None:
     client = await aiohttp_client(create_app(with_settings(base_settings, ws_queue_size=2)))
-    session = await make_session(client)
+    session = await make_session(client, rows=10, per_row=10)
     seats = await seat_ids(client, session["id"])
-    slow = await watch(client, session["id"])
     hub = client.app[HUB]
-    [slow_conn] = hub.connections()
-    # three frames land while the writers cannot run (no await in between): a queue of 2 overflows
-    for version in (101, 102, 103):
-        hub.publish({"sessionId": session["id"], "committedAt": int(time.time() * 1000),
-                     "changes": [{"id": seats[0], "status": "RESERVED", "version": version}]})
-        hub.flush()
-    assert slow_conn.closing and slow_conn.close_code == 1013
-    assert await slow.closed_with() == 1013
+    # a peer that stops reading after the upgrade: a small receive buffer, so the node's side backs up soon
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.sock_connect(sock, (client.server.host, client.server.port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        await loop.sock_sendall(sock, (f"GET /ws/sessions/{session['id']} HTTP/1.1\r\nHost: x\r\n"
+                                       "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                                       f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        for _ in range(200):
+            if hub.connections() and hub.connections()[0]._writer is None:  # its snapshot is written
+                break
+            await asyncio.sleep(0.02)
+        [slow_conn] = hub.connections()
+        # frames of every seat, one per tick, while the peer reads nothing: the kernel's buffers, then the
+        # transport's, then the queue of 2 fill up
+        for version in range(101, 1101):
+            hub.publish({"sessionId": session["id"], "committedAt": int(time.time() * 1000),
+                         "changes": [{"id": seat, "status": "RESERVED", "version": version} for seat in seats]})
+            hub.flush()
+            if slow_conn.closing:
+                break
+            await asyncio.sleep(0.001)
+        assert slow_conn.closing and slow_conn.close_code == 1013
+        received = b""  # the peer reads again: what was sent before the drop, then the close frame
+        with contextlib.suppress(OSError):
+            async with asyncio.timeout(WAIT):
+                while chunk := await loop.sock_recv(sock, 1 << 16):
+                    received += chunk
+        received = received[received.index(b"\r\n\r\n") + 4:]
+        closes = [payload for opcode, payload in server_frames(received) if opcode == 0x8]
+        assert closes and int.from_bytes(closes[0][:2], "big") == 1013
+    finally:
+        sock.close()
     for _ in range(100):  # the handler's `finally` unsubscribes it
         if not hub.sessions:
             break
