@@ -11,7 +11,7 @@ from pathlib import Path
 import redis.exceptions
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from aiohttp_apigami import setup_aiohttp_apispec, validation_middleware
+from aiohttp_apigami import setup_aiohttp_apispec
 from aiohttp_apigami.constants import APISPEC_PARSER, SWAGGER_DICT
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -21,6 +21,7 @@ from handlers import setup_routes
 from handlers.auth import auth_first_middleware
 from handlers.openapi import add_common_errors
 from handlers.parsing import ContractParser
+from handlers.validation import validation_middleware
 from jobs import setup as setup_jobs
 from realtime import setup as setup_realtime
 from realtime.kafka import KafkaLink

@@ -119,8 +119,14 @@ class Booking:
         self.use_gate = use_gate
         self.gate_timeout = gate_timeout  # a hold never waits longer than this on Redis: it fails fast instead
         self.on_commit = on_commit or (lambda: None)
+        # OUTBOX_PUBLISH=direct plugs its publisher in here (jobs.outbox): the reservation of a committed
+        # hold or release, whose outbox event is then produced at once (the relay's sweeper covers the rest)
+        self.on_event: Callable[[uuid.UUID], None] | None = None
         self.writer = HoldWriter(pool, hold_ttl_ms=self.hold_ttl_ms, max_seats_per_user=max_seats_per_user,
-                                 max_batch=hold_batch_max, max_inflight=hold_writers)
+                                 max_batch=hold_batch_max,
+                                 # without the gate, concurrent batches could take overlapping seats in
+                                 # opposite orders and deadlock: one batch in flight at a time then
+                                 max_inflight=hold_writers if use_gate else 1)
 
     # ------------------------------------------------------------------ hold
 
@@ -168,6 +174,8 @@ class Booking:
             raise error from None
         metrics.HOLDS.labels("ok").inc()
         self.on_commit()
+        if self.on_event is not None:
+            self.on_event(reservation_id)
         return {
             "id": str(reservation_id), "userId": str(user_id), "sessionId": str(session_id),
             "status": "PENDING", "expiresAt": _iso(row.expires_at), "seats": row.seats,
@@ -279,6 +287,8 @@ class Booking:
             raise error from None
         metrics.CANCELLED.inc()
         self.on_commit()
+        if self.on_event is not None:
+            self.on_event(reservation_id)
         if self.use_gate:
             await self._gate_release_quietly(row["session_id"], row["seat_ids"], reservation_id)
         return {"reservationId": str(reservation_id), "sessionId": str(row["session_id"]),

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
+from storage.batching import Batcher
 from storage.redis_keys import GATE_EPOCH, seat_key
 
 LUA = Path(__file__).parent / "lua"
@@ -28,6 +30,9 @@ class RedisGate:
         self._release = client.register_script((LUA / "release.lua").read_text())
         self._mark_sold = client.register_script((LUA / "mark_sold.lua").read_text())
         self._restore = client.register_script((LUA / "restore.lua").read_text())
+        # holds asked for while others are in flight share one pipelined round trip (storage.batching)
+        self._holds: Batcher[tuple[list[str], list[str | int]], list[int]] = Batcher(
+            self._hold_many, max_batch=64, max_inflight=4, name="gate-holds")
 
     @staticmethod
     def keys(session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID]) -> list[str]:
@@ -36,8 +41,23 @@ class RedisGate:
     async def hold(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID,
                    ttl_ms: int) -> list[uuid.UUID]:
         """Hold every seat for `owner`, or none; return the seats already taken (empty on success)."""
-        taken = await self._hold(keys=self.keys(session_id, seat_ids), args=[str(owner), ttl_ms])
+        taken = await self._holds.submit((self.keys(session_id, seat_ids), [str(owner), ttl_ms]))
         return [seat_ids[int(i) - 1] for i in taken]
+
+    async def _hold_many(self, holds: list[tuple[list[str], list[str | int]]]) -> list[list[int] | BaseException]:
+        """Run hold.lua for each (keys, args): alone, or pipelined (each call still atomic on its own)."""
+        if len(holds) == 1:
+            keys, args = holds[0]
+            return [await self._hold(keys=keys, args=args)]
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in holds:
+            pipe.evalsha(self._hold.sha, len(keys), *keys, *args)
+        outcomes: list[list[int] | BaseException] = await pipe.execute(raise_on_error=False)
+        for i, outcome in enumerate(outcomes):
+            if isinstance(outcome, NoScriptError):  # Redis lost its scripts (restart, flush): load and run alone
+                keys, args = holds[i]
+                outcomes[i] = await self._hold(keys=keys, args=args)
+        return outcomes
 
     async def release(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID) -> int:
         """Delete only the keys `owner` has (compare-and-delete)."""

@@ -1,0 +1,65 @@
+"""Coalescing of concurrent calls into batches (group commit), for the hot paths' round trips.
+
+A `Batcher` keeps up to `max_inflight` batches going. A call that arrives while all of them are busy
+waits for the next one and shares it with every other call that arrived meanwhile (at most `max_batch`).
+At low load a call runs at once, alone, so batching adds no waiting of its own; under load the cost of a
+round trip (a PostgreSQL transaction and its commit, a Redis request) is shared by the batch.
+
+`run_batch(items)` returns one outcome per item, in order: a result, or an exception for that item alone.
+If it raises, every item of the batch gets that exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Batcher(Generic[T, R]):
+    def __init__(self, run_batch: Callable[[list[T]], Awaitable[list[R | BaseException]]], *, max_batch: int,
+                 max_inflight: int, name: str, on_batch: Callable[[int], None] | None = None) -> None:
+        self.run_batch = run_batch
+        self.max_batch = max(1, max_batch)
+        self.max_inflight = max(1, max_inflight)
+        self.name = name
+        self.on_batch = on_batch or (lambda size: None)
+        self._queue: deque[tuple[T, asyncio.Future[R]]] = deque()
+        self._runners: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: T) -> R:
+        done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, done))
+        if len(self._runners) < self.max_inflight:
+            task = asyncio.create_task(self._drain(), name=self.name)
+            self._runners.add(task)
+            task.add_done_callback(self._runners.discard)
+        return await done
+
+    async def _drain(self) -> None:
+        while self._queue:
+            taken = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+            batch = [(item, done) for item, done in taken if not done.done()]  # callers that gave up: skipped
+            if not batch:
+                continue
+            self.on_batch(len(batch))
+            try:
+                outcomes = await self.run_batch([item for item, _ in batch])
+            except BaseException as exc:  # noqa: BLE001 - every waiting caller hears of it, then the next batch
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for (_, done), outcome in zip(batch, outcomes, strict=True):
+                if done.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    done.set_exception(outcome)
+                else:
+                    done.set_result(outcome)
