@@ -7,8 +7,10 @@ What it measures, on one session watched by every socket:
 - missed changes: after quiescence every socket's map (snapshot + changes applied only when their
   version is higher) must equal GET /sessions/{id}/seats; a seat that differs is a missed change;
 - server memory per socket: VmRSS of the node processes before and after the sockets connect;
-- the outbox relay's hop from commit to the relay claiming the row (from PostgreSQL: `published_at` is
-  the relay transaction's start, taken just before it produces to Kafka), part of the cost of durability.
+- the outbox hop from commit to the row's `published_at` (relay: the start of the relay's claim
+  transaction, just before it produces; direct: the mark after the broker's ack);
+- with `--publish both`, the same run with the outbox relay and with each node producing its events
+  straight after the commit (OUTBOX_PUBLISH=direct), and their ratio: the cost of durability.
 
 It is a benchmark, not a test: it starts its own embedded services (unless DATABASE_URL, REDIS_URL,
 KAFKA_BOOTSTRAP_SERVERS are set) and its own local cluster, talks to it through the wire contract
@@ -411,7 +413,7 @@ async def outbox_figures(dsn: str, session_id: str) -> dict[str, Any]:
 
     return {"events": len(rows), "changes": sum(r["changes"] for r in rows),
             "unpublished": sum(1 for r in rows if r["published_ms"] is None),
-            "commit_to_relay_claim_ms": {"p50": pick(0.5), "p99": pick(0.99),
+            "commit_to_published_at_ms": {"p50": pick(0.5), "p99": pick(0.99),
                                          "max": round(hops[-1], 1) if hops else None}}
 
 
@@ -453,7 +455,7 @@ async def wait_outbox_drained(dsn: str, session_id: str, within: float = 30.0) -
         await con.close()
 
 
-async def bench(args: argparse.Namespace, cluster: Any, dsn: str, admin_token: str) -> dict[str, Any]:
+async def bench(args: argparse.Namespace, cluster: Any, dsn: str, admin_token: str, publish: str) -> dict[str, Any]:
     admin = {"Authorization": f"Bearer {admin_token}"}
     async with aiohttp.ClientSession(base_url=cluster.url,
                                      connector=aiohttp.TCPConnector(limit=args.http_connections)) as http:
@@ -519,7 +521,8 @@ async def bench(args: argparse.Namespace, cluster: Any, dsn: str, admin_token: s
         "started": datetime.fromtimestamp(load_started, UTC).isoformat(),
         "machine": {"cpus": os.cpu_count(), "platform": sys.platform},
         "setup": {"nodes": cluster.nodes, "sockets_asked": args.sockets, "client_processes": args.clients,
-                  "tick_ms": args.tick_ms, "holds_per_second_asked": args.rate, "duration_s": args.duration,
+                  "tick_ms": args.tick_ms, "outbox_publish": publish,
+                  "holds_per_second_asked": args.rate, "duration_s": args.duration,
                   "hold_seconds": args.hold_seconds, "session_seats": len(seats)},
         "sockets": {"connected": sockets, "by_node": dict(by_node),
                     "connect_failures": sum(sum(c[1]["failures"].values()) for c in connected),
@@ -548,6 +551,30 @@ async def bench(args: argparse.Namespace, cluster: Any, dsn: str, admin_token: s
     }
 
 
+# what the outbox row's published_at stamps in each mode
+PUBLISHED_AT = {"relay": "relay claim", "direct": "acked and marked"}
+
+
+def durability(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The outbox relay's latency against publishing straight after commit, from runs of both modes."""
+    relay, direct = results["relay"]["latency_ms"], results["direct"]["latency_ms"]
+
+    def ratio(key: str) -> float | None:
+        return round(relay[key] / direct[key], 2) if direct[key] else None
+
+    return {"relay_ms": {k: relay[k] for k in ("p50", "p99", "max")},
+            "direct_ms": {k: direct[k] for k in ("p50", "p99", "max")},
+            "relay_over_direct": {k: ratio(k) for k in ("p50", "p99")},
+            "note": "commit -> receipt on every socket, outbox relay vs the committing node producing at once"}
+
+
+def durability_report(cost: dict[str, Any]) -> str:
+    r, d, x = cost["relay_ms"], cost["direct_ms"], cost["relay_over_direct"]
+    return (f"durability cost  : commit -> receipt p50 / p99: outbox relay {r['p50']:.0f} / {r['p99']:.0f} ms, "
+            f"publish straight after commit {d['p50']:.0f} / {d['p99']:.0f} ms; relay / direct = "
+            f"{x['p50']} / {x['p99']}\n")
+
+
 def report(result: dict[str, Any]) -> str:
     lat, dl, miss, mem, ob = (result["latency_ms"], result["delivery"], result["missed"], result["memory"],
                               result["outbox"])
@@ -566,8 +593,9 @@ def report(result: dict[str, Any]) -> str:
         f"  missed         : {miss['missed_seat_states']} seat states on {miss['sockets_not_converged']} sockets; "
         f"{miss['sockets_closed_during_run']} sockets closed {miss['close_codes']}, {miss['resyncs']} resyncs",
         f"  memory         : {mem['kib_per_socket']} KiB RSS per connected socket",
-        f"  outbox relay   : {ob['events']} events, commit -> relay claim p50 "
-        f"{ob['commit_to_relay_claim_ms']['p50']} ms, p99 {ob['commit_to_relay_claim_ms']['p99']} ms",
+        f"  outbox         : OUTBOX_PUBLISH={result['setup']['outbox_publish']}, {ob['events']} events, commit -> "
+        f"{PUBLISHED_AT[result['setup']['outbox_publish']]} p50 {ob['commit_to_published_at_ms']['p50']} ms, "
+        f"p99 {ob['commit_to_published_at_ms']['p99']} ms",
         f"  node write     : commit -> the node's write p50 {result['commit_to_node_write']['p50']}, "
         f"p99 {result['commit_to_node_write']['p99']} (node histograms, per change batch)",
         f"  hold failures  : {result['load']['failed'] or 'none'}",
@@ -587,6 +615,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tick-ms", type=int, default=None,
                         help="the nodes' coalescing tick (WS_BROADCAST_TICK_MS; default: the nodes' default)")
     parser.add_argument("--http-connections", type=int, default=64)
+    parser.add_argument("--publish", choices=("relay", "direct", "both"), default="relay",
+                        help="OUTBOX_PUBLISH of the nodes; both: one run of each, on the same services, and the ratio")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON result file (default: reports/bench_broadcast-<time>.json)")
     args = parser.parse_args(argv)
@@ -606,19 +636,27 @@ def main(argv: list[str] | None = None) -> int:
                "RATE_LIMIT_PER_SECOND": "0", "RATE_LIMIT_ANON_PER_SECOND": "0"}
         if args.tick_ms is not None:
             env["WS_BROADCAST_TICK_MS"] = str(args.tick_ms)
-        progress(f"starting {args.nodes} nodes behind HAProxy")
-        with LocalCluster(args.nodes, env=env, state_dir=state / "cluster") as cluster:
-            result = asyncio.run(bench(args, cluster, urls["DATABASE_URL"], admin_token))
+        results: dict[str, dict[str, Any]] = {}
+        for publish in ("relay", "direct") if args.publish == "both" else (args.publish,):
+            progress(f"starting {args.nodes} nodes behind HAProxy (OUTBOX_PUBLISH={publish})")
+            with LocalCluster(args.nodes, env={**env, "OUTBOX_PUBLISH": publish},
+                              state_dir=state / f"cluster-{publish}") as cluster:
+                results[publish] = asyncio.run(bench(args, cluster, urls["DATABASE_URL"], admin_token, publish))
     finally:
         stack.stop()
         shutil.rmtree(state, ignore_errors=True)
-    print(report(result), flush=True)
+    for result in results.values():
+        print(report(result), flush=True)
+    document: dict[str, Any] = next(iter(results.values()))
+    if len(results) == 2:
+        document = {"runs": results, "durability": durability(results)}
+        print(durability_report(document["durability"]), flush=True)
     out = args.out or Path("reports") / f"bench_broadcast-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(document, indent=2) + "\n")
     print(f"  result file    : {out}", flush=True)
-    missed = result["missed"]
-    return 1 if missed["missed_seat_states"] or missed["sockets_not_converged"] else 0
+    return 1 if any(r["missed"]["missed_seat_states"] or r["missed"]["sockets_not_converged"]
+                    for r in results.values()) else 0
 
 
 if __name__ == "__main__":

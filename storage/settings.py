@@ -34,6 +34,14 @@ def _int(env: dict[str, str], key: str, default: int) -> int:
     return int(value) if value.strip() else default
 
 
+def _choice(env: dict[str, str], key: str, choices: tuple[str, ...]) -> str:
+    """One of `choices` (the first is the default); anything else stops the node at start."""
+    value = env.get(key, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise ValueError(f"{key} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
 def _float(env: dict[str, str], key: str, default: float) -> float:
     value = env.get(key, "")
     return float(value) if value.strip() else default
@@ -64,6 +72,7 @@ class Settings:
     # Jobs
     expiry_sweep_interval: float = 0.25
     outbox_sweep_interval: float = 1.0
+    outbox_publish: str = "relay"  # relay | direct (see realtime.relay)
     # Realtime
     ws_broadcast_tick_ms: int = 20
     ws_queue_size: int = 256
@@ -117,6 +126,7 @@ class Settings:
             kafka_fetch_max_wait_ms=_int(env, "KAFKA_FETCH_MAX_WAIT_MS", 10),
             expiry_sweep_interval=_float(env, "EXPIRY_SWEEP_INTERVAL", 0.25),
             outbox_sweep_interval=_float(env, "OUTBOX_SWEEP_INTERVAL", 1.0),
+            outbox_publish=_choice(env, "OUTBOX_PUBLISH", ("relay", "direct")),
             ws_broadcast_tick_ms=_int(env, "WS_BROADCAST_TICK_MS", 20),
             ws_rate_per_second=_float(env, "WS_RATE_PER_SECOND", 20.0),
             ws_rate_burst=_int(env, "WS_RATE_BURST", 40),
