@@ -354,3 +354,42 @@ async def test_hold_quota_per_user(aiohttp_client: Any, settings: Any, pg: Any) 
     assert resp.headers["Retry-After"]
     assert await table_counts(pg) == before
     assert (await hold(client, ana, session["id"], seats[3:4])).status == 201
+
+
+async def test_a_hold_redis_did_not_answer_in_time_leaves_its_seats_free(aiohttp_client: Any, settings: Any,
+                                                                          stack: Any, pg: Any) -> None:
+    """Redis stalls mid-hold: the buyer gets a fast 503, and once Redis answers again the seats are free for
+    everyone at once, not blocked by the stalled hold's keys until they expire (HOLD_TTL_SECONDS=30)."""
+    from server.app import create_app  # noqa: PLC0415
+    from tests.cluster_support import wait_until  # noqa: PLC0415
+
+    client = await aiohttp_client(create_app(with_settings(settings, redis_timeout=0.3)))
+    session = await make_session(client)
+    seats = (await seat_ids(client, session["id"]))[:2]
+    ana, bob = await make_user(client, "Ana"), await make_user(client, "Bob")
+    loop = asyncio.get_running_loop()
+    stack["redis"].pause()
+    try:
+        started = loop.time()
+        resp = await hold(client, ana, session["id"], seats)
+        waited = loop.time() - started
+    finally:
+        stack["redis"].resume()
+    assert resp.status == 503, await resp.text()
+    assert (await resp.json())["code"] == "redis_unavailable" and resp.headers["Retry-After"] == "1"
+    assert waited < 1.5, waited
+    assert await pg.fetchval("SELECT count(*) FROM reservations WHERE session_id = $1",
+                             uuid.UUID(session["id"])) == 0
+
+    granted: list[Any] = []
+
+    async def bob_holds() -> bool:
+        resp = await hold(client, bob, session["id"], seats)
+        assert resp.status in (201, 409), await resp.text()
+        if resp.status == 201:
+            granted.append(await resp.json())
+        return resp.status == 201
+
+    assert await wait_until(bob_holds, within=5, interval=0.2)
+    assert {s["id"] for s in granted[0]["seats"]} == set(seats)
+    await assert_invariants(pg, [session["id"]])
