@@ -28,6 +28,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import psutil
 import uvloop
 
 from loadtests.lean_http import LeanPool
@@ -44,6 +45,46 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+class CpuMeter:
+    """CPU seconds used by each part of the system between `start()` and `per(answers)`: the node, PostgreSQL
+    (postmaster and every backend), Redis and this load generator (all on the same cores)."""
+
+    def __init__(self, stack: EmbeddedStack, node: Node) -> None:
+        self.roots = {"node": node.proc.pid if node.proc else None, "postgres": _pid(stack, "postgres"),
+                      "redis": _pid(stack, "redis"), "loadgen": os.getpid()}
+        self.before: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        used: dict[str, float] = {}
+        for part, pid in self.roots.items():
+            total = 0.0
+            if pid is not None:
+                try:
+                    root = psutil.Process(pid)
+                    procs = [root] + (root.children(recursive=True) if part == "postgres" else [])
+                    for proc in procs:
+                        times = proc.cpu_times()
+                        total += times.user + times.system
+                except psutil.Error:
+                    pass
+            used[part] = total
+        return used
+
+    def start(self) -> None:
+        self.before = self._now()
+
+    def per(self, answers: int) -> dict[str, float]:
+        """Milliseconds of CPU per answer, by part (backends that ended meanwhile are not counted)."""
+        after = self._now()
+        return {part: round((after[part] - self.before[part]) * 1000 / max(answers, 1), 3) for part in after}
+
+
+def _pid(stack: EmbeddedStack, name: str) -> int | None:
+    service = stack.services.get(name)
+    proc = getattr(service, "proc", None)
+    return proc.pid if proc is not None else None
 
 
 class Node:
@@ -106,7 +147,7 @@ async def make_users(http: aiohttp.ClientSession, url: str, n: int) -> list[str]
     return tokens
 
 
-async def uncontended(url: str, clients: int, holds: int) -> dict[str, Any]:
+async def uncontended(url: str, clients: int, holds: int, meter: CpuMeter | None = None) -> dict[str, Any]:
     """(a) every client holds its own seats one at a time: the whole path, no contention."""
     async with aiohttp.ClientSession() as http:
         per_row = 100
@@ -130,6 +171,8 @@ async def uncontended(url: str, clients: int, holds: int) -> dict[str, Any]:
                 latencies.append((time.perf_counter() - t0) * 1000)
                 statuses[status] = statuses.get(status, 0) + 1
 
+    if meter:
+        meter.start()
     started = time.perf_counter()
     try:
         await asyncio.gather(*(client(tokens[i::clients]) for i in range(clients)))
@@ -138,10 +181,12 @@ async def uncontended(url: str, clients: int, holds: int) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     return {"holds": len(latencies), "seconds": round(elapsed, 2), "holds_per_second": round(len(latencies) / elapsed),
             "p50_ms": round(percentile(latencies, 50), 2), "p99_ms": round(percentile(latencies, 99), 2),
-            "statuses": statuses, "session_id": session_id}
+            "statuses": statuses, "session_id": session_id,
+            "cpu_ms_per_hold": meter.per(len(latencies)) if meter else None}
 
 
-async def rush(url: str, dsn: str, clients: int, connections: int = 256) -> dict[str, Any]:
+async def rush(url: str, dsn: str, clients: int, meter: CpuMeter | None = None,
+               connections: int = 256) -> dict[str, Any]:
     """(b)/(c) `clients` buyers race for one 160-seat session until it is sold out."""
     async with aiohttp.ClientSession() as http:
         session_id, seats = await make_session(http, url, rows=10, per_row=16)
@@ -182,9 +227,12 @@ async def rush(url: str, dsn: str, clients: int, connections: int = 256) -> dict
                 else:
                     await asyncio.sleep(0.05)
 
+        if meter:
+            meter.start()
         started = time.perf_counter()
         await asyncio.wait_for(asyncio.gather(*(buyer(t) for t in tokens)), 300)
         elapsed = time.perf_counter() - started
+        cpu = meter.per(len(latencies)) if meter else None
     finally:
         pool.close()
     con = await asyncpg.connect(dsn)
@@ -200,7 +248,8 @@ async def rush(url: str, dsn: str, clients: int, connections: int = 256) -> dict
     return {"clients": clients, "seconds_to_sell_out": round(elapsed, 2), "hold_requests": len(latencies),
             "hold_answers_per_second": round(len(latencies) / elapsed), "p50_ms": round(percentile(latencies, 50), 2),
             "p99_ms": round(percentile(latencies, 99), 2), "statuses": statuses, "sold": sold_db,
-            "double_sales": doubles, "invariants_ok": not broken(report), "broken": broken(report)}
+            "double_sales": doubles, "invariants_ok": not broken(report), "broken": broken(report),
+            "cpu_ms_per_answer": cpu}
 
 
 async def main() -> None:
@@ -223,11 +272,13 @@ async def main() -> None:
             for i in range(args.repeat):
                 async with Node(urls) as node:
                     await uncontended(node.url, args.clients, 500)  # warm-up, not counted
-                    runs["uncontended"].append(await uncontended(node.url, args.clients, args.holds))
-                    runs["rush_gate"].append(await rush(node.url, urls["DATABASE_URL"], args.rush_clients))
+                    meter = CpuMeter(stack, node)
+                    runs["uncontended"].append(await uncontended(node.url, args.clients, args.holds, meter))
+                    runs["rush_gate"].append(await rush(node.url, urls["DATABASE_URL"], args.rush_clients, meter))
                 async with Node(urls, REDIS_GATE="false") as node:
                     await uncontended(node.url, args.clients, 200)
-                    runs["rush_db_only"].append(await rush(node.url, urls["DATABASE_URL"], args.rush_clients))
+                    runs["rush_db_only"].append(await rush(node.url, urls["DATABASE_URL"], args.rush_clients,
+                                                           CpuMeter(stack, node)))
                 print(f"run {i + 1}/{args.repeat}: " + json.dumps({k: v[-1] for k, v in runs.items()}), flush=True)
         finally:
             stack.stop()
@@ -250,6 +301,15 @@ async def main() -> None:
         "ratios_per_run": [round(g["hold_answers_per_second"] / d["hold_answers_per_second"], 2)
                            for g, d in zip(runs["rush_gate"], runs["rush_db_only"], strict=True)],
     }
+    def med_cpu(kind: str, key: str) -> dict[str, float]:
+        return {part: round(statistics.median(r[key][part] for r in runs[kind]), 3) for part in runs[kind][0][key]}
+
+    summary["cpu_ms_per_answer"] = {"uncontended": med_cpu("uncontended", "cpu_ms_per_hold"),
+                                    "rush_gate": med_cpu("rush_gate", "cpu_ms_per_answer"),
+                                    "rush_db_only": med_cpu("rush_db_only", "cpu_ms_per_answer")}
+    gate_pg = summary["cpu_ms_per_answer"]["rush_gate"]["postgres"]
+    summary["gate_vs_db_only_ratio"]["postgres_cpu_per_answer"] = (
+        round(summary["cpu_ms_per_answer"]["rush_db_only"]["postgres"] / gate_pg, 2) if gate_pg else None)
     summary["all_invariants_ok"] = all(r["invariants_ok"] for k in ("rush_gate", "rush_db_only") for r in runs[k])
     summary["runs"] = runs
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at the end
