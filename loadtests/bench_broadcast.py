@@ -39,11 +39,12 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
+import uvloop
 
 HIST_MS = 10_000  # latency histogram: 1 ms buckets up to 10 s, then one overflow bucket
 CONNECT_CONCURRENCY = 50
@@ -128,10 +129,9 @@ class WatchSocket(asyncio.Protocol):
         self.closed: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         key = base64.b64encode(os.urandom(16)).decode()
-        transport.write(f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
+        self.transport.write(f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
                         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
                         .encode())
 
@@ -285,8 +285,8 @@ async def _client(conn: multiprocessing.connection.Connection, ws_url: str, coun
 
 
 def client_main(conn: multiprocessing.connection.Connection, ws_url: str, count: int) -> None:
-    """Entry point of a client process: `count` sockets on `ws_url`."""
-    asyncio.run(_client(conn, ws_url, count))
+    """Entry point of a client process: `count` sockets on `ws_url` (uvloop: its transports are C)."""
+    uvloop.run(_client(conn, ws_url, count))
 
 
 # ---- the cluster side (main process) -------------------------------------------------------------------
@@ -427,7 +427,7 @@ async def node_flush_latency(http: aiohttp.ClientSession, node_urls: list[str]) 
         for line in text.splitlines():
             if line.startswith("boxoffice_broadcast_latency_seconds_bucket{"):
                 bound = line.split('le="', 1)[1].split('"', 1)[0]
-                buckets[float("inf") if bound == "+Inf" else float(bound)] += float(line.rsplit(" ", 1)[1])
+                buckets[float("inf") if bound == "+Inf" else float(bound)] += int(float(line.rsplit(" ", 1)[1]))
     bounds = sorted(buckets)
     total = buckets[bounds[-1]] if bounds else 0
 
@@ -478,6 +478,8 @@ async def bench(args: argparse.Namespace, cluster: Any, dsn: str, admin_token: s
             progress(f"connecting {args.sockets} sockets from {args.clients} client processes")
             connected = [await asyncio.to_thread(p.recv) for p in pipes]
             progress(f"connected {sum(c[1]['sockets'] for c in connected)} sockets")
+            if not sum(c[1]["sockets"] for c in connected):
+                raise RuntimeError(f"no socket connected: {[c[1]['failures'] for c in connected]}")
             await asyncio.sleep(2)  # let the nodes settle after the connection burst
             rss_connected = [rss_kib(p) for p in pids]
 
