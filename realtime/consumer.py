@@ -81,6 +81,7 @@ class SeatEventConsumer:
                         await self._consume(consumer, tps, settle)
                     except StreamBroken as why:
                         log.warning("seat-events stream broke (%s): re-assigning and resyncing sockets", why)
+                        await self.link.refresh_metadata()  # this node's events must go where consumers read
             except (TimeoutError, KafkaError, OSError) as exc:
                 failures += 1
                 if failures in (1, 10) or failures % 100 == 0:

@@ -15,6 +15,7 @@ from storage.aio import within
 from storage.settings import Settings
 
 log = logging.getLogger("boxoffice.kafka")
+REFRESH_TIMEOUT = 5.0
 
 # aiokafka logs every failed reconnect (~20 a second per client while a broker is down)
 AIOKAFKA_LOGGERS = ("aiokafka", "aiokafka.conn", "aiokafka.cluster", "aiokafka.consumer.fetcher",
@@ -66,6 +67,8 @@ class KafkaLink:
             enable_idempotence=self.settings.kafka_idempotence,
             linger_ms=0,
             request_timeout_ms=5000,
+            # a backstop for refresh_metadata(): partitions are re-read at least this often
+            metadata_max_age_ms=30_000,
             client_id=f"boxoffice-{self.settings.node_id}",
         )
 
@@ -109,6 +112,18 @@ class KafkaLink:
                 await within(wait, asyncio.shield(self._task))
             return
         await self.connect()
+
+    async def refresh_metadata(self) -> None:
+        """Re-read the topic's partitions now. A memory-only broker that restarted may bring the topic back
+        with another partition count, and it accepts a produce to a partition it no longer has: a producer
+        left with the old count would key some sessions' events to partitions no consumer reads."""
+        producer = self.producer
+        if producer is None:
+            return
+        try:
+            await within(REFRESH_TIMEOUT, producer.client.force_metadata_update())
+        except (TimeoutError, KafkaError, OSError) as exc:
+            log.warning("could not refresh the producer's metadata: %r", exc)
 
     async def close_producer(self) -> None:
         producer, self.producer = self.producer, None

@@ -14,13 +14,24 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 from redis.asyncio import Redis
 
 from server.cluster import LocalCluster
 from server.embedded import EmbeddedStack
-from tests.cluster_support import CLUSTER_ADMIN, assert_invariants
+from tests.cluster_support import (
+    CLUSTER_ADMIN,
+    SeatSocket,
+    all_nodes_up,
+    assert_invariants,
+    make_session,
+    make_user,
+    seat_ids,
+    wait_converged,
+)
+from tests.conftest import bearer
 from tests.faults.driver import RushLog, record, run_rush
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
@@ -151,6 +162,30 @@ async def test_kafka_down_ten_seconds_with_a_node_killed(live_cluster: LocalClus
     # holds kept committing while the broker was away
     assert any(a.status == 201 for a in log.window(log.fault_start + 2, log.fault_end))
     assert figures["error_share_during_fault"] < 0.2
+    await changes_reach_every_node(all_nodes_up(live_cluster))
+
+
+async def changes_reach_every_node(cluster: LocalCluster, sessions: int = 6) -> None:
+    """After the broker came back (memory-only: the topic was recreated, perhaps with another partition
+    count), a hold made through any node reaches sockets on every node, whatever partition its session
+    keys to: a producer left with the old partition count would send some sessions where nobody reads."""
+    async with aiohttp.ClientSession(base_url=cluster.url) as api, aiohttp.ClientSession() as http:
+        buyer = await make_user(api, "after-outage")
+        for n in range(sessions):
+            session = await make_session(api, rows=1, per_row=16)
+            seats = await seat_ids(api, session["id"])
+            sockets = [await SeatSocket(http, url, session["id"]).connect() for url in cluster.node_urls]
+            try:
+                via = cluster.node_urls[n % len(cluster.node_urls)]
+                async with http.post(f"{via}/reservations", headers=bearer(buyer["token"]),
+                                     json={"sessionId": session["id"], "sessionSeatIds": seats[:1]}) as resp:
+                    assert resp.status == 201, await resp.text()
+                converged, truth = await wait_converged(api, session["id"], sockets, within=10)
+                assert converged, f"session {n}: a socket missed the hold made through {via}"
+                assert truth[seats[0]][0] == "RESERVED"
+            finally:
+                for sock in sockets:
+                    await sock.close()
 
 
 async def test_sigterm_to_a_node_mid_rush(live_cluster: LocalCluster, stack: EmbeddedStack) -> None:
