@@ -49,10 +49,12 @@ WHERE published_at IS NULL AND created_at <= clock_timestamp() - $2 * interval '
 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 """
 MARK_SQL = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
-# the events of given reservations not published yet (the partial index keeps this to the unpublished rows)
+# The unpublished events of given reservations: one per noted commit, so the scan of the partial index
+# walks back from its newest entries and stops once it has them all (a forward or bitmap scan would
+# also visit the entries of every row marked since the last vacuum, which grow with traffic).
 DIRECT_SQL = """
 SELECT id, session_id, payload::text AS payload FROM outbox
-WHERE published_at IS NULL AND payload->>'reservationId' = ANY($1::text[]) ORDER BY id
+WHERE published_at IS NULL AND payload->>'reservationId' = ANY($1::text[]) ORDER BY id DESC LIMIT $2
 """
 DIRECT_MARK_SQL = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[]) AND published_at IS NULL"
 BACKLOG_SQL = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
@@ -219,7 +221,8 @@ class DirectPublisher:
         producer = self.link.producer
         if producer is None:
             raise BrokerUnavailable("kafka producer not connected")
-        rows = [r for r in await self.pool.fetch(DIRECT_SQL, reservations) if r["id"] not in self._in_flight]
+        found = await self.pool.fetch(DIRECT_SQL, list(set(reservations)), len(reservations))
+        rows = [r for r in reversed(found) if r["id"] not in self._in_flight]  # in id order
         if not rows:
             return
         ids = [row["id"] for row in rows]
