@@ -23,6 +23,8 @@ from storage.invariants import broken, check_invariants
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED_ERRORS = {"409 seats_unavailable", "410 hold_expired", "409 not_pending"}
+# a node on a starved machine may answer "retry shortly" (its Redis call timed out): rare, never a hang
+TRANSIENT_ERRORS = {"503 redis_unavailable", "503 database_unavailable"}
 
 
 def grid(rows: str = "ABCDEFGHIJ", per_row: int = 16) -> list[dict[str, object]]:
@@ -103,7 +105,9 @@ def test_a_tiny_rush_holds_every_invariant_and_writes_its_report(stack: Embedded
     # a buyer stopped at the end of the run may not have read its confirm's answer: the database may sell more
     assert 0 < summary["counts"]["seats_bought"] <= summary["seats_by_status"].get("SOLD", 0)
     assert summary["sales"] > 0
-    assert set(summary["errors_by_code"]) <= EXPECTED_ERRORS, summary["errors_by_code"]
+    errors = summary["errors_by_code"]
+    assert set(errors) <= EXPECTED_ERRORS | TRANSIENT_ERRORS, errors
+    assert sum(errors.get(code, 0) for code in TRANSIENT_ERRORS) <= 0.01 * summary["hold_requests"], errors
     assert "time_to_sell_out_s" in summary and "broadcast_p99_ms" in summary
     assert set(summary["time_to_sell_s"]) == {"50%", "90%", "100%"}
     assert summary["watchers_check"]["ok"] is True, summary["watchers_check"]
