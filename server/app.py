@@ -126,7 +126,9 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[request_context_middleware, metrics_middleware, error_middleware],
     )
     app[SETTINGS] = settings
-    app.middlewares.extend([rate_limit_middleware(app), auth_first_middleware, validation_middleware])
+    if settings.rate_limit_per_second > 0 or settings.rate_limit_anon_per_second > 0:
+        app.middlewares.append(rate_limit_middleware(app))  # no layer at all on the hot path when both are off
+    app.middlewares.extend([auth_first_middleware, validation_middleware])
     app[NODE_ID] = settings.node_id
     app[READY_CHECKS] = {}
     app[OUTBOX_WAKE] = asyncio.Event()

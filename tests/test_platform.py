@@ -272,3 +272,24 @@ async def test_a_validation_error_names_each_bad_field(client: TestClient) -> No
     body = await resp.json()
     assert_error_body(body, 400, "validation_error")
     assert set(body["details"]["fields"]) == {"name", "rows", "colour"}
+
+
+def test_event_loop_setting_picks_uvloop_or_asyncio_and_refuses_anything_else(capsys: Any) -> None:
+    import asyncio  # noqa: PLC0415
+
+    import uvloop  # noqa: PLC0415
+
+    from server.cli import new_event_loop  # noqa: PLC0415
+
+    assert Settings.from_env(env={}).event_loop == "uvloop"
+    for kind, expected in (("uvloop", uvloop.Loop), ("asyncio", asyncio.BaseEventLoop)):
+        loop = new_event_loop(kind)
+        try:
+            assert isinstance(loop, expected)
+            assert loop.run_until_complete(asyncio.sleep(0, result="ran")) == "ran"
+        finally:
+            loop.close()
+    with pytest.raises(SystemExit) as exit_info:
+        new_event_loop("trio")
+    assert exit_info.value.code == 2
+    assert "EVENT_LOOP must be uvloop or asyncio" in capsys.readouterr().err
