@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import redis.exceptions
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from aiohttp_apigami import setup_aiohttp_apispec
 from aiohttp_apigami.constants import APISPEC_PARSER, SWAGGER_DICT
 from redis.asyncio import Redis
@@ -25,7 +23,7 @@ from handlers.validation import validation_middleware
 from jobs import setup as setup_jobs
 from realtime import setup as setup_realtime
 from realtime.kafka import KafkaLink
-from server.middlewares import error_middleware, request_context_middleware
+from server.middlewares import http_middleware
 from server.ratelimit import rate_limit_middleware
 from storage import db
 from storage.appkeys import (
@@ -42,7 +40,6 @@ from storage.appkeys import (
 )
 from storage.auth import TokenCache
 from storage.booking import Booking
-from storage.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from storage.redis_gate import RedisGate
 from storage.settings import Settings
 
@@ -95,23 +92,6 @@ async def kafka_ctx(app: web.Application) -> AsyncIterator[None]:
     await link.stop()
 
 
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
-        HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
-
-
 async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
@@ -123,7 +103,7 @@ def create_app(settings: Settings) -> web.Application:
         log.warning("AUTH_REQUIRED=false: no token is checked and userId in bodies is trusted (demo mode only)")
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[request_context_middleware, metrics_middleware, error_middleware],
+        middlewares=[http_middleware],
     )
     app[SETTINGS] = settings
     if settings.rate_limit_per_second > 0 or settings.rate_limit_anon_per_second > 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from http import HTTPStatus
 from pathlib import Path
@@ -17,6 +18,7 @@ from aiohttp.typedefs import Handler
 from server.logs import request_id_var
 from storage.appkeys import NODE_ID
 from storage.errors import DomainError
+from storage.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = logging.getLogger("boxoffice.http")
 
@@ -68,16 +70,28 @@ def unavailable(service: str, exc: BaseException) -> DomainError:
 
 
 @web.middleware
-async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def http_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The outer layer of every request, in one middleware (each layer costs on every request): the request
+    id (taken from X-Request-Id or made up) and node id headers, the request's metrics, and `answer`'s one
+    mapping of every error to the contract's body."""
+    started = time.perf_counter()
     rid = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
     request_id_var.set(rid)
     node_id = request.app[NODE_ID]
+    status = 500
     try:
-        response = await handler(request)
-    except web.HTTPException as exc:
+        response = await answer(request, handler)
+        status = response.status
+    except web.HTTPException as exc:  # a redirect (below 400) passes through
+        status = exc.status
         exc.headers["X-Node-Id"] = node_id
         exc.headers["X-Request-Id"] = rid
         raise
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource else "unmatched"
+        HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
+        HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
     if not response.prepared:
         response.headers["X-Node-Id"] = node_id
         response.headers["X-Request-Id"] = rid
@@ -91,8 +105,7 @@ async def _is_file(response: web.FileResponse) -> bool:
     return await asyncio.to_thread(Path(path).is_file)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes `{statusCode, error, code, message, details}`; never a stack trace."""
     try:
         response = await handler(request)
