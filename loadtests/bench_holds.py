@@ -185,13 +185,13 @@ async def uncontended(url: str, clients: int, holds: int, meter: CpuMeter | None
             "cpu_ms_per_hold": meter.per(len(latencies)) if meter else None}
 
 
-async def rush(url: str, dsn: str, clients: int, meter: CpuMeter | None = None,
-               connections: int = 256) -> dict[str, Any]:
-    """(b)/(c) `clients` buyers race for one 160-seat session until it is sold out."""
+async def rush(url: str, dsn: str, clients: int, meter: CpuMeter | None = None) -> dict[str, Any]:
+    """(b)/(c) `clients` buyers race for one 160-seat session until it is sold out; each buyer has its own
+    keep-alive connection, as each browser does, so latencies are the server's, not a client pool's queue."""
     async with aiohttp.ClientSession() as http:
         session_id, seats = await make_session(http, url, rows=10, per_row=16)
         tokens = await make_users(http, url, clients)
-    pool = LeanPool(url, connections)
+    pool = LeanPool(url, clients)
     try:
         best = sorted(seats, key=lambda s: abs(seats.index(s) // 16 - 5) * 3 + abs(seats.index(s) % 16 - 7.5))
         sold: set[str] = set()
