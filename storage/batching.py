@@ -29,18 +29,29 @@ class Batcher(Generic[T, R]):
         self.name = name
         self.on_batch = on_batch or (lambda size: None)
         self._queue: deque[tuple[T, asyncio.Future[R]]] = deque()
-        self._runners: set[asyncio.Task[None]] = set()
+        self._runners: set[asyncio.Task[None]] = set()  # references, so no runner is garbage-collected
+        # Runners still draining. Counted down by the runner itself the moment it finds the queue empty:
+        # a task's done-callback runs later, and a call queued in between would find every runner
+        # "busy" and wait with none left to run it.
+        self._active = 0
 
     async def submit(self, item: T) -> R:
         done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, done))
-        if len(self._runners) < self.max_inflight:
+        if self._active < self.max_inflight:
+            self._active += 1
             task = asyncio.create_task(self._drain(), name=self.name)
             self._runners.add(task)
             task.add_done_callback(self._runners.discard)
         return await done
 
     async def _drain(self) -> None:
+        try:
+            await self._drain_queue()
+        finally:
+            self._active -= 1
+
+    async def _drain_queue(self) -> None:
         while self._queue:
             taken = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
             batch = [(item, done) for item, done in taken if not done.done()]  # callers that gave up: skipped
