@@ -192,6 +192,7 @@ async def rush(url: str, dsn: str, clients: int, meter: CpuMeter | None = None) 
         session_id, seats = await make_session(http, url, rows=10, per_row=16)
         tokens = await make_users(http, url, clients)
     pool = LeanPool(url, clients)
+    await pool.open(clients)
     try:
         best = sorted(seats, key=lambda s: abs(seats.index(s) // 16 - 5) * 3 + abs(seats.index(s) % 16 - 7.5))
         sold: set[str] = set()
@@ -210,13 +211,22 @@ async def rush(url: str, dsn: str, clients: int, meter: CpuMeter | None = None) 
                 want = rng.randint(1, 4)
                 pick = believed[:want] if rng.random() < 0.7 else rng.sample(believed, min(want, len(believed)))
                 t0 = time.perf_counter()
-                status, body = await pool.request("POST", "/reservations",
-                                                  {"sessionId": session_id, "sessionSeatIds": pick}, headers)
+                try:
+                    status, body = await pool.request("POST", "/reservations",
+                                                      {"sessionId": session_id, "sessionSeatIds": pick}, headers)
+                except ConnectionError:  # counted as status 0; the buyer tries again on a new connection
+                    status, body = 0, None
                 latencies.append((time.perf_counter() - t0) * 1000)
                 statuses[status] = statuses.get(status, 0) + 1
                 if status == 201:
-                    confirmed, _ = await pool.request("POST", f"/reservations/{body['id']}/confirm", None,
-                                                      headers | {"Idempotency-Key": body["id"]})
+                    confirmed = 0
+                    for _ in range(3):  # the same key: a retried confirm buys once
+                        try:
+                            confirmed, _ = await pool.request("POST", f"/reservations/{body['id']}/confirm",
+                                                              None, headers | {"Idempotency-Key": body["id"]})
+                            break
+                        except ConnectionError:
+                            await asyncio.sleep(0.05)
                     if confirmed == 201:
                         sold.update(pick)
                     if len(sold) >= len(seats):

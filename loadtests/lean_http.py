@@ -90,6 +90,17 @@ class LeanPool:
         self.opened = 0
         self.all: list[LeanConnection] = []
 
+    async def open(self, n: int, chunk: int = 100) -> None:
+        """Connect `n` connections ahead (a rush's buyers already have the page open), `chunk` at a time."""
+        for start in range(0, n, chunk):
+            count = min(chunk, n - start, self.size - self.opened)
+            if count <= 0:
+                return
+            self.opened += count
+            for conn in await asyncio.gather(*(connect(self.url) for _ in range(count))):
+                self.all.append(conn)
+                self.idle.put_nowait(conn)
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[LeanConnection]:
         if self.idle.empty() and self.opened < self.size:

@@ -66,7 +66,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         retry=Retry(NoBackoff(), 1), retry_on_error=[redis.exceptions.ConnectionError],
     )
     app[REDIS] = client
-    app[GATE] = RedisGate(client)
+    app[GATE] = RedisGate(client, timeout=settings.redis_timeout)
     yield
     await client.aclose()
 

@@ -45,6 +45,17 @@ class Batcher(Generic[T, R]):
             task.add_done_callback(self._runners.discard)
         return await done
 
+    def fail_waiting(self, exc: BaseException) -> int:
+        """Fail every call still queued (not yet in a batch) with `exc`: when the service behind has just
+        failed a batch, the calls behind it are answered now instead of each waiting to fail in turn."""
+        failed = 0
+        while self._queue:
+            _, done = self._queue.popleft()
+            if not done.done():
+                done.set_exception(exc)
+                failed += 1
+        return failed
+
     async def _drain(self) -> None:
         try:
             await self._drain_queue()

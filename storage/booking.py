@@ -39,7 +39,6 @@ from storage.redis_gate import RedisGate
 log = logging.getLogger("boxoffice.booking")
 
 SOLD_KEY_GRACE = timedelta(hours=1)  # sold keys live until the show ends, plus this
-TAKE_BACK_DELAYS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # seconds between tries to undo a hold Redis did not answer
 
 
 class ReservationNotFound(NotFound):
@@ -120,7 +119,6 @@ class Booking:
         self.use_gate = use_gate
         self.gate_timeout = gate_timeout  # a hold never waits longer than this on Redis: it fails fast instead
         self.on_commit = on_commit or (lambda: None)
-        self._cleanups: set[asyncio.Task[None]] = set()  # gate releases after a hold's Redis call timed out
         # OUTBOX_PUBLISH=direct plugs its publisher in here (jobs.outbox): the reservation of a committed
         # hold or release, whose outbox event is then produced at once (the relay's sweeper covers the rest)
         self.on_event: Callable[[uuid.UUID], None] | None = None
@@ -185,16 +183,10 @@ class Booking:
 
     async def _gate_hold(self, session_id: uuid.UUID, seats: list[uuid.UUID], reservation_id: uuid.UUID,
                          user_id: uuid.UUID, idempotency_key: str | None) -> None:
-        try:
-            taken = await within(self.gate_timeout,
-                                 self.gate.hold(session_id, seats, reservation_id, self.hold_ttl_ms))
+        try:  # bounded by the gate's own timeout (on the Redis round trip); a lost answer is taken back there
+            taken = await self.gate.hold(session_id, seats, reservation_id, self.hold_ttl_ms)
         except (TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
             metrics.HOLDS.labels("redis_unavailable").inc()
-            # The script may have run although its answer never came (a slow Redis, not a dead one): take
-            # back whatever this hold got, or its seats would look held to everyone until the keys expire.
-            cleanup = asyncio.create_task(self._take_back(session_id, seats, reservation_id))
-            self._cleanups.add(cleanup)
-            cleanup.add_done_callback(self._cleanups.discard)
             raise RedisUnavailable() from None
         if taken:
             if idempotency_key:  # a concurrent retry of this same hold may be the one holding them
@@ -203,18 +195,6 @@ class Booking:
                     raise _PriorHold(prior)
             metrics.HOLDS.labels("conflict").inc()
             raise SeatsUnavailable([str(s) for s in taken])
-
-    async def _take_back(self, session_id: uuid.UUID, seats: Sequence[uuid.UUID], owner: uuid.UUID) -> None:
-        """Delete the keys a hold whose answer never came may have set, once Redis answers again (retried
-        with backoff for as long as a hold lives); a key of another owner is never touched."""
-        for delay in TAKE_BACK_DELAYS:
-            await asyncio.sleep(max(delay, self.gate_timeout))
-            try:
-                await within(self.gate_timeout, self.gate.release(session_id, seats, owner))
-                return
-            except (TimeoutError, redis.exceptions.RedisError, OSError):
-                continue
-        log.warning("could not take back the gate keys of %s; they expire with their TTL", owner)
 
     async def _gate_release_quietly(self, session_id: uuid.UUID, seats: Sequence[uuid.UUID],
                                     owner: uuid.UUID) -> None:

@@ -7,6 +7,8 @@ Redis comes back empty.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 import time
 import uuid
@@ -14,17 +16,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from storage.batching import Batcher
 from storage.redis_keys import GATE_EPOCH, seat_key
 
 LUA = Path(__file__).parent / "lua"
+log = logging.getLogger("boxoffice.gate")
+TAKE_BACK_DELAYS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # seconds between tries to undo holds Redis did not answer
 
 
 class RedisGate:
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, timeout: float = 0.5) -> None:
         self.client = client
+        self.timeout = timeout  # a hold's Redis round trip; beyond it the hold fails fast (and is taken back)
+        self._take_backs: set[asyncio.Task[None]] = set()
         # register_script keeps the SHA and reloads the source on NOSCRIPT (after a restart or failover)
         self._hold = client.register_script((LUA / "hold.lua").read_text())
         self._release = client.register_script((LUA / "release.lua").read_text())
@@ -45,19 +53,52 @@ class RedisGate:
         return [seat_ids[int(i) - 1] for i in taken]
 
     async def _hold_many(self, holds: list[tuple[list[str], list[str | int]]]) -> list[list[int] | BaseException]:
-        """Run hold.lua for each (keys, args): alone, or pipelined (each call still atomic on its own)."""
-        if len(holds) == 1:
-            keys, args = holds[0]
-            return [await self._hold(keys=keys, args=args)]
-        pipe = self.client.pipeline(transaction=False)
-        for keys, args in holds:
-            pipe.evalsha(self._hold.sha, len(keys), *keys, *args)
-        outcomes: list[list[int] | BaseException] = await pipe.execute(raise_on_error=False)
-        for i, outcome in enumerate(outcomes):
-            if isinstance(outcome, NoScriptError):  # Redis lost its scripts (restart, flush): load and run alone
-                keys, args = holds[i]
-                outcomes[i] = await self._hold(keys=keys, args=args)
-        return outcomes
+        """Run hold.lua for each (keys, args): alone, or pipelined (each call still atomic on its own).
+
+        The time limit covers the round trip, not the wait in the queue before it. When Redis does not
+        answer in time, the holds of this batch may have run all the same: they are taken back in the
+        background. When Redis cannot be reached at all, every hold still queued fails at once too.
+        """
+        try:
+            async with asyncio.timeout(self.timeout):
+                if len(holds) == 1:
+                    keys, args = holds[0]
+                    return [await self._hold(keys=keys, args=args)]
+                pipe = self.client.pipeline(transaction=False)
+                for keys, args in holds:
+                    pipe.evalsha(self._hold.sha, len(keys), *keys, *args)
+                outcomes: list[list[int] | BaseException] = await pipe.execute(raise_on_error=False)
+                for i, outcome in enumerate(outcomes):
+                    if isinstance(outcome, NoScriptError):  # Redis lost its scripts (restart, flush): load, rerun
+                        keys, args = holds[i]
+                        outcomes[i] = await self._hold(keys=keys, args=args)
+                return outcomes
+        except (TimeoutError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            if isinstance(exc, (RedisConnectionError, OSError)):  # Redis is not there: nobody queued waits
+                self._holds.fail_waiting(exc)
+            task = asyncio.create_task(self._take_back([(keys, str(args[0])) for keys, args in holds]))
+            self._take_backs.add(task)
+            task.add_done_callback(self._take_backs.discard)
+            raise
+
+    async def _take_back(self, holds: list[tuple[list[str], str]]) -> None:
+        """Delete the keys holds whose answer never came may have set, once Redis answers again (retried with
+        backoff for as long as a hold lives); a key of another owner is never touched (compare-and-delete)."""
+        for delay in TAKE_BACK_DELAYS:
+            await asyncio.sleep(max(delay, self.timeout))
+            try:
+                async with asyncio.timeout(self.timeout):
+                    pipe = self.client.pipeline(transaction=False)
+                    for keys, owner in holds:
+                        pipe.evalsha(self._release.sha, len(keys), *keys, owner)
+                    outcomes = await pipe.execute(raise_on_error=False)
+                    for (keys, owner), outcome in zip(holds, outcomes, strict=True):
+                        if isinstance(outcome, NoScriptError):
+                            await self._release(keys=keys, args=[owner])
+                return
+            except (TimeoutError, RedisError, OSError):
+                continue
+        log.warning("could not take back the gate keys of %d holds; they expire with their TTL", len(holds))
 
     async def release(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID) -> int:
         """Delete only the keys `owner` has (compare-and-delete)."""
