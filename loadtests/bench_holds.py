@@ -296,7 +296,7 @@ async def main() -> None:
     def med(kind: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[kind])
 
-    summary = {
+    summary: dict[str, Any] = {
         "command": command,
         "machine": f"{os.cpu_count()} cores",
         "uncontended": {k: med("uncontended", k) for k in ("holds_per_second", "p50_ms", "p99_ms")},

@@ -76,7 +76,8 @@ class LeanConnection(asyncio.Protocol):
 async def connect(url: str) -> LeanConnection:
     parts = urlsplit(url)
     loop = asyncio.get_running_loop()
-    _, conn = await loop.create_connection(lambda: LeanConnection(parts.netloc), parts.hostname, parts.port)
+    _, conn = await loop.create_connection(lambda: LeanConnection(parts.netloc), parts.hostname or "127.0.0.1",
+                                           parts.port or 80)
     return conn
 
 
