@@ -68,6 +68,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[REDIS] = client
     app[GATE] = RedisGate(client, timeout=settings.redis_timeout)
     yield
+    await app[GATE].close()
     await client.aclose()
 
 

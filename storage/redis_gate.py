@@ -14,8 +14,10 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -53,7 +55,7 @@ class RedisGate:
         return [seat_ids[int(i) - 1] for i in taken]
 
     async def _hold_many(self, holds: list[tuple[list[str], list[str | int]]]) -> list[list[int] | BaseException]:
-        """Run hold.lua for each (keys, args): alone, or pipelined (each call still atomic on its own).
+        """Run hold.lua for each (keys, args), in one round trip.
 
         The time limit covers the round trip, not the wait in the queue before it. When Redis does not
         answer in time, the holds of this batch may have run all the same: they are taken back in the
@@ -61,44 +63,50 @@ class RedisGate:
         """
         try:
             async with asyncio.timeout(self.timeout):
-                if len(holds) == 1:
-                    keys, args = holds[0]
-                    return [await self._hold(keys=keys, args=args)]
-                pipe = self.client.pipeline(transaction=False)
-                for keys, args in holds:
-                    pipe.evalsha(self._hold.sha, len(keys), *keys, *args)
-                outcomes: list[list[int] | BaseException] = await pipe.execute(raise_on_error=False)
-                for i, outcome in enumerate(outcomes):
-                    if isinstance(outcome, NoScriptError):  # Redis lost its scripts (restart, flush): load, rerun
-                        keys, args = holds[i]
-                        outcomes[i] = await self._hold(keys=keys, args=args)
-                return outcomes
+                return await self._run_each(self._hold, holds)
         except (TimeoutError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
             if isinstance(exc, (RedisConnectionError, OSError)):  # Redis is not there: nobody queued waits
                 self._holds.fail_waiting(exc)
-            task = asyncio.create_task(self._take_back([(keys, str(args[0])) for keys, args in holds]))
+            task = asyncio.create_task(self._take_back([(keys, [args[0]]) for keys, args in holds]))
             self._take_backs.add(task)
             task.add_done_callback(self._take_backs.discard)
             raise
 
-    async def _take_back(self, holds: list[tuple[list[str], str]]) -> None:
+    async def _run_each(self, script: AsyncScript, calls: Sequence[tuple[list[str], list[str | int]]]) -> list[Any]:
+        """Run `script` once per (keys, args): alone, or pipelined (each call still atomic on its own).
+        A call refused with NOSCRIPT (Redis restarted or flushed its scripts) is run again alone, which
+        loads the script."""
+        if len(calls) == 1:
+            keys, args = calls[0]
+            return [await script(keys=keys, args=args)]
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        outcomes: list[Any] = await pipe.execute(raise_on_error=False)
+        for i, outcome in enumerate(outcomes):
+            if isinstance(outcome, NoScriptError):
+                keys, args = calls[i]
+                outcomes[i] = await script(keys=keys, args=args)
+        return outcomes
+
+    async def _take_back(self, holds: list[tuple[list[str], list[str | int]]]) -> None:
         """Delete the keys holds whose answer never came may have set, once Redis answers again (retried with
         backoff for as long as a hold lives); a key of another owner is never touched (compare-and-delete)."""
         for delay in TAKE_BACK_DELAYS:
             await asyncio.sleep(max(delay, self.timeout))
             try:
                 async with asyncio.timeout(self.timeout):
-                    pipe = self.client.pipeline(transaction=False)
-                    for keys, owner in holds:
-                        pipe.evalsha(self._release.sha, len(keys), *keys, owner)
-                    outcomes = await pipe.execute(raise_on_error=False)
-                    for (keys, owner), outcome in zip(holds, outcomes, strict=True):
-                        if isinstance(outcome, NoScriptError):
-                            await self._release(keys=keys, args=[owner])
+                    await self._run_each(self._release, holds)
                 return
             except (TimeoutError, RedisError, OSError):
                 continue
         log.warning("could not take back the gate keys of %d holds; they expire with their TTL", len(holds))
+
+    async def close(self) -> None:
+        """Stop the take-backs still waiting (the app is stopping; the keys expire with their TTL)."""
+        for task in list(self._take_backs):
+            task.cancel()
+        await asyncio.gather(*self._take_backs, return_exceptions=True)
 
     async def release(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID) -> int:
         """Delete only the keys `owner` has (compare-and-delete)."""

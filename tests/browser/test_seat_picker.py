@@ -12,7 +12,6 @@ import json
 import re
 import shutil
 import signal
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -171,8 +170,11 @@ class Buyer:
     def shot(self, step: str) -> None:
         self.page.screenshot(path=str(self.shots / f"{step}-{self.name}.png"))
 
-    def close(self) -> None:
-        if sys.exc_info()[0] is not None:  # closing after a failure: keep what the page showed
+    def __enter__(self) -> Buyer:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None:  # closing after a failure: keep what the page showed
             self.page.screenshot(path=str(self.shots / f"failure-{self.name}.png"), full_page=True)
         self.context.close()
         assert self.errors == [], f"{self.name}: JavaScript errors {self.errors}"
@@ -184,9 +186,7 @@ class Buyer:
 def test_two_buyers_see_each_other_live(cluster: LocalCluster, chromium: Any, shots: Path) -> None:
     base = cluster.url
     session_id = new_session(base)
-    a = Buyer(chromium, "A", shots)
-    b = Buyer(chromium, "B", shots, phone=True)
-    try:
+    with Buyer(chromium, "A", shots) as a, Buyer(chromium, "B", shots, phone=True) as b:
         a.open(base, session_id)
         b.open(base, session_id)
         a.shot("01-both-open")
@@ -233,17 +233,12 @@ def test_two_buyers_see_each_other_live(cluster: LocalCluster, chromium: Any, sh
         assert status == 200 and len(purchases) == 1
         assert sorted(s["seatNumber"] for s in purchases[0]["seats"]) == [4, 5]
         assert seat_statuses(base, session_id)["C4"] == "SOLD"
-    finally:
-        a.close()
-        b.close()
 
 
 def test_hold_expires_on_both_pages(cluster: LocalCluster, chromium: Any, shots: Path) -> None:
     base = cluster.url
     session_id = new_session(base)
-    a = Buyer(chromium, "A", shots)
-    b = Buyer(chromium, "B", shots)
-    try:
+    with Buyer(chromium, "A", shots) as a, Buyer(chromium, "B", shots) as b:
         a.open(base, session_id)
         b.open(base, session_id)
 
@@ -280,71 +275,67 @@ def test_hold_expires_on_both_pages(cluster: LocalCluster, chromium: Any, shots:
         b.shot("03-B-available-again")
         statuses = seat_statuses(base, session_id)
         assert statuses["B2"] == statuses["B3"] == "AVAILABLE"
-    finally:
-        a.close()
-        b.close()
 
 
 def test_page_survives_its_node_being_killed(cluster: LocalCluster, chromium: Any, shots: Path) -> None:
     base = cluster.url
     session_id = new_session(base)
-    a = Buyer(chromium, "A", shots)
-    # Record every text the connection banner shows: a quick reconnect may hide it before anyone looks.
-    a.context.add_init_script("""
-        window.bannersShown = [];
-        document.addEventListener("DOMContentLoaded", () => {
-          const banner = document.getElementById("banner");
-          new MutationObserver(() => {
-            if (!banner.hidden) window.bannersShown.push(banner.querySelector(".banner-text").textContent);
-          }).observe(banner, { attributes: true, childList: true, subtree: true, characterData: true });
-        });
-    """)
     killed = None
     try:
-        a.open(base, session_id)
-        node_id = a.node_id()
-        assert node_id in cluster.node_ids
-        killed = cluster.node_ids.index(node_id)
-        a.shot("01-connected")
+        with Buyer(chromium, "A", shots) as a:
+            # Record every text the connection banner shows: a quick reconnect may hide it before anyone looks.
+            a.context.add_init_script("""
+                window.bannersShown = [];
+                document.addEventListener("DOMContentLoaded", () => {
+                  const banner = document.getElementById("banner");
+                  new MutationObserver(() => {
+                    if (!banner.hidden) window.bannersShown.push(banner.querySelector(".banner-text").textContent);
+                  }).observe(banner, { attributes: true, childList: true, subtree: true, characterData: true });
+                });
+            """)
+            a.open(base, session_id)
+            node_id = a.node_id()
+            assert node_id in cluster.node_ids
+            killed = cluster.node_ids.index(node_id)
+            a.shot("01-connected")
 
-        cluster.kill_node(killed, sig=signal.SIGKILL)
-        a.page.wait_for_selector('body[data-conn="reconnecting"]', timeout=5000)
-        # The first retry may already reach the other node: the picture is best effort, the record is not.
-        a.shot("02-connection-lost")
+            cluster.kill_node(killed, sig=signal.SIGKILL)
+            a.page.wait_for_selector('body[data-conn="reconnecting"]', timeout=5000)
+            # The first retry may already reach the other node: the picture is best effort, the record is not.
+            a.shot("02-connection-lost")
 
-        # While A is away, someone holds two seats and buys one (through HAProxy, on the surviving node).
-        status, user = call(base, "POST", "/users", {"name": "Other", "email": f"o-{uuid.uuid4()}@x.example"})
-        assert status == 201
-        _, seats = call(base, "GET", f"/sessions/{session_id}/seats")
-        ids = {f"{s['seat']['rowLabel']}{s['seat']['seatNumber']}": s["id"] for s in seats["seats"]}
-        two = {"sessionId": session_id, "sessionSeatIds": [ids["D7"], ids["D8"]]}
-        status, held = call(base, "POST", "/reservations", two, token=user["token"])
-        assert status == 201, held
-        status, other = call(base, "POST", "/reservations", {"sessionId": session_id, "sessionSeatIds": [ids["E1"]]},
-                             token=user["token"])
-        assert status == 201
-        status, _ = call(base, "POST", f"/reservations/{other['id']}/confirm", token=user["token"],
-                         headers={"Idempotency-Key": str(uuid.uuid4())})
-        assert status == 201
+            # While A is away, someone holds two seats and buys one (through HAProxy, on the surviving node).
+            status, user = call(base, "POST", "/users", {"name": "Other", "email": f"o-{uuid.uuid4()}@x.example"})
+            assert status == 201
+            _, seats = call(base, "GET", f"/sessions/{session_id}/seats")
+            ids = {f"{s['seat']['rowLabel']}{s['seat']['seatNumber']}": s["id"] for s in seats["seats"]}
+            two = {"sessionId": session_id, "sessionSeatIds": [ids["D7"], ids["D8"]]}
+            status, held = call(base, "POST", "/reservations", two, token=user["token"])
+            assert status == 201, held
+            one = {"sessionId": session_id, "sessionSeatIds": [ids["E1"]]}
+            status, other = call(base, "POST", "/reservations", one, token=user["token"])
+            assert status == 201
+            status, _ = call(base, "POST", f"/reservations/{other['id']}/confirm", token=user["token"],
+                             headers={"Idempotency-Key": str(uuid.uuid4())})
+            assert status == 201
 
-        # A reconnects (backoff with jitter) to the surviving node and resyncs from its snapshot.
-        a.wait_live(timeout=20_000)
-        assert a.node_id() != node_id
-        a.wait_state(["D7", "D8"], "other", timeout=3000)
-        a.wait_state(["E1"], "sold", timeout=3000)
-        a.page.wait_for_selector("#toasts >> text=Reconnected")
-        assert any(text.startswith("Connection lost") for text in a.page.evaluate("window.bannersShown"))
-        assert a.page.locator("#banner").is_hidden()
-        a.shot("03-reconnected")
+            # A reconnects (backoff with jitter) to the surviving node and resyncs from its snapshot.
+            a.wait_live(timeout=20_000)
+            assert a.node_id() != node_id
+            a.wait_state(["D7", "D8"], "other", timeout=3000)
+            a.wait_state(["E1"], "sold", timeout=3000)
+            a.page.wait_for_selector("#toasts >> text=Reconnected")
+            assert any(text.startswith("Connection lost") for text in a.page.evaluate("window.bannersShown"))
+            assert a.page.locator("#banner").is_hidden()
+            a.shot("03-reconnected")
 
-        expected = {"AVAILABLE": "available", "RESERVED": "other", "SOLD": "sold"}
-        truth = {code: expected[s] for code, s in seat_statuses(base, session_id).items()}
-        shown = a.page.evaluate(
-            "Object.fromEntries([...document.querySelectorAll('button.seat')]"
-            ".map((b) => [b.dataset.row + b.dataset.number, b.dataset.state]))")
-        assert shown == truth
-        assert re.search(r"node-\d", a.page.locator("#node-info").inner_text())
+            expected = {"AVAILABLE": "available", "RESERVED": "other", "SOLD": "sold"}
+            truth = {code: expected[s] for code, s in seat_statuses(base, session_id).items()}
+            shown = a.page.evaluate(
+                "Object.fromEntries([...document.querySelectorAll('button.seat')]"
+                ".map((b) => [b.dataset.row + b.dataset.number, b.dataset.state]))")
+            assert shown == truth
+            assert re.search(r"node-\d", a.page.locator("#node-info").inner_text())
     finally:
-        a.close()
         if killed is not None:
             cluster.start_node(killed)
