@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from realtime.hub import Hub
+from realtime.kafka import stop_quietly
 from realtime.relay import PUBLISH_TIMEOUT
 from storage import metrics
 from storage.aio import owned_task, within
@@ -88,8 +89,7 @@ class SeatEventConsumer:
                     log.warning("seat-event consumer: kafka unavailable (%d tries): %r", failures, exc)
             finally:
                 self.assigned.clear()
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
+                await stop_quietly(consumer)
             await asyncio.sleep(min(0.1 * 2 ** min(failures, 5), MAX_BACKOFF))
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> set[int] | None:

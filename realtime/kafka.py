@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -16,6 +16,15 @@ from storage.settings import Settings
 
 log = logging.getLogger("boxoffice.kafka")
 REFRESH_TIMEOUT = 5.0
+# aiokafka's stop() of a client cancelled while it was still bootstrapping against an absent broker can
+# wait on its own internals: a node's shutdown must not (seen once: a test app's teardown stuck 600 s)
+STOP_TIMEOUT = 3.0
+
+
+async def stop_quietly(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
+    """Stop an aiokafka producer or consumer, giving up after STOP_TIMEOUT; never raises but cancellation."""
+    with contextlib.suppress(Exception):
+        await within(STOP_TIMEOUT, client.stop())
 
 # aiokafka logs every failed reconnect (~20 a second per client while a broker is down)
 AIOKAFKA_LOGGERS = ("aiokafka", "aiokafka.conn", "aiokafka.cluster", "aiokafka.consumer.fetcher",
@@ -84,7 +93,8 @@ class KafkaLink:
                     )
                 log.info("created topic %s", self.settings.kafka_topic)
         finally:
-            await admin.close()
+            with contextlib.suppress(Exception):
+                await within(STOP_TIMEOUT, admin.close())
 
     async def connect(self) -> AIOKafkaProducer:
         """Connect (or reconnect) the producer and make sure the topic exists."""
@@ -95,8 +105,7 @@ class KafkaLink:
                 await producer.start()
                 await self.ensure_topic()
             except BaseException:
-                with contextlib.suppress(Exception):
-                    await producer.stop()
+                await stop_quietly(producer)
                 raise
             self.producer = producer
             self.connected.set()
@@ -129,8 +138,7 @@ class KafkaLink:
         producer, self.producer = self.producer, None
         self.connected.clear()
         if producer is not None:
-            with contextlib.suppress(Exception):
-                await producer.stop()
+            await stop_quietly(producer)
 
     async def _connect_forever(self) -> None:
         delay = 0.2
