@@ -4,9 +4,15 @@ Every node reads everything (no consumer group: `assign()` of all partitions, st
 because any node may hold sockets of any session. The consumer also watches the stream's
 continuity. The embedded broker keeps its log in memory only, so a restart brings back an empty
 topic (maybe with another partition count); the consumer notices (offsets behind its position,
-partitions changed, broker unreachable then back, or offsets out of range), re-assigns at the new
-end and tells the hub to resync every socket from PostgreSQL, the source of truth; a few seconds
-later it resyncs once more, after anything published across the restart has settled.
+partitions changed, broker unreachable then back, or offsets out of range), starts a new client at
+the new end and tells the hub to resync every socket from PostgreSQL, the source of truth; a few
+seconds later it resyncs once more, after anything published across the restart has settled. It
+also watches its client: a position that stands still for STALL_SECONDS while fetches report more
+past it, or an event this node published and got acknowledged that does not come back through its
+own consumer within STALL_SECONDS, means the client stopped reading (or reads the wrong place), and
+it is replaced the same way. Every step is
+bounded in time and no error ends the loop: a node whose consumer died would show frozen seat maps
+while answering everything else.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -25,7 +32,7 @@ from realtime.hub import Hub
 from realtime.kafka import stop_quietly
 from realtime.relay import PUBLISH_TIMEOUT
 from storage import metrics
-from storage.aio import owned_task, within
+from storage.aio import cancelled_from_outside, owned_task, within
 from storage.settings import Settings
 
 if TYPE_CHECKING:
@@ -35,7 +42,13 @@ log = logging.getLogger("boxoffice.consumer")
 
 WATCH_INTERVAL = 0.5  # how often the broker's metadata is compared with our assignment
 REQUEST_TIMEOUT = 3.0
+START_TIMEOUT = 10.0  # a client's start (bootstrap) and the topic check: bounded like every other step
 POLL_MS = 200
+POLL_BOUND = POLL_MS / 1000 + REQUEST_TIMEOUT  # getmany waits POLL_MS; more than this is a stuck client
+# messages past our position for this long without it moving, or an event this node published (and got
+# acknowledged) not read back for this long: the client stalled
+STALL_SECONDS = 5.0
+QUICK_BREAK = 2.0  # a break this soon after an assignment counts as quick: several in a row back off
 MAX_BACKOFF = 2.0
 # After a break, a second resync once every publish that was in flight across it has settled: a producer
 # may still deliver a pre-restart batch into a partition the recreated topic does not have (Tansu takes it).
@@ -43,7 +56,12 @@ SETTLE_RESYNC = PUBLISH_TIMEOUT + 1.0
 
 
 class StreamBroken(Exception):
-    """The partitions we read are not the stream any more: re-assign at the end and resync sockets."""
+    """The partitions we read are not the stream any more, or the client stopped reading them: start over
+    with a new client at the end and resync sockets. `reason` is "broke" or "stalled" (a metric label)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 class SeatEventConsumer:
@@ -55,6 +73,7 @@ class SeatEventConsumer:
         self.assigned = asyncio.Event()  # set once positioned at the end of every partition
         self.assignments = 0  # how many times the stream was (re)assigned
         self.delivered = 0
+        self.client: AIOKafkaConsumer | None = None  # the current Kafka client (a new one after every break)
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
@@ -67,30 +86,51 @@ class SeatEventConsumer:
         )
 
     async def run(self) -> None:
-        """Forever: connect, assign at the end, consume until the stream breaks; back off while the broker is away."""
+        """Forever: a fresh client, assigned at the end, consumed until the stream breaks or stalls.
+
+        Never returns and never dies: a broker outage backs off and retries, a break or a stall starts over
+        with a new client (no state of the old one survives), and anything unexpected is logged and retried.
+        """
         failures = 0
+        quick_breaks = 0  # breaks right after an assignment, in a row: the broker is unsettled, slow down
         first = True  # any later assignment follows a break: it gets the settle resync too
         while True:
-            consumer = self._new_consumer()
+            consumer = self.client = self._new_consumer()
+            assigned_at: float | None = None
             try:
-                await consumer.start()
-                while True:
-                    tps = await self._assign(consumer)
-                    failures = 0
-                    settle, first = not first, False
-                    try:
-                        await self._consume(consumer, tps, settle)
-                    except StreamBroken as why:
-                        log.warning("seat-events stream broke (%s): re-assigning and resyncing sockets", why)
-                        await self.link.refresh_metadata()  # this node's events must go where consumers read
+                await within(START_TIMEOUT, consumer.start())
+                tps = await self._assign(consumer)
+                assigned_at = time.monotonic()
+                failures = 0
+                settle, first = not first, False
+                await self._consume(consumer, tps, settle)
+            except StreamBroken as why:
+                metrics.CONSUMER_RESTARTS.labels(why.reason).inc()
+                log.warning("seat-events stream %s (%s): starting over at the end and resyncing sockets",
+                            why.reason, why)
+                quick = assigned_at is not None and time.monotonic() - assigned_at < QUICK_BREAK
+                quick_breaks = quick_breaks + 1 if quick else 0
+                await self.link.refresh_metadata()  # this node's events must go where consumers read
             except (TimeoutError, KafkaError, OSError) as exc:
                 failures += 1
+                metrics.CONSUMER_RESTARTS.labels("unavailable").inc()
                 if failures in (1, 10) or failures % 100 == 0:
                     log.warning("seat-event consumer: kafka unavailable (%d tries): %r", failures, exc)
+            except asyncio.CancelledError:
+                if cancelled_from_outside():
+                    raise
+                failures += 1  # aiokafka let an internal cancellation out (seen when a client was replaced)
+                metrics.CONSUMER_RESTARTS.labels("unexpected").inc()
+                log.warning("seat-event consumer: a Kafka client call was cancelled under it; starting over")
+            except Exception:  # noqa: BLE001 - a dead consumer would silently freeze every seat map on this node
+                failures += 1
+                metrics.CONSUMER_RESTARTS.labels("unexpected").inc()
+                log.exception("seat-event consumer failed unexpectedly (%d in a row); starting over", failures)
             finally:
                 self.assigned.clear()
                 await stop_quietly(consumer)
-            await asyncio.sleep(min(0.1 * 2 ** min(failures, 5), MAX_BACKOFF))
+            if failures or quick_breaks:
+                await asyncio.sleep(min(0.1 * 2 ** min(max(failures, quick_breaks), 5), MAX_BACKOFF))
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> set[int] | None:
         # a fresh metadata request (not the consumer's cache): fails while the broker is unreachable
@@ -100,35 +140,46 @@ class SeatEventConsumer:
     async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
         partitions = await self._partitions(consumer)
         if not partitions:  # a fresh (or restarted, memory-only) broker: create the topic
-            await self.link.ensure_topic()
+            await within(START_TIMEOUT, self.link.ensure_topic())
             partitions = await self._partitions(consumer)
             if not partitions:
                 raise KafkaError(f"topic {self.topic} has no partitions yet")
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await within(REQUEST_TIMEOUT, consumer.seek_to_end(*tps))
-        for tp in tps:  # resolve the end offsets now, before any snapshot below is read
-            await within(REQUEST_TIMEOUT, consumer.position(tp))
+        # resolve the end offsets now, before any snapshot below is read
+        ends = {tp.partition: await within(REQUEST_TIMEOUT, consumer.position(tp)) for tp in tps}
         self.assignments += 1
+        log.info("seat-event consumer positioned at the end of %s: %s", self.topic, ends)
+        self.link.echo.reset()
         self.assigned.set()
         # events published before these positions were skipped: every socket takes a fresh snapshot
         self.hub.resync_all()
         return tps
 
     async def _consume(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition], settle: bool) -> None:
+        """Deliver until the stream breaks or stalls (StreamBroken) or the broker goes (its error)."""
         loop = asyncio.get_running_loop()
         next_check = loop.time() + WATCH_INTERVAL
         settle_at = loop.time() + SETTLE_RESYNC if settle else None
         lost = False
+        # where the client started reading each partition, and the partitions it has read nothing from yet
+        starts = {tp: await within(REQUEST_TIMEOUT, consumer.position(tp)) for tp in tps}
+        unread = set(tps)
+        standing: dict[TopicPartition, tuple[int, float]] = {}  # position behind the end, and since when
         while True:
             try:
-                batches = await consumer.getmany(*tps, timeout_ms=POLL_MS)
+                batches = await within(POLL_BOUND, consumer.getmany(*tps, timeout_ms=POLL_MS))
             except OffsetOutOfRangeError as exc:
-                raise StreamBroken(f"offsets out of range: {exc}") from None
-            for messages in batches.values():
+                raise StreamBroken("broke", f"offsets out of range: {exc}") from None
+            for tp, messages in batches.items():
+                if not messages:
+                    continue
+                unread.discard(tp)
                 for message in messages:
                     self._deliver(message.value)
-            await self._check_offsets(consumer, tps)
+                self.link.echo.seen(tp.partition, messages[-1].offset)
+            await within(REQUEST_TIMEOUT, self._check_offsets(consumer, tps, unread, starts))
             if settle_at is not None and loop.time() >= settle_at:
                 settle_at = None
                 self.hub.resync_all()
@@ -141,12 +192,24 @@ class SeatEventConsumer:
                 lost = True  # the broker may come back empty: resync when it answers again
                 continue
             if lost:
-                raise StreamBroken("the broker was unreachable")
+                raise StreamBroken("broke", "the broker was unreachable")
             if partitions != {tp.partition for tp in tps}:
-                raise StreamBroken(f"partitions changed to {sorted(partitions or ())}")
+                raise StreamBroken("broke", f"partitions changed to {sorted(partitions or ())}")
+            await within(REQUEST_TIMEOUT, self._check_progress(consumer, tps, standing, loop.time()))
+            overdue = self.link.echo.overdue({tp.partition: start for tp, start in starts.items()}, STALL_SECONDS)
+            if overdue is not None:
+                partition, offset, age = overdue
+                raise StreamBroken("stalled", f"this node's own event at {self.topic}[{partition}]@{offset}, "
+                                              f"acknowledged {age:.1f}s ago, has not been read back")
 
-    async def _check_offsets(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
-        """A partition whose end is behind our position was recreated (its history is gone)."""
+    async def _check_offsets(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition],
+                             unread: set[TopicPartition], starts: dict[TopicPartition, int]) -> None:
+        """A partition whose end is behind our position was recreated (its history is gone).
+
+        Except where nothing was read since the client was positioned: the embedded broker's ListOffsets
+        (which `seek_to_end` asks) can answer past the high watermark its fetches report, and that is the
+        end that counts; the client moves back to it instead of breaking the stream again and again.
+        """
         lag = 0
         for tp in tps:
             highwater = consumer.highwater(tp)
@@ -154,9 +217,34 @@ class SeatEventConsumer:
                 continue
             position = await consumer.position(tp)
             if highwater < position:
-                raise StreamBroken(f"{tp.topic}[{tp.partition}] end {highwater} is behind position {position}")
+                if tp not in unread:
+                    raise StreamBroken("broke", f"{tp.topic}[{tp.partition}] end {highwater} "
+                                                f"is behind position {position}")
+                log.info("%s[%d]: the broker's end %d is behind the offset it listed (%d); reading from %d",
+                         tp.topic, tp.partition, highwater, position, highwater)
+                consumer.seek(tp, highwater)
+                starts[tp] = position = highwater
             lag += highwater - position
         metrics.KAFKA_LAG.set(lag)
+
+    @staticmethod
+    async def _check_progress(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
+                              standing: dict[TopicPartition, tuple[int, float]], now: float) -> None:
+        """The broker's fetches report messages past our position, yet the position has not moved for
+        STALL_SECONDS: the client is stuck on that partition (seen with the embedded broker after a
+        restart: position 5, end 9, nothing returned)."""
+        for tp in tps:
+            highwater = consumer.highwater(tp)
+            position = await consumer.position(tp)
+            if highwater is None or highwater <= position:
+                standing.pop(tp, None)
+                continue
+            since = standing.get(tp)
+            if since is None or since[0] != position:
+                standing[tp] = (position, now)
+            elif now - since[1] >= STALL_SECONDS:
+                raise StreamBroken("stalled", f"{tp.topic}[{tp.partition}] stands at {position} for "
+                                              f"{now - since[1]:.1f}s while the broker's end is {highwater}")
 
     def _deliver(self, value: bytes | None) -> None:
         try:

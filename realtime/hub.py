@@ -275,8 +275,12 @@ class Hub:
         self._has_pending.set()
 
     def resync_all(self) -> None:
-        """The stream lost its continuity (broker restarted): every socket gets a fresh snapshot."""
-        conns = self.connections()
+        """The stream lost its continuity (broker restarted): every socket gets a fresh snapshot.
+
+        A socket whose queue already holds a snapshot not yet read gets no second one: that one is read
+        after this moment anyway (breaks can come in bursts while a broker settles).
+        """
+        conns = [conn for conn in self.connections() if Command.SNAPSHOT not in conn.queue]
         if conns:
             log.info("resyncing %d sockets", len(conns))
         for conn in conns:
@@ -304,7 +308,11 @@ class Hub:
             if delay > 0:
                 await asyncio.sleep(delay)
             self._has_pending.clear()
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - one bad batch must not freeze every seat map on this node
+                log.exception("hub: a flush failed; its changes are dropped and every socket resyncs")
+                self.resync_all()
             last_flush = loop.time()
 
     async def keep_alive(self) -> None:
@@ -315,7 +323,10 @@ class Hub:
             await asyncio.sleep(interval)
             now = loop.time()
             for conn in self.connections():
-                conn.keep_alive(now, self.heartbeat, self.idle_timeout)
+                try:
+                    conn.keep_alive(now, self.heartbeat, self.idle_timeout)
+                except Exception:  # noqa: BLE001 - the keeper serves every socket: one must not stop it
+                    log.exception("hub: keeping a socket alive failed (session %s)", conn.session_id)
 
     async def close_all(self, code: int, reason: str, grace: float) -> None:
         """Close every socket (node shutting down) and wait, bounded, until their handlers are done."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -10,21 +11,29 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.structs import RecordMetadata
 
-from storage.aio import within
+from storage.aio import cancelled_from_outside, internal_cancel_as, within
 from storage.settings import Settings
 
 log = logging.getLogger("boxoffice.kafka")
 REFRESH_TIMEOUT = 5.0
+ECHO_GRAIN = 0.1  # seconds: the acknowledgements of one such span are tracked as one
 # aiokafka's stop() of a client cancelled while it was still bootstrapping against an absent broker can
 # wait on its own internals: a node's shutdown must not (seen once: a test app's teardown stuck 600 s)
 STOP_TIMEOUT = 3.0
 
 
 async def stop_quietly(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
-    """Stop an aiokafka producer or consumer, giving up after STOP_TIMEOUT; never raises but cancellation."""
-    with contextlib.suppress(Exception):
+    """Stop an aiokafka producer or consumer, giving up after STOP_TIMEOUT; raises only if the caller's own
+    task is cancelled (aiokafka's stop() can let out the cancellation of one of its internal tasks)."""
+    try:
         await within(STOP_TIMEOUT, client.stop())
+    except asyncio.CancelledError:
+        if cancelled_from_outside():
+            raise
+    except Exception:  # noqa: BLE001,S110 - stopping is best effort: the client is dropped either way
+        pass
 
 # aiokafka logs every failed reconnect (~20 a second per client while a broker is down)
 AIOKAFKA_LOGGERS = ("aiokafka", "aiokafka.conn", "aiokafka.cluster", "aiokafka.consumer.fetcher",
@@ -58,6 +67,67 @@ def quiet_repeated_kafka_logs() -> None:
             logger.addFilter(RepeatFilter())
 
 
+class Echo:
+    """This node's acknowledged publishes, until its own consumer reads them back.
+
+    Every node reads every partition, so a record this node's producer got acknowledged at (partition,
+    offset) must reach this node's consumer within moments. One that does not shows a consumer that
+    stopped reading (its fetch task can end without a word), reads the wrong partitions, or stands past
+    the records (the embedded broker's ListOffsets can disagree with its fetch high watermark): an
+    end-to-end check that needs no trust in the broker's offsets. Per partition it keeps the newest
+    acknowledged offsets, oldest first, with when they were acknowledged.
+    """
+
+    __slots__ = ("pending",)
+
+    def __init__(self) -> None:
+        # partition -> [offset, acked at] oldest first; acks within ECHO_GRAIN seconds share an entry
+        self.pending: dict[int, collections.deque[list[float]]] = {}
+
+    def sent(self, records: list[RecordMetadata]) -> None:
+        now = time.monotonic()
+        for record in records:
+            entries = self.pending.get(record.partition)
+            if entries is None:
+                entries = self.pending[record.partition] = collections.deque()
+            if entries and now - entries[-1][1] < ECHO_GRAIN:
+                entries[-1][0] = max(entries[-1][0], record.offset)
+            else:
+                entries.append([record.offset, now])
+
+    def seen(self, partition: int, offset: int) -> None:
+        """The consumer read `partition` up to `offset`."""
+        entries = self.pending.get(partition)
+        if entries is None:
+            return
+        while entries and entries[0][0] <= offset:
+            entries.popleft()
+        if not entries:
+            del self.pending[partition]
+
+    def overdue(self, starts: dict[int, int], older_than: float) -> tuple[int, int, float] | None:
+        """(partition, offset, age) of an acknowledgement unread for `older_than` seconds, if any.
+
+        `starts`: where the consumer's client started reading each partition; a record before that was
+        written before it was positioned (it is not expected back). A partition missing from it is one the
+        consumer does not read at all.
+        """
+        now = time.monotonic()
+        for partition, entries in list(self.pending.items()):
+            start = starts.get(partition, -1)
+            while entries and entries[0][0] < start:
+                entries.popleft()
+            if not entries:
+                del self.pending[partition]
+            elif now - entries[0][1] >= older_than:
+                return partition, int(entries[0][0]), now - entries[0][1]
+        return None
+
+    def reset(self) -> None:
+        """A new assignment starts at the end: what was acknowledged before it is not expected back."""
+        self.pending.clear()
+
+
 class KafkaLink:
     """Owns the producer. `producer` is None while the broker cannot be reached."""
 
@@ -65,6 +135,7 @@ class KafkaLink:
         self.settings = settings
         self.producer: AIOKafkaProducer | None = None
         self.connected = asyncio.Event()
+        self.echo = Echo()  # publishers note their acks, the consumer checks it reads them back
         self._task: asyncio.Task[None] | None = None
         # the start-up loop and the relay may both (re)connect: one producer at a time, never a leaked one
         self._connect_lock = asyncio.Lock()
@@ -102,8 +173,9 @@ class KafkaLink:
             await self.close_producer()
             producer = self._new_producer()
             try:
-                await producer.start()
-                await self.ensure_topic()
+                with internal_cancel_as(KafkaError):
+                    await producer.start()
+                    await self.ensure_topic()
             except BaseException:
                 await stop_quietly(producer)
                 raise
@@ -130,7 +202,8 @@ class KafkaLink:
         if producer is None:
             return
         try:
-            await within(REFRESH_TIMEOUT, producer.client.force_metadata_update())
+            with internal_cancel_as(KafkaError):
+                await within(REFRESH_TIMEOUT, producer.client.force_metadata_update())
         except (TimeoutError, KafkaError, OSError) as exc:
             log.warning("could not refresh the producer's metadata: %r", exc)
 
@@ -167,4 +240,5 @@ class KafkaLink:
         """Readiness: the broker answers a metadata request now."""
         if self.producer is None:
             raise ConnectionError("kafka producer not connected")
-        await self.producer.client.fetch_all_metadata()
+        with internal_cancel_as(KafkaError):
+            await self.producer.client.fetch_all_metadata()

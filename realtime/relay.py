@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
 
 from storage import metrics
-from storage.aio import within
+from storage.aio import cancelled_from_outside, internal_cancel_as, within
 from storage.settings import Settings
 
 if TYPE_CHECKING:
@@ -101,6 +102,11 @@ class OutboxRelay:
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 failures += 1
                 self._log_failure("postgres", exc, failures)
+            except asyncio.CancelledError:
+                if cancelled_from_outside():
+                    raise
+                failures += 1
+                log.warning("outbox relay: a call was cancelled under it (%d failed passes); retrying", failures)
             except Exception:  # noqa: BLE001 - the relay must outlive any one bad pass, or events stop leaving
                 failures += 1
                 log.exception("outbox relay: unexpected failure (%d failed passes); retrying", failures)
@@ -142,12 +148,13 @@ class OutboxRelay:
             if producer is None:
                 raise BrokerUnavailable("kafka producer not connected")
             started = time.perf_counter()
-            acks: list[asyncio.Future[object]] = []
+            acks: list[asyncio.Future[RecordMetadata]] = []
             try:
-                for row in rows:
-                    acks.append(await producer.send(self.topic, value=row["payload"].encode(),
-                                                    key=str(row["session_id"]).encode()))
-                await within(PUBLISH_TIMEOUT, asyncio.gather(*acks))
+                with internal_cancel_as(KafkaError):  # a producer replaced meanwhile cancels its acks
+                    for row in rows:
+                        acks.append(await producer.send(self.topic, value=row["payload"].encode(),
+                                                        key=str(row["session_id"]).encode()))
+                    self.link.echo.sent(await within(PUBLISH_TIMEOUT, asyncio.gather(*acks)))
             except (KafkaError, TimeoutError) as exc:
                 for ack in acks:
                     ack.cancel()
@@ -209,9 +216,12 @@ class DirectPublisher:
                 self._ready.clear()
                 noted, self._noted = self._noted, []
                 try:
-                    await self._publish(noted)
+                    with internal_cancel_as(KafkaError):
+                        await self._publish(noted)
                 except (KafkaError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                     self._failed(exc)  # the rows stay unpublished: the sweeper takes them
+                except Exception:  # noqa: BLE001 - one bad pass must not end direct publishing
+                    log.exception("outbox direct publish failed unexpectedly; left to the sweeper")
         finally:
             for task in self._markers:
                 task.cancel()
@@ -227,7 +237,7 @@ class DirectPublisher:
             return
         ids = [row["id"] for row in rows]
         self._in_flight.update(ids)
-        acks: list[asyncio.Future[object]] = []
+        acks: list[asyncio.Future[RecordMetadata]] = []
         try:
             for row in rows:
                 acks.append(await producer.send(self.topic, value=row["payload"].encode(),
@@ -241,9 +251,10 @@ class DirectPublisher:
         self._markers.add(marker)
         marker.add_done_callback(self._markers.discard)
 
-    async def _mark_when_acked(self, ids: list[int], acks: list[asyncio.Future[object]]) -> None:
+    async def _mark_when_acked(self, ids: list[int], acks: list[asyncio.Future[RecordMetadata]]) -> None:
         try:
-            await within(PUBLISH_TIMEOUT, asyncio.gather(*acks))
+            with internal_cancel_as(KafkaError):  # a producer replaced meanwhile cancels its acks
+                self.link.echo.sent(await within(PUBLISH_TIMEOUT, asyncio.gather(*acks)))
             await self.pool.execute(DIRECT_MARK_SQL, ids)
             self.published += len(ids)
             self._failures = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import logging
 import os
 import signal
@@ -79,9 +80,21 @@ def serve(settings: Settings, ready_message: str = "") -> None:
         print(f"boxoffice: {settings.host}:{settings.port} is already in use; "
               f"set PORT or pass --port", file=sys.stderr)
         raise SystemExit(2)
+    loop = new_event_loop(settings.event_loop)
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks, loop)
     web.run_app(create_app(settings), host=settings.host, port=settings.port,
                 print=(lambda _: print(ready_message, flush=True)) if ready_message else None,
-                shutdown_timeout=8.0, access_log=None, handle_signals=True, loop=new_event_loop(settings.event_loop))
+                shutdown_timeout=8.0, access_log=None, handle_signals=True, loop=loop)
+
+
+def dump_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """SIGUSR1: log where every asyncio task of the node waits (what py-spy cannot show for coroutines)."""
+    buffer = io.StringIO()
+    tasks = asyncio.all_tasks(loop)
+    for task in sorted(tasks, key=lambda t: t.get_name()):
+        if not task.get_name().startswith("Task-") or len(tasks) < 200:  # named ones always; all if few
+            task.print_stack(limit=12, file=buffer)
+    logging.getLogger("boxoffice.tasks").warning("%d tasks (SIGUSR1):\n%s", len(tasks), buffer.getvalue())
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:

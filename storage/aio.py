@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -24,6 +24,27 @@ async def within(seconds: float, awaitable: Awaitable[T]) -> T:
     """Await `awaitable`, raising TimeoutError after `seconds`; an outside cancellation stays a cancellation."""
     async with asyncio.timeout(seconds):
         return await awaitable
+
+
+def cancelled_from_outside() -> bool:
+    """Inside `except CancelledError`: whether the current task itself is being cancelled (its owner is
+    stopping it, or a `within` timeout fired). False means a future inside a library was cancelled under
+    us -- aiokafka lets its internal tasks' cancellations out when a client is stopped or replaced -- and a
+    long-lived loop must treat that like any other failure instead of dying from it."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+@contextlib.contextmanager
+def internal_cancel_as(error: type[Exception]) -> Iterator[None]:
+    """Turn a cancellation that did not come from outside (see `cancelled_from_outside`) into `error`, so the
+    caller's ordinary failure handling takes it."""
+    try:
+        yield
+    except asyncio.CancelledError as exc:
+        if cancelled_from_outside():
+            raise
+        raise error(f"cancelled inside the client: {exc!r}") from exc
 
 
 @contextlib.asynccontextmanager

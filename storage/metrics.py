@@ -18,6 +18,9 @@ EXPIRED = Counter("boxoffice_holds_expired_total", "Reservations expired by the 
 CANCELLED = Counter("boxoffice_holds_cancelled_total", "Reservations cancelled by their owner", registry=REGISTRY)
 OPEN_SOCKETS = Gauge("boxoffice_websockets_open", "Open WebSocket connections on this node", registry=REGISTRY)
 OUTBOX_BACKLOG = Gauge("boxoffice_outbox_backlog", "Outbox rows not yet published", registry=REGISTRY)
+CONSUMER_RESTARTS = Counter("boxoffice_kafka_consumer_restarts_total",
+                            "Times the seat-event consumer started over, by reason (broke, stalled, unavailable, "
+                            "unexpected)", ["reason"], registry=REGISTRY)
 KAFKA_LAG = Gauge("boxoffice_kafka_consumer_lag", "Messages behind the end of seat-events", registry=REGISTRY)
 BROADCAST_LATENCY = Histogram(
     "boxoffice_broadcast_latency_seconds", "Commit to socket write, per change batch", registry=REGISTRY,

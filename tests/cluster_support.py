@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
+import signal
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, cast
 
@@ -265,3 +268,19 @@ async def make_user(api: aiohttp.ClientSession, name: str = "Ana") -> dict[str, 
 
 async def seat_ids(api: aiohttp.ClientSession, session_id: str) -> list[str]:
     return await conftest.seat_ids(cast(TestClient, api), session_id)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """When a test on a cluster fails, every live node logs where each of its tasks waits (SIGUSR1)."""
+    report = yield
+    if report.failed and call.when == "call":
+        funcargs = getattr(item, "funcargs", {})
+        for running in {id(c): c for c in funcargs.values() if isinstance(c, LocalCluster)}.values():
+            for i in range(running.nodes):
+                proc = running.procs[i]
+                if proc is not None and proc.poll() is None:
+                    with contextlib.suppress(OSError):
+                        os.kill(proc.pid, signal.SIGUSR1)
+            time.sleep(1.0)  # the dumps reach the node logs before the cluster is torn down
+    return report

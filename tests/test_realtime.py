@@ -23,8 +23,12 @@ import asyncpg
 import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
+from aiokafka.structs import RecordMetadata
 
+from realtime import CONSUMER
 from realtime.channel import HUB, SNAPSHOTS
+from realtime.consumer import STALL_SECONDS
+from realtime.kafka import Echo
 from server.app import create_app
 from server.embedded import EmbeddedStack
 from storage.invariants import broken, wait_for_invariants
@@ -496,6 +500,89 @@ async def test_two_sockets_converge_after_random_operations(client: TestClient, 
     metrics_text = await (await client.get("/metrics")).text()
     assert "boxoffice_broadcast_latency_seconds_count" in metrics_text
     assert "boxoffice_websockets_open 2.0" in metrics_text.splitlines()
+
+
+def test_echo_flags_only_acknowledgements_the_consumer_should_have_read() -> None:
+    echo = Echo()
+    echo.sent([RecordMetadata("seat-events", 0, None, 7, 0, None, 0),
+               RecordMetadata("seat-events", 1, None, 3, 0, None, 0),
+               RecordMetadata("seat-events", 2, None, 40, 0, None, 0)])
+    echo.seen(0, 6)  # read up to 6: 7 is still out
+    assert echo.overdue({0: 0, 1: 0, 2: 41}, older_than=0) == (0, 7, pytest.approx(0, abs=1))
+    echo.seen(0, 9)
+    # partition 2's record came before where the client started: not expected back; partition 1's is
+    assert echo.overdue({0: 0, 1: 0, 2: 41}, older_than=0)[:2] == (1, 3)
+    assert echo.overdue({0: 0, 1: 0, 2: 41}, older_than=60) is None  # not overdue yet
+    assert echo.overdue({0: 0}, older_than=0)[:2] == (1, 3)  # a partition the consumer does not read at all
+    echo.seen(1, 3)
+    assert echo.overdue({0: 0, 1: 0, 2: 41}, older_than=0) is None and echo.pending == {}
+    echo.sent([RecordMetadata("seat-events", 5, None, 1, 0, None, 0)])
+    echo.reset()  # a new assignment: nothing acknowledged before it is expected
+    assert echo.overdue({}, older_than=0) is None
+
+
+async def test_a_consumer_that_stops_fetching_is_replaced_and_sockets_resync(client: TestClient,
+                                                                            scene: dict[str, Any]) -> None:
+    sid, seats, ana = scene["sid"], scene["seats"], scene["ana"]
+    consumer = client.app[CONSUMER]
+    watcher = await watch(client, sid)
+    first = await hold(client, ana, sid, seats[:1])
+    assert first.status == 201
+    await watcher.until(lambda w: w.seats[seats[0]][0] == "RESERVED")
+    assignments, snapshots = consumer.assignments, len(watcher.snapshots)
+    # aiokafka's fetch task can end while the client lives on (an internal error, or a cancellation); its
+    # getmany() then returns nothing forever and reports nothing: this node's seat maps would freeze
+    stalled_client = consumer.client
+    assert stalled_client is not None and stalled_client._fetcher is not None
+    stalled_client._fetcher._fetch_task.cancel()
+    await asyncio.sleep(0.5)  # a fetch already in flight ends with the long poll (KAFKA_FETCH_MAX_WAIT_MS)
+    assert stalled_client._fetcher._fetch_task.done()
+    stopped = time.monotonic()
+    second = await hold(client, ana, sid, seats[1:2])
+    assert second.status == 201
+    # the node's own acknowledged event does not come back through its consumer: after STALL_SECONDS the
+    # consumer starts over with a new client and every socket resyncs from PostgreSQL
+    await watcher.until(lambda w: w.seats[seats[1]][0] == "RESERVED", within=STALL_SECONDS + 5)
+    print(f"the change reached the socket {time.monotonic() - stopped:.1f}s after the fetch task stopped")
+    assert consumer.client is not stalled_client
+    assert consumer.assignments == assignments + 1
+    assert len(watcher.snapshots) > snapshots
+    metrics_text = await (await client.get("/metrics")).text()
+    assert 'boxoffice_kafka_consumer_restarts_total{reason="stalled"}' in metrics_text
+    # and the new client carries later changes as changes
+    third = await hold(client, ana, sid, seats[2:3])
+    assert third.status == 201
+    await watcher.until(lambda w: w.seats[seats[2]][0] == "RESERVED")
+    await converge(client, sid, watcher)
+
+
+async def test_a_kafka_call_cancelled_under_the_consumer_does_not_end_it(client: TestClient, scene: dict[str, Any],
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    sid, seats, ana = scene["sid"], scene["seats"], scene["ana"]
+    consumer = client.app[CONSUMER]
+    watcher = await watch(client, sid)
+    assignments = consumer.assignments
+    checks = consumer._check_offsets
+    injected = asyncio.Event()
+
+    async def cancelled_under_it(*args: Any) -> None:
+        # what a Kafka client stopped or replaced meanwhile does to a caller: its future is cancelled
+        if not injected.is_set():
+            injected.set()
+            future = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future
+        await checks(*args)
+
+    monkeypatch.setattr(consumer, "_check_offsets", cancelled_under_it)
+    await asyncio.wait_for(injected.wait(), WAIT)
+    # the consumer starts over with a new client (and a resync) instead of ending without a word
+    resp = await hold(client, ana, sid, seats[:1])
+    assert resp.status == 201
+    await watcher.until(lambda w: w.seats[seats[0]][0] == "RESERVED")
+    assert consumer.assignments == assignments + 1
+    metrics_text = await (await client.get("/metrics")).text()
+    assert 'boxoffice_kafka_consumer_restarts_total{reason="unexpected"}' in metrics_text
 
 
 async def test_kafka_outage_holds_commit_and_sockets_converge(client: TestClient, scene: dict[str, Any],
