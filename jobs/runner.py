@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from storage.aio import cancelled_from_outside, owned_task
+from storage.aio import cancelled_from_outside, owned_task, stop_if_cancelled
 
 log = logging.getLogger("boxoffice.jobs")
 
@@ -16,6 +16,7 @@ async def every(interval: float, step: Callable[[], Awaitable[object]], name: st
     """Run `step` every `interval` seconds forever; a failing step is logged and retried, never fatal."""
     failures = 0
     while True:
+        stop_if_cancelled()
         try:
             await step()
             failures = 0

@@ -32,7 +32,7 @@ from realtime.hub import Hub
 from realtime.kafka import stop_quietly
 from realtime.relay import PUBLISH_TIMEOUT
 from storage import metrics
-from storage.aio import cancelled_from_outside, owned_task, within
+from storage.aio import cancelled_from_outside, owned_task, stop_if_cancelled, within
 from storage.settings import Settings
 
 if TYPE_CHECKING:
@@ -95,6 +95,7 @@ class SeatEventConsumer:
         quick_breaks = 0  # breaks right after an assignment, in a row: the broker is unsettled, slow down
         first = True  # any later assignment follows a break: it gets the settle resync too
         while True:
+            stop_if_cancelled()
             consumer = self.client = self._new_consumer()
             assigned_at: float | None = None
             try:
@@ -119,7 +120,9 @@ class SeatEventConsumer:
             except asyncio.CancelledError:
                 if cancelled_from_outside():
                     raise
-                failures += 1  # aiokafka let an internal cancellation out (seen when a client was replaced)
+                # aiokafka let an internal cancellation out. Before this was caught, a frozen node's task
+                # dump showed its consumer task gone without a word: only a CancelledError ends it so.
+                failures += 1
                 metrics.CONSUMER_RESTARTS.labels("unexpected").inc()
                 log.warning("seat-event consumer: a Kafka client call was cancelled under it; starting over")
             except Exception:  # noqa: BLE001 - a dead consumer would silently freeze every seat map on this node

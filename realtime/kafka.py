@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import RecordMetadata
 
-from storage.aio import cancelled_from_outside, internal_cancel_as, within
+from storage.aio import cancelled_from_outside, internal_cancel_as, stop_if_cancelled, stop_task, within
 from storage.settings import Settings
 
 log = logging.getLogger("boxoffice.kafka")
@@ -216,6 +216,7 @@ class KafkaLink:
     async def _connect_forever(self) -> None:
         delay = 0.2
         while True:
+            stop_if_cancelled()
             try:
                 await self.connect()
                 return
@@ -231,9 +232,7 @@ class KafkaLink:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task, "kafka-connect")
         await self.close_producer()
 
     async def ping(self) -> None:

@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
 from storage import metrics
-from storage.aio import cancelled_from_outside, internal_cancel_as, within
+from storage.aio import cancelled_from_outside, internal_cancel_as, stop_if_cancelled, within
 from storage.settings import Settings
 
 if TYPE_CHECKING:
@@ -87,6 +87,7 @@ class OutboxRelay:
         """Forever: wait for a commit or the sweep timer, then publish everything unpublished."""
         failures = 0
         while True:
+            stop_if_cancelled()
             swept = await self._wait(failures)
             try:
                 await self.publish_pending()

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("boxoffice.tasks")
+STOP_GRACE = 10.0  # how long an owner waits for a cancelled task to end
 
 
 async def within(seconds: float, awaitable: Awaitable[T]) -> T:
@@ -47,17 +48,30 @@ def internal_cancel_as(error: type[Exception]) -> Iterator[None]:
         raise error(f"cancelled inside the client: {exc!r}") from exc
 
 
+def stop_if_cancelled() -> None:
+    """At each turn of a long-lived loop: a cancellation that a library swallowed still stops the loop."""
+    if cancelled_from_outside():
+        raise asyncio.CancelledError
+
+
+async def stop_task(task: asyncio.Task[Any], name: str, grace: float = STOP_GRACE) -> None:
+    """Cancel `task` and wait for it to end, at most `grace` seconds: a library that swallows the
+    cancellation must not make its owner's shutdown wait forever (seen once: a test app's teardown
+    stuck until the suite's timeout with its Kafka connect loop still retrying)."""
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=grace)
+    if not done:
+        log.error("task %s ignored its cancellation for %.0f s; left behind", name, grace)
+        return
+    if not task.cancelled() and task.exception() is not None:
+        log.error("task %s failed while stopping", name, exc_info=task.exception())
+
+
 @contextlib.asynccontextmanager
 async def owned_task(coro: Coroutine[Any, Any, object], name: str) -> AsyncIterator[asyncio.Task[object]]:
-    """Run `coro` as a task for the life of the block; cancel it and wait for it to end on the way out."""
+    """Run `coro` as a task for the life of the block; cancel it and wait (bounded) for it to end on the way out."""
     task = asyncio.create_task(coro, name=name)
     try:
         yield task
     finally:
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # noqa: BLE001 - a task failing as it stops must not cut the rest of the shutdown short
-            log.exception("task %s failed while stopping", name)
+        await stop_task(task, name)

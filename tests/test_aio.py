@@ -9,11 +9,13 @@ task still stops it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 
 import pytest
 
-from jobs.runner import running
-from storage.aio import cancelled_from_outside, internal_cancel_as
+from jobs.runner import every, running
+from storage.aio import cancelled_from_outside, internal_cancel_as, stop_task
 
 
 async def cancelled_under_us() -> None:
@@ -76,3 +78,36 @@ async def test_a_job_whose_step_is_cancelled_from_inside_keeps_running() -> None
     async with running(0.01, step, "test-job"):
         await asyncio.wait_for(third.wait(), 5)
     assert calls >= 3
+
+
+async def test_a_job_stops_even_when_its_step_swallows_the_cancellation() -> None:
+    async def step() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # as some client libraries do inside their calls
+            await asyncio.sleep(10)
+
+    task = asyncio.create_task(every(0.01, step, "swallowing-job"))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2)
+    assert done == {task} and task.cancelled()
+
+
+async def test_an_owner_waits_a_bounded_time_for_a_task_that_ignores_its_cancellation(
+        caplog: pytest.LogCaptureFixture) -> None:
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with caplog.at_level(logging.ERROR, logger="boxoffice.tasks"):
+        await stop_task(task, "stubborn", grace=0.2)
+    assert loop.time() - started < 1.0
+    assert "stubborn ignored its cancellation" in caplog.text
+    release.set()
+    await task
