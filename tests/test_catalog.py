@@ -17,14 +17,6 @@ from storage.settings import Settings
 from tests.conftest import ADMIN, bearer, make_room, make_session, make_user, seat_ids, table_counts
 
 
-async def stable_counts(pg: asyncpg.Connection) -> dict[str, int]:
-    """table_counts, minus the outbox rows the expiry sweeper may add meanwhile for holds that other
-    tests left behind: nothing a catalog request does writes to the outbox."""
-    counts = await table_counts(pg)
-    counts["outbox"] = await pg.fetchval("SELECT count(*) FROM outbox WHERE event_type <> 'reservation.expired'")
-    return counts
-
-
 def future(hours: float = 24) -> str:
     return (datetime.now(UTC) + timedelta(hours=hours)).isoformat()
 
@@ -163,23 +155,23 @@ async def test_create_session_creates_its_seats_in_the_same_transaction(
 
 async def test_session_needs_a_room_of_sixteen_seats(client: TestClient, pg: asyncpg.Connection) -> None:
     small = await make_room(client, rows=3, per_row=5)  # 15 seats
-    before = await stable_counts(pg)
+    before = await table_counts(pg)
 
     body = await error_of(await client.post("/sessions", json=session_body(small["id"]), headers=ADMIN), 422)
 
     assert body["code"] == "room_too_small"
     assert body["details"] == {"capacity": 15, "minimum": 16}
-    assert await stable_counts(pg) == before
+    assert await table_counts(pg) == before
     sixteen = await client.post("/rooms", json={"name": "Just enough", "capacity": 16}, headers=ADMIN)
     created = await client.post("/sessions", json=session_body((await sixteen.json())["id"]), headers=ADMIN)
     assert created.status == 201
 
 
 async def test_session_in_an_unknown_room_is_404(client: TestClient, pg: asyncpg.Connection) -> None:
-    before = await stable_counts(pg)
+    before = await table_counts(pg)
     body = await error_of(await client.post("/sessions", json=session_body(str(uuid.uuid4())), headers=ADMIN), 404)
     assert body["code"] == "room_not_found"
-    assert await stable_counts(pg) == before
+    assert await table_counts(pg) == before
 
 
 async def test_unknown_session_and_room_are_404(client: TestClient) -> None:
@@ -241,7 +233,7 @@ async def test_admin_routes(client: TestClient, pg: asyncpg.Connection, route: s
     room = await make_room(client)
     body = {"name": "R", "capacity": 20} if route == "/rooms" else session_body(room["id"])
     user = await make_user(client)
-    before = await stable_counts(pg)
+    before = await table_counts(pg)
 
     assert (await error_of(await client.post(route, json=body), 401))["code"] == "unauthorized"
     assert (await error_of(await client.post(route, json=body, headers=bearer("forged")), 401))["code"] == \
@@ -250,7 +242,7 @@ async def test_admin_routes(client: TestClient, pg: asyncpg.Connection, route: s
         "admin_required"
     assert (await error_of(await client.post(route, json=body, headers={"Authorization": "Basic eDp5"}), 401))[
         "code"] == "unauthorized"
-    assert await stable_counts(pg) == before
+    assert await table_counts(pg) == before
     assert (await client.post(route, json=body, headers=ADMIN)).status == 201
 
 
@@ -411,7 +403,7 @@ async def test_bad_input(client: TestClient, pg: asyncpg.Connection, method: str
     if isinstance(body, dict):
         body = {k: v.format(**names) if isinstance(v, str) and "{" in v else v for k, v in body.items()}
     path = path.format(**names)
-    before = await stable_counts(pg)
+    before = await table_counts(pg)
 
     kwargs: dict[str, Any] = {"headers": ADMIN if admin else {}}
     if raw is not None:
@@ -426,4 +418,4 @@ async def test_bad_input(client: TestClient, pg: asyncpg.Connection, method: str
         assert set(error["details"]["fields"]) == fields, error
     assert "Traceback" not in await resp.text()
     assert resp.headers["X-Node-Id"] == "test-node"
-    assert await stable_counts(pg) == before  # the database is unchanged
+    assert await table_counts(pg) == before  # the database is unchanged
