@@ -19,6 +19,7 @@ from storage.settings import Settings
 log = logging.getLogger("boxoffice.kafka")
 REFRESH_TIMEOUT = 5.0
 ECHO_GRAIN = 0.1  # seconds: the acknowledgements of one such span are tracked as one
+ECHO_MAX = 100  # spans kept per partition (10 s of them): the newest, when the consumer has not looked
 # aiokafka's stop() of a client cancelled while it was still bootstrapping against an absent broker can
 # wait on its own internals: a node's shutdown must not (seen once: a test app's teardown stuck 600 s)
 STOP_TIMEOUT = 3.0
@@ -89,7 +90,8 @@ class Echo:
         for record in records:
             entries = self.pending.get(record.partition)
             if entries is None:
-                entries = self.pending[record.partition] = collections.deque()
+                # bounded: a consumer that never gets to check must not make this grow with traffic
+                entries = self.pending[record.partition] = collections.deque(maxlen=ECHO_MAX)
             if entries and now - entries[-1][1] < ECHO_GRAIN:
                 entries[-1][0] = max(entries[-1][0], record.offset)
             else:
