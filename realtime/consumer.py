@@ -7,10 +7,10 @@ topic (maybe with another partition count); the consumer notices (offsets behind
 partitions changed, broker unreachable then back, or offsets out of range), starts a new client at
 the new end and tells the hub to resync every socket from PostgreSQL, the source of truth; a few
 seconds later it resyncs once more, after anything published across the restart has settled. It
-also watches its client: a position that stands still for STALL_SECONDS while fetches report more
-past it, or an event this node published and got acknowledged that does not come back through its
-own consumer within STALL_SECONDS, means the client stopped reading (or reads the wrong place), and
-it is replaced the same way. Every step is
+also watches its client: an ended fetch task, a position that stands still for STALL_SECONDS while
+fetches report more past it, or an event this node published and got acknowledged that does not come
+back through its own consumer within STALL_SECONDS, means the client stopped reading (or reads the
+wrong place), and it is replaced the same way. Every step is
 bounded in time and no error ends the loop: a node whose consumer died would show frozen seat maps
 while answering everything else.
 """
@@ -198,6 +198,10 @@ class SeatEventConsumer:
                 raise StreamBroken("broke", "the broker was unreachable")
             if partitions != {tp.partition for tp in tps}:
                 raise StreamBroken("broke", f"partitions changed to {sorted(partitions or ())}")
+            fetch_task = getattr(consumer._fetcher, "_fetch_task", None)  # aiokafka's, private: checked defensively
+            if fetch_task is not None and fetch_task.done():
+                # its getmany() then returns nothing forever and says nothing
+                raise StreamBroken("stalled", "the client's fetch task has ended")
             await within(REQUEST_TIMEOUT, self._check_progress(consumer, tps, standing, loop.time()))
             overdue = self.link.echo.overdue({tp.partition: start for tp, start in starts.items()}, STALL_SECONDS)
             if overdue is not None:

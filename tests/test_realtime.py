@@ -31,8 +31,10 @@ from realtime.consumer import STALL_SECONDS
 from realtime.kafka import Echo
 from server.app import create_app
 from server.embedded import EmbeddedStack
+from storage.appkeys import KAFKA, SETTINGS
 from storage.invariants import broken, wait_for_invariants
 from storage.settings import Settings
+from tests.cluster_support import wait_until
 from tests.conftest import bearer, make_session, make_user, seat_ids, table_counts, with_settings
 
 WAIT = 10.0
@@ -540,9 +542,9 @@ async def test_a_consumer_that_stops_fetching_is_replaced_and_sockets_resync(cli
     stopped = time.monotonic()
     second = await hold(client, ana, sid, seats[1:2])
     assert second.status == 201
-    # the node's own acknowledged event does not come back through its consumer: after STALL_SECONDS the
-    # consumer starts over with a new client and every socket resyncs from PostgreSQL
-    await watcher.until(lambda w: w.seats[seats[1]][0] == "RESERVED", within=STALL_SECONDS + 5)
+    # the consumer sees its client's fetch task has ended: it starts over with a new client and every
+    # socket resyncs from PostgreSQL
+    await watcher.until(lambda w: w.seats[seats[1]][0] == "RESERVED", within=WAIT)
     print(f"the change reached the socket {time.monotonic() - stopped:.1f}s after the fetch task stopped")
     assert consumer.client is not stalled_client
     assert consumer.assignments == assignments + 1
@@ -554,6 +556,30 @@ async def test_a_consumer_that_stops_fetching_is_replaced_and_sockets_resync(cli
     assert third.status == 201
     await watcher.until(lambda w: w.seats[seats[2]][0] == "RESERVED")
     await converge(client, sid, watcher)
+
+
+async def test_a_client_that_stops_reading_with_its_fetch_task_alive_is_replaced(client: TestClient) -> None:
+    consumer, link = client.app[CONSUMER], client.app[KAFKA]
+    stalled_client = consumer.client
+    assert stalled_client is not None and link.producer is not None
+    assignments = consumer.assignments
+    # the client stops reading every partition while its fetch task lives on ...
+    stalled_client.pause(*stalled_client.assignment())
+    # ... and this node publishes an event and gets it acknowledged, as its relay does for each commit:
+    # the broker's end moves past a position that stands still (and the event is not read back)
+    record = await link.producer.send_and_wait(client.app[SETTINGS].kafka_topic, value=b'{"type":"probe"}')
+    link.echo.sent([record])
+    started = time.monotonic()
+
+    async def replaced() -> bool:
+        return consumer.assignments > assignments
+
+    assert await wait_until(replaced, within=STALL_SECONDS + 5)
+    print(f"replaced {time.monotonic() - started:.1f}s after the unread acknowledgement")
+    assert time.monotonic() - started >= STALL_SECONDS - 1
+    assert consumer.client is not stalled_client
+    metrics_text = await (await client.get("/metrics")).text()
+    assert 'boxoffice_kafka_consumer_restarts_total{reason="stalled"}' in metrics_text
 
 
 async def test_a_kafka_call_cancelled_under_the_consumer_does_not_end_it(client: TestClient, scene: dict[str, Any],
