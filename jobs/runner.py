@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from storage.aio import cancelled_from_outside, owned_task, stop_if_cancelled
+from storage.aio import internal_cancel_as, owned_task, stop_if_cancelled
 
 log = logging.getLogger("boxoffice.jobs")
 
@@ -18,13 +18,9 @@ async def every(interval: float, step: Callable[[], Awaitable[object]], name: st
     while True:
         stop_if_cancelled()
         try:
-            await step()
+            with internal_cancel_as(RuntimeError):  # a library future cancelled under the step: a failure
+                await step()
             failures = 0
-        except asyncio.CancelledError as exc:
-            if cancelled_from_outside():
-                raise
-            failures += 1  # a library future cancelled under the step: a failure like any other
-            log.warning("job %s: a call was cancelled under it (%d in a row): %r", name, failures, exc)
         except Exception as exc:  # noqa: BLE001 - a job must outlive an outage of what it talks to
             failures += 1
             if failures in (1, 10) or failures % 100 == 0:

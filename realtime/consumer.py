@@ -32,7 +32,7 @@ from realtime.hub import Hub
 from realtime.kafka import stop_quietly
 from realtime.relay import PUBLISH_TIMEOUT
 from storage import metrics
-from storage.aio import cancelled_from_outside, owned_task, stop_if_cancelled, within
+from storage.aio import internal_cancel_as, owned_task, stop_if_cancelled, within
 from storage.settings import Settings
 
 if TYPE_CHECKING:
@@ -99,12 +99,15 @@ class SeatEventConsumer:
             consumer = self.client = self._new_consumer()
             assigned_at: float | None = None
             try:
-                await within(START_TIMEOUT, consumer.start())
-                tps = await self._assign(consumer)
-                assigned_at = time.monotonic()
-                failures = 0
-                settle, first = not first, False
-                await self._consume(consumer, tps, settle)
+                # aiokafka can let an internal cancellation out of a call: a failure, never the end of the loop
+                # (before, a frozen node's task dump showed this task gone without a word)
+                with internal_cancel_as(RuntimeError):
+                    await within(START_TIMEOUT, consumer.start())
+                    starts = await self._assign(consumer)
+                    assigned_at = time.monotonic()
+                    failures = 0
+                    settle, first = not first, False
+                    await self._consume(consumer, starts, settle)
             except StreamBroken as why:
                 metrics.CONSUMER_RESTARTS.labels(why.reason).inc()
                 log.warning("seat-events stream %s (%s): starting over at the end and resyncing sockets",
@@ -117,14 +120,6 @@ class SeatEventConsumer:
                 metrics.CONSUMER_RESTARTS.labels("unavailable").inc()
                 if failures in (1, 10) or failures % 100 == 0:
                     log.warning("seat-event consumer: kafka unavailable (%d tries): %r", failures, exc)
-            except asyncio.CancelledError:
-                if cancelled_from_outside():
-                    raise
-                # aiokafka let an internal cancellation out. Before this was caught, a frozen node's task
-                # dump showed its consumer task gone without a word: only a CancelledError ends it so.
-                failures += 1
-                metrics.CONSUMER_RESTARTS.labels("unexpected").inc()
-                log.warning("seat-event consumer: a Kafka client call was cancelled under it; starting over")
             except Exception:  # noqa: BLE001 - a dead consumer would silently freeze every seat map on this node
                 failures += 1
                 metrics.CONSUMER_RESTARTS.labels("unexpected").inc()
@@ -140,7 +135,8 @@ class SeatEventConsumer:
         cluster = await within(REQUEST_TIMEOUT, consumer._client.fetch_all_metadata())
         return cluster.partitions_for_topic(self.topic)  # type: ignore[no-any-return]
 
-    async def _assign(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+    async def _assign(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+        """Assign every partition at its end; the positions (resolved now, before any snapshot is read)."""
         partitions = await self._partitions(consumer)
         if not partitions:  # a fresh (or restarted, memory-only) broker: create the topic
             await within(START_TIMEOUT, self.link.ensure_topic())
@@ -150,25 +146,27 @@ class SeatEventConsumer:
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         await within(REQUEST_TIMEOUT, consumer.seek_to_end(*tps))
-        # resolve the end offsets now, before any snapshot below is read
-        ends = {tp.partition: await within(REQUEST_TIMEOUT, consumer.position(tp)) for tp in tps}
+        starts = {tp: await within(REQUEST_TIMEOUT, consumer.position(tp)) for tp in tps}
         self.assignments += 1
-        log.info("seat-event consumer positioned at the end of %s: %s", self.topic, ends)
+        log.info("seat-event consumer positioned at the end of %s: %s", self.topic,
+                 {tp.partition: offset for tp, offset in starts.items()})
         self.link.echo.reset()
         self.assigned.set()
         # events published before these positions were skipped: every socket takes a fresh snapshot
         self.hub.resync_all()
-        return tps
+        return starts
 
-    async def _consume(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition], settle: bool) -> None:
-        """Deliver until the stream breaks or stalls (StreamBroken) or the broker goes (its error)."""
+    async def _consume(self, consumer: AIOKafkaConsumer, starts: dict[TopicPartition, int], settle: bool) -> None:
+        """Deliver until the stream breaks or stalls (StreamBroken) or the broker goes (its error).
+
+        `starts`: where the client started reading each partition (moved back if the broker's end was behind).
+        """
         loop = asyncio.get_running_loop()
         next_check = loop.time() + WATCH_INTERVAL
         settle_at = loop.time() + SETTLE_RESYNC if settle else None
         lost = False
-        # where the client started reading each partition, and the partitions it has read nothing from yet
-        starts = {tp: await within(REQUEST_TIMEOUT, consumer.position(tp)) for tp in tps}
-        unread = set(tps)
+        tps = list(starts)
+        unread = set(tps)  # partitions nothing has been read from yet
         standing: dict[TopicPartition, tuple[int, float]] = {}  # position behind the end, and since when
         while True:
             try:
@@ -182,7 +180,7 @@ class SeatEventConsumer:
                 for message in messages:
                     self._deliver(message.value)
                 self.link.echo.seen(tp.partition, messages[-1].offset)
-            await within(REQUEST_TIMEOUT, self._check_offsets(consumer, tps, unread, starts))
+            await within(REQUEST_TIMEOUT, self._check_positions(consumer, starts, unread, standing, loop.time()))
             if settle_at is not None and loop.time() >= settle_at:
                 settle_at = None
                 self.hub.resync_all()
@@ -202,23 +200,26 @@ class SeatEventConsumer:
             if fetch_task is not None and fetch_task.done():
                 # its getmany() then returns nothing forever and says nothing
                 raise StreamBroken("stalled", "the client's fetch task has ended")
-            await within(REQUEST_TIMEOUT, self._check_progress(consumer, tps, standing, loop.time()))
             overdue = self.link.echo.overdue({tp.partition: start for tp, start in starts.items()}, STALL_SECONDS)
             if overdue is not None:
                 partition, offset, age = overdue
                 raise StreamBroken("stalled", f"this node's own event at {self.topic}[{partition}]@{offset}, "
                                               f"acknowledged {age:.1f}s ago, has not been read back")
 
-    async def _check_offsets(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition],
-                             unread: set[TopicPartition], starts: dict[TopicPartition, int]) -> None:
-        """A partition whose end is behind our position was recreated (its history is gone).
+    async def _check_positions(self, consumer: AIOKafkaConsumer, starts: dict[TopicPartition, int],
+                               unread: set[TopicPartition], standing: dict[TopicPartition, tuple[int, float]],
+                               now: float) -> None:
+        """Each position against the end the broker's fetches report (the high watermark):
 
-        Except where nothing was read since the client was positioned: the embedded broker's ListOffsets
-        (which `seek_to_end` asks) can answer past the high watermark its fetches report, and that is the
-        end that counts; the client moves back to it instead of breaking the stream again and again.
+        - an end behind the position: the partition was recreated, its history gone (a break). Except where
+          nothing was read since the client was positioned: the embedded broker's ListOffsets (which
+          `seek_to_end` asks) can answer past the end its fetches report, and that end is the one that counts,
+          so the client moves back to it instead of breaking the stream again and again;
+        - an end past a position that has not moved for STALL_SECONDS: the client is stuck on that partition
+          (seen with the embedded broker after a restart: position 5, end 9, nothing returned).
         """
         lag = 0
-        for tp in tps:
+        for tp in starts:
             highwater = consumer.highwater(tp)
             if highwater is None:
                 continue
@@ -232,26 +233,15 @@ class SeatEventConsumer:
                 consumer.seek(tp, highwater)
                 starts[tp] = position = highwater
             lag += highwater - position
-        metrics.KAFKA_LAG.set(lag)
-
-    @staticmethod
-    async def _check_progress(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
-                              standing: dict[TopicPartition, tuple[int, float]], now: float) -> None:
-        """The broker's fetches report messages past our position, yet the position has not moved for
-        STALL_SECONDS: the client is stuck on that partition (seen with the embedded broker after a
-        restart: position 5, end 9, nothing returned)."""
-        for tp in tps:
-            highwater = consumer.highwater(tp)
-            position = await consumer.position(tp)
-            if highwater is None or highwater <= position:
-                standing.pop(tp, None)
-                continue
             since = standing.get(tp)
-            if since is None or since[0] != position:
+            if highwater == position:
+                standing.pop(tp, None)
+            elif since is None or since[0] != position:
                 standing[tp] = (position, now)
             elif now - since[1] >= STALL_SECONDS:
                 raise StreamBroken("stalled", f"{tp.topic}[{tp.partition}] stands at {position} for "
                                               f"{now - since[1]:.1f}s while the broker's end is {highwater}")
+        metrics.KAFKA_LAG.set(lag)
 
     def _deliver(self, value: bytes | None) -> None:
         try:

@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import RecordMetadata
 
-from storage.aio import cancelled_from_outside, internal_cancel_as, stop_if_cancelled, stop_task, within
+from storage.aio import internal_cancel_as, stop_if_cancelled, stop_task, within
 from storage.settings import Settings
 
 log = logging.getLogger("boxoffice.kafka")
@@ -28,13 +28,8 @@ STOP_TIMEOUT = 3.0
 async def stop_quietly(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
     """Stop an aiokafka producer or consumer, giving up after STOP_TIMEOUT; raises only if the caller's own
     task is cancelled (aiokafka's stop() can let out the cancellation of one of its internal tasks)."""
-    try:
+    with contextlib.suppress(Exception), internal_cancel_as(KafkaError):  # best effort: the client is dropped
         await within(STOP_TIMEOUT, client.stop())
-    except asyncio.CancelledError:
-        if cancelled_from_outside():
-            raise
-    except Exception:  # noqa: BLE001,S110 - stopping is best effort: the client is dropped either way
-        pass
 
 # aiokafka logs every failed reconnect (~20 a second per client while a broker is down)
 AIOKAFKA_LOGGERS = ("aiokafka", "aiokafka.conn", "aiokafka.cluster", "aiokafka.consumer.fetcher",

@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
 from storage import metrics
-from storage.aio import cancelled_from_outside, internal_cancel_as, stop_if_cancelled, within
+from storage.aio import internal_cancel_as, stop_if_cancelled, within
 from storage.settings import Settings
 
 if TYPE_CHECKING:
@@ -90,9 +90,10 @@ class OutboxRelay:
             stop_if_cancelled()
             swept = await self._wait(failures)
             try:
-                await self.publish_pending()
-                if swept or failures:
-                    await self.update_backlog()
+                with internal_cancel_as(RuntimeError):  # a client call cancelled under the pass: a failed pass
+                    await self.publish_pending()
+                    if swept or failures:
+                        await self.update_backlog()
                 if failures:
                     log.info("outbox relay recovered after %d failed passes", failures)
                 failures = 0
@@ -103,11 +104,6 @@ class OutboxRelay:
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 failures += 1
                 self._log_failure("postgres", exc, failures)
-            except asyncio.CancelledError:
-                if cancelled_from_outside():
-                    raise
-                failures += 1
-                log.warning("outbox relay: a call was cancelled under it (%d failed passes); retrying", failures)
             except Exception:  # noqa: BLE001 - the relay must outlive any one bad pass, or events stop leaving
                 failures += 1
                 log.exception("outbox relay: unexpected failure (%d failed passes); retrying", failures)

@@ -588,7 +588,7 @@ async def test_a_kafka_call_cancelled_under_the_consumer_does_not_end_it(client:
     consumer = client.app[CONSUMER]
     watcher = await watch(client, sid)
     assignments = consumer.assignments
-    checks = consumer._check_offsets
+    checks = consumer._check_positions
     injected = asyncio.Event()
 
     async def cancelled_under_it(*args: Any) -> None:
@@ -600,7 +600,7 @@ async def test_a_kafka_call_cancelled_under_the_consumer_does_not_end_it(client:
             await future
         await checks(*args)
 
-    monkeypatch.setattr(consumer, "_check_offsets", cancelled_under_it)
+    monkeypatch.setattr(consumer, "_check_positions", cancelled_under_it)
     await asyncio.wait_for(injected.wait(), WAIT)
     # the consumer starts over with a new client (and a resync) instead of ending without a word
     resp = await hold(client, ana, sid, seats[:1])
