@@ -421,10 +421,15 @@ async def node_flush_latency(http: aiohttp.ClientSession, node_urls: list[str]) 
     """Commit -> the node's write of the frame, from every node's `boxoffice_broadcast_latency_seconds`
     histogram (per change batch, before the kernel, HAProxy and the client): bucket upper bounds."""
     buckets: Counter[float] = Counter()
+    consumer: Counter[str] = Counter()  # the consumers' restarts and offset holes, summed over the nodes
     for url in node_urls:
         async with http.get(url + "/metrics") as resp:
             text = await resp.text()
         for line in text.splitlines():
+            for family in ("boxoffice_kafka_consumer_restarts_total{", "boxoffice_kafka_consumer_gaps_total{"):
+                if line.startswith(family):
+                    label = line.split('"', 2)[1]
+                    consumer[f"{family.split('_')[3]} {label}"] += int(float(line.rsplit(" ", 1)[1]))
             if line.startswith("boxoffice_broadcast_latency_seconds_bucket{"):
                 bound = line.split('le="', 1)[1].split('"', 1)[0]
                 buckets[float("inf") if bound == "+Inf" else float(bound)] += int(float(line.rsplit(" ", 1)[1]))
@@ -437,7 +442,7 @@ async def node_flush_latency(http: aiohttp.ClientSession, node_urls: list[str]) 
                 return f"<= {bound * 1000:g} ms" if bound != float("inf") else "> 10 s"
         return None
 
-    return {"batches": int(total), "p50": upto(0.5), "p99": upto(0.99)}
+    return {"batches": int(total), "p50": upto(0.5), "p99": upto(0.99), "consumers": dict(consumer)}
 
 
 async def wait_outbox_drained(dsn: str, session_id: str, within: float = 30.0) -> bool:
@@ -599,7 +604,8 @@ def report(result: dict[str, Any]) -> str:
         f"{PUBLISHED_AT[result['setup']['outbox_publish']]} p50 {ob['commit_to_published_at_ms']['p50']} ms, "
         f"p99 {ob['commit_to_published_at_ms']['p99']} ms",
         f"  node write     : commit -> the node's write p50 {result['commit_to_node_write']['p50']}, "
-        f"p99 {result['commit_to_node_write']['p99']} (node histograms, per change batch)",
+        f"p99 {result['commit_to_node_write']['p99']} (node histograms, per change batch)\n"
+        f"  node consumers : {result['commit_to_node_write'].get('consumers') or 'no restart, no hole'}",
         f"  hold failures  : {result['load']['failed'] or 'none'}",
         "",
     ])
@@ -619,6 +625,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-connections", type=int, default=64)
     parser.add_argument("--publish", choices=("relay", "direct", "both"), default="relay",
                         help="OUTBOX_PUBLISH of the nodes; both: one run of each, on the same services, and the ratio")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the state folder (node and HAProxy logs, INFO level) and print where it is")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON result file (default: reports/bench_broadcast-<time>.json)")
     args = parser.parse_args(argv)
@@ -634,7 +642,8 @@ def main(argv: list[str] | None = None) -> int:
         urls = stack.start()
         # each node migrates on start (`serve`), under an advisory lock
         admin_token = secrets.token_urlsafe(16)
-        env = {**urls, "ADMIN_TOKEN": admin_token, "HOLD_TTL_SECONDS": "30", "LOG_LEVEL": "WARNING",
+        env = {**urls, "ADMIN_TOKEN": admin_token, "HOLD_TTL_SECONDS": "30",
+               "LOG_LEVEL": "INFO" if args.keep else "WARNING",
                "RATE_LIMIT_PER_SECOND": "0", "RATE_LIMIT_ANON_PER_SECOND": "0"}
         if args.tick_ms is not None:
             env["WS_BROADCAST_TICK_MS"] = str(args.tick_ms)
@@ -646,7 +655,10 @@ def main(argv: list[str] | None = None) -> int:
                 results[publish] = asyncio.run(bench(args, cluster, urls["DATABASE_URL"], admin_token, publish))
     finally:
         stack.stop()
-        shutil.rmtree(state, ignore_errors=True)
+        if args.keep:
+            progress(f"state kept in {state}")
+        else:
+            shutil.rmtree(state, ignore_errors=True)
     for result in results.values():
         print(report(result), flush=True)
     document: dict[str, Any] = next(iter(results.values()))

@@ -21,6 +21,10 @@ OUTBOX_BACKLOG = Gauge("boxoffice_outbox_backlog", "Outbox rows not yet publishe
 CONSUMER_RESTARTS = Counter("boxoffice_kafka_consumer_restarts_total",
                             "Times the seat-event consumer started over, by reason (broke, stalled, unavailable, "
                             "unexpected)", ["reason"], registry=REGISTRY)
+CONSUMER_GAPS = Counter("boxoffice_kafka_consumer_gaps_total",
+                        "Holes in a partition's offsets the seat-event consumer met, by outcome (filled: read "
+                        "again until the missing records came; skipped: they never came, sockets resynced)",
+                        ["outcome"], registry=REGISTRY)
 KAFKA_LAG = Gauge("boxoffice_kafka_consumer_lag", "Messages behind the end of seat-events", registry=REGISTRY)
 BROADCAST_LATENCY = Histogram(
     "boxoffice_broadcast_latency_seconds", "Commit to socket write, per change batch", registry=REGISTRY,

@@ -23,7 +23,7 @@ import asyncpg
 import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
-from aiokafka.structs import RecordMetadata
+from aiokafka.structs import RecordMetadata, TopicPartition
 
 from realtime import CONSUMER
 from realtime.channel import HUB, SNAPSHOTS
@@ -580,6 +580,46 @@ async def test_a_client_that_stops_reading_with_its_fetch_task_alive_is_replaced
     assert consumer.client is not stalled_client
     metrics_text = await (await client.get("/metrics")).text()
     assert 'boxoffice_kafka_consumer_restarts_total{reason="stalled"}' in metrics_text
+
+
+async def test_a_record_served_past_an_unread_one_is_read_again_not_skipped(client: TestClient,
+                                                                           scene: dict[str, Any]) -> None:
+    """The embedded broker can serve a record past one it acknowledged but has not yet made readable
+    (concurrent producers on one partition); aiokafka would move past the hole and that change would never
+    reach this node's sockets. Here the client is moved past a record behind the consumer's back: the
+    consumer sees the hole in the offsets, reads again from it, and delivers both changes in order."""
+    sid, seats, ana = scene["sid"], scene["seats"], scene["ana"]
+    consumer, link = client.app[CONSUMER], client.app[KAFKA]
+    watcher = await watch(client, sid)
+    kafka_client = consumer.client
+    assert kafka_client is not None
+    tps = sorted(kafka_client.assignment())
+    kafka_client.pause(*tps)
+    before = {tp: await kafka_client.position(tp) for tp in tps}
+    assignments, snapshots = consumer.assignments, len(watcher.snapshots)
+    for seat in seats[:2]:
+        assert (await hold(client, ana, sid, [seat])).status == 201
+
+    def published() -> TopicPartition | None:  # the relay's two acknowledgements, read from the echo
+        return next((tp for tp in tps for entry in link.echo.pending.get(tp.partition, ())
+                     if entry[0] >= before[tp] + 1), None)
+
+    async def acknowledged() -> bool:
+        return published() is not None
+
+    assert await wait_until(acknowledged, within=WAIT)
+    tp = published()
+    assert tp is not None
+    kafka_client.seek(tp, before[tp] + 1)  # the first hold's record is skipped over
+    kafka_client.resume(*tps)
+    await watcher.until(lambda w: all(w.seats[seat][0] == "RESERVED" for seat in seats[:2]), within=2.0)
+    # both arrived as changes, well before any stall check could have replaced the client and resynced
+    assert consumer.client is kafka_client and consumer.assignments == assignments
+    assert len(watcher.snapshots) == snapshots
+    assert {c["id"] for c in watcher.changes} >= set(seats[:2])
+    metrics_text = await (await client.get("/metrics")).text()
+    assert 'boxoffice_kafka_consumer_gaps_total{outcome="filled"}' in metrics_text
+    await converge(client, sid, watcher)
 
 
 async def test_a_kafka_call_cancelled_under_the_consumer_does_not_end_it(client: TestClient, scene: dict[str, Any],
