@@ -126,7 +126,9 @@ class Booking:
                                  max_batch=hold_batch_max,
                                  # without the gate, concurrent batches could take overlapping seats in
                                  # opposite orders and deadlock: one batch in flight at a time then
-                                 max_inflight=hold_writers if use_gate else 1)
+                                 max_inflight=hold_writers if use_gate else 1,
+                                 # behind the gate a batch is almost always granted whole (bx_hold_set)
+                                 set_based=use_gate)
 
     # ------------------------------------------------------------------ hold
 

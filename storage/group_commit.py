@@ -5,9 +5,13 @@ statement, the commit and its WAL flush. `HoldWriter` batches holds (storage.bat
 `bx_hold_batch` (migration 004): one round trip and one commit for the batch. A hold written alone is one
 `bx_hold` call, exactly as without batching.
 
-Each hold in a batch is still `bx_hold` in its own subtransaction: a refusal rolls back that hold only and
-is raised to its caller as the same `asyncpg.PostgresError` the single call raises. A hold that failed in
-a batch for a reason that is not its own (a deadlock with another batch, say) is retried alone.
+A batch is first written set-based (`bx_hold_set`, migration 005: one statement per table for the whole
+batch), which only succeeds if every hold of it is granted; otherwise nothing of it is written and it
+goes to `bx_hold_batch`, where each hold is still `bx_hold` in its own subtransaction: a refusal rolls back
+that hold only and is raised to its caller as the same `asyncpg.PostgresError` the single call raises. A
+hold that failed in a batch for a reason that is not its own (a deadlock with another batch, say) is
+retried alone. Behind the Redis gate almost every batch is granted whole; without it (REDIS_GATE=false)
+batches under contention seldom are, so that path goes straight to `bx_hold_batch`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from storage.batching import Batcher
 log = logging.getLogger("boxoffice.group_commit")
 
 HOLD_SQL = "SELECT expires_at, seats FROM bx_hold($1, $2, $3, $4, $5, $6, $7)"
+SET_SQL = "SELECT r_expires_at, r_seats FROM bx_hold_set($1, $2, $3, $4, $5, $6, $7, $8)"
 BATCH_SQL = ("SELECT r_expires_at, r_seats, r_state, r_message, r_detail"
              " FROM bx_hold_batch($1, $2, $3, $4, $5, $6, $7, $8)")
 # the hold's own outcome (a refusal, or its idempotency key taken by a concurrent retry): final
@@ -53,8 +58,10 @@ class HoldWriter:
     """Writes holds to PostgreSQL, batching those that queue up behind writes in flight."""
 
     def __init__(self, pool: asyncpg.Pool, *, hold_ttl_ms: int, max_seats_per_user: int,
-                 max_batch: int = 32, max_inflight: int = 4) -> None:
+                 max_batch: int = 32, max_inflight: int = 4, set_based: bool = True) -> None:
         self.pool = pool
+        self.set_based = set_based
+        self.set_batches = self.set_refused = 0  # batches written set-based / sent on to bx_hold_batch
         self.hold_ttl_ms = hold_ttl_ms
         self.max_seats_per_user = max_seats_per_user
         self.batcher: Batcher[_Hold, HoldRow] = Batcher(
@@ -69,10 +76,21 @@ class HoldWriter:
     async def _write(self, holds: list[_Hold]) -> list[HoldRow | BaseException]:
         if len(holds) == 1:
             return [await self._write_one(holds[0])]
-        rows = await self.pool.fetch(
-            BATCH_SQL, [h.reservation_id for h in holds], [h.user_id for h in holds],
-            [h.session_id for h in holds], [s for h in holds for s in h.seats], [len(h.seats) for h in holds],
-            self.hold_ttl_ms, self.max_seats_per_user, [h.idempotency_key for h in holds])
+        args = ([h.reservation_id for h in holds], [h.user_id for h in holds], [h.session_id for h in holds],
+                [s for h in holds for s in h.seats], [len(h.seats) for h in holds], self.hold_ttl_ms,
+                self.max_seats_per_user, [h.idempotency_key for h in holds])
+        if self.set_based:
+            try:
+                granted = await self.pool.fetch(SET_SQL, *args)
+            except asyncpg.PostgresError as exc:  # a hold of it would be refused (or another error): one by one
+                self.set_refused += 1
+                metrics.HOLD_SET_BATCHES.labels("refused").inc()
+                log.debug("a batch of %d holds is written hold by hold: %s %s", len(holds), exc.sqlstate, exc)
+            else:
+                self.set_batches += 1
+                metrics.HOLD_SET_BATCHES.labels("granted").inc()
+                return [HoldRow(row["r_expires_at"], row["r_seats"]) for row in granted]
+        rows = await self.pool.fetch(BATCH_SQL, *args)
         outcomes: list[HoldRow | BaseException] = []
         for hold, row in zip(holds, rows, strict=True):
             state = row["r_state"]

@@ -13,6 +13,9 @@ HTTP_LATENCY = Histogram("boxoffice_http_request_seconds", "HTTP request latency
 HOLDS = Counter("boxoffice_holds_total", "Hold attempts by outcome", ["outcome"], registry=REGISTRY)
 HOLD_BATCH_SIZE = Histogram("boxoffice_hold_batch_size", "Holds written to PostgreSQL together (group commit)",
                             registry=REGISTRY, buckets=(1, 2, 4, 8, 16, 32, 48))
+HOLD_SET_BATCHES = Counter("boxoffice_hold_set_batches_total",
+                           "Batches of holds written set-based (granted) or sent on hold by hold (refused)",
+                           ["outcome"], registry=REGISTRY)
 CONFIRMS = Counter("boxoffice_confirms_total", "Confirm attempts by outcome", ["outcome"], registry=REGISTRY)
 EXPIRED = Counter("boxoffice_holds_expired_total", "Reservations expired by the sweeper", registry=REGISTRY)
 CANCELLED = Counter("boxoffice_holds_cancelled_total", "Reservations cancelled by their owner", registry=REGISTRY)

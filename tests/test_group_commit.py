@@ -7,6 +7,7 @@ outcome it would get alone: held, or refused with its own code while the rest of
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -26,7 +27,9 @@ async def pool(base_settings: Any) -> Any:
     await pool.close()
 
 
-async def test_a_batch_gives_every_hold_its_own_outcome(client: Any, pg: asyncpg.Connection, pool: Any) -> None:
+@pytest.mark.parametrize("set_based", [True, False], ids=["set-first", "hold-by-hold"])
+async def test_a_batch_gives_every_hold_its_own_outcome(client: Any, pg: asyncpg.Connection, pool: Any,
+                                                        set_based: bool) -> None:
     session = await make_session(client, rows=2, per_row=8)
     other = await make_session(client, rows=2, per_row=8)
     seats = [uuid.UUID(s) for s in await seat_ids(client, session["id"])]
@@ -34,7 +37,8 @@ async def test_a_batch_gives_every_hold_its_own_outcome(client: Any, pg: asyncpg
     users = [uuid.UUID((await make_user(client, f"g{i}"))["id"]) for i in range(3)]
     session_id = uuid.UUID(session["id"])
     # one write in flight at a time: everything submitted while the first is written forms one batch
-    writer = HoldWriter(pool, hold_ttl_ms=30_000, max_seats_per_user=4, max_batch=32, max_inflight=1)
+    writer = HoldWriter(pool, hold_ttl_ms=30_000, max_seats_per_user=4, max_batch=32, max_inflight=1,
+                        set_based=set_based)
     batches_before = await pg.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
 
     asks: list[tuple[str, uuid.UUID, list[uuid.UUID], str | None]] = [
@@ -71,7 +75,85 @@ async def test_a_batch_gives_every_hold_its_own_outcome(client: Any, pg: asyncpg
     # the six holds after the first went in one batch: far fewer commits than holds
     commits = await pg.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
     assert commits - batches_before < len(asks), (commits - batches_before, len(asks))
+    # set-first: the batch was refused as a whole (nothing of it written) and then written hold by hold
+    assert (writer.set_batches, writer.set_refused) == (0, 1 if set_based else 0)
     await assert_invariants(pg, [session["id"]])
+
+
+def _event_shape(payload: dict[str, Any], reservation: uuid.UUID) -> dict[str, Any]:
+    """An outbox event with what differs between two holds (ids, times, versions) taken out."""
+    assert payload["reservationId"] == str(reservation) and isinstance(payload["committedAt"], int)
+    return {**payload, "reservationId": None, "committedAt": None,
+            "changes": [{**c, "id": None, "version": c["version"] > 1, "reservationId": c["reservationId"] ==
+                         str(reservation)} for c in payload["changes"]]}
+
+
+async def test_a_batch_granted_whole_is_written_set_based_exactly_as_hold_by_hold(
+        client: Any, pg: asyncpg.Connection, pool: Any) -> None:
+    session = await make_session(client, rows=4, per_row=8)
+    session_id = uuid.UUID(session["id"])
+    seats = [uuid.UUID(s) for s in await seat_ids(client, session["id"])]
+    users = [uuid.UUID((await make_user(client, f"s{i}"))["id"]) for i in range(4)]
+    # holds of 1 to 4 seats, two by one user, one with an idempotency key
+    asks = [(users[0], seats[0:1], None), (users[1], seats[1:3], "k1"), (users[2], seats[3:6], None),
+            (users[0], seats[6:10], None), (users[3], seats[10:12], None)]
+    written: dict[str, dict[uuid.UUID, Any]] = {}
+    for set_based in (True, False):
+        writer = HoldWriter(pool, hold_ttl_ms=30_000, max_seats_per_user=8, max_batch=32, max_inflight=1,
+                            set_based=set_based)
+        offset = 0 if set_based else 16  # the second round holds the same shapes on other seats
+        ids = [uuid.uuid4() for _ in asks]
+        rows = await asyncio.gather(*(
+            writer.write(rid, user if set_based else users[(users.index(user) + 1) % 4], session_id,
+                         [seats[seats.index(s) + offset] for s in wanted], key and f"{key}-{set_based}")
+            for rid, (user, wanted, key) in zip(ids, asks, strict=True)))
+        if set_based:  # the first hold went alone; the four behind it in one set-based batch
+            assert (writer.set_batches, writer.set_refused) == (1, 0)
+        for rid, (_, wanted, _), row in zip(ids, asks, rows, strict=True):
+            assert [s["id"] for s in row.seats] == [str(seats[seats.index(s) + offset]) for s in wanted]
+            assert {"rowLabel", "seatNumber"} <= set(row.seats[0])
+            held = await pg.fetch("SELECT id, status, version FROM session_seats WHERE reservation_id = $1", rid)
+            assert {r["id"] for r in held} == {seats[seats.index(s) + offset] for s in wanted}
+            assert all(r["status"] == "RESERVED" and r["version"] == 2 for r in held)
+            assert await pg.fetchval("SELECT count(*) FROM reservation_seats WHERE reservation_id = $1",
+                                     rid) == len(wanted)
+            reservation = await pg.fetchrow("SELECT status, expires_at - created_at AS ttl FROM reservations"
+                                            " WHERE id = $1", rid)
+            assert reservation["status"] == "PENDING" and reservation["ttl"].total_seconds() == 30
+            events = await pg.fetch("SELECT event_type, payload FROM outbox WHERE payload->>'reservationId' = $1",
+                                    str(rid))
+            assert len(events) == 1 and events[0]["event_type"] == "reservation.created"
+            written.setdefault(str(set_based), {})[len(written.get(str(set_based), {}))] = _event_shape(
+                json.loads(events[0]["payload"]), rid)
+        keys = await pg.fetchval("SELECT count(*) FROM idempotency_keys WHERE key = $1", f"k1-{set_based}")
+        assert keys == 1
+    # userId differs by design between the rounds: compare the rest
+    for shape in (*written["True"].values(), *written["False"].values()):
+        shape["userId"] = None
+    assert written["True"] == written["False"]
+    await assert_invariants(pg, [session["id"]])
+
+
+async def test_a_set_based_batch_refused_by_one_seat_writes_nothing_of_it(
+        client: Any, pg: asyncpg.Connection, pool: Any) -> None:
+    session = await make_session(client, rows=2, per_row=8)
+    session_id = uuid.UUID(session["id"])
+    seats = [uuid.UUID(s) for s in await seat_ids(client, session["id"])]
+    user = uuid.UUID((await make_user(client, "r"))["id"])
+    holder = uuid.UUID((await make_user(client, "h"))["id"])
+    await pg.fetchrow("SELECT * FROM bx_hold($1, $2, $3, $4, 30000, 0, NULL)", uuid.uuid4(), holder, session_id,
+                      [seats[5]])
+    before = await pg.fetchval("SELECT count(*) FROM outbox WHERE session_id = $1", session_id)
+    with pytest.raises(asyncpg.PostgresError) as refused:
+        await pg.fetch("SELECT * FROM bx_hold_set($1, $2, $3, $4, $5, 30000, 0, $6)",
+                       [uuid.uuid4(), uuid.uuid4()], [user, user], [session_id, session_id],
+                       [seats[0], seats[1], seats[5]], [1, 2], [None, "key"])
+    assert refused.value.sqlstate == "BX000"
+    assert await pg.fetchval("SELECT count(*) FROM reservations WHERE user_id = $1", user) == 0
+    assert await pg.fetchval("SELECT count(*) FROM idempotency_keys WHERE user_id = $1", user) == 0
+    assert await pg.fetchval("SELECT count(*) FROM outbox WHERE session_id = $1", session_id) == before
+    assert await pg.fetchval("SELECT count(*) FROM session_seats WHERE session_id = $1 AND status = 'RESERVED'",
+                             session_id) == 1
 
 
 async def test_a_batch_that_fails_as_a_whole_fails_each_caller_and_changes_nothing(
