@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from server.logs import request_id_var
+from storage import ids
 from storage.appkeys import NODE_ID
 from storage.errors import DomainError
 from storage.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -75,7 +75,7 @@ async def http_middleware(request: web.Request, handler: Handler) -> web.StreamR
     id (taken from X-Request-Id or made up) and node id headers, the request's metrics, and `answer`'s one
     mapping of every error to the contract's body."""
     started = time.perf_counter()
-    rid = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+    rid = request.headers.get("X-Request-Id", "")[:64] or ids.uuid4().hex
     request_id_var.set(rid)
     node_id = request.app[NODE_ID]
     status = 500

@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import redis.exceptions
 
-from storage import metrics
+from storage import ids, metrics
 from storage.aio import within
 from storage.errors import (
     DomainError,
@@ -151,7 +151,7 @@ class Booking:
             prior = await self._prior_hold(user_id, session_id, idempotency_key)
             if prior is not None:
                 return prior
-        reservation_id = uuid.uuid4()
+        reservation_id = ids.uuid4()
         if self.use_gate:
             try:
                 await self._gate_hold(session_id, seats, reservation_id, user_id, idempotency_key)
@@ -249,7 +249,7 @@ class Booking:
         try:
             row = await self.pool.fetchrow(
                 "SELECT sale_id, created, session_id, seat_ids, sold_until FROM bx_confirm($1, $2, $3, $4, $5)",
-                reservation_id, actor.user_id, actor.check_owner, uuid.uuid4(), idempotency_key,
+                reservation_id, actor.user_id, actor.check_owner, ids.uuid4(), idempotency_key,
             )
         except BaseException as exc:
             error = self._map_db_error(exc)
