@@ -15,7 +15,7 @@ from handlers.validation import fast_loader
 
 ids = st.uuids().map(str)
 odd_ids = st.one_of(
-    st.uuids().map(lambda u: str(u).upper()), st.uuids().map(lambda u: u.hex), st.uuids().map(lambda u: "{%s}" % u),
+    st.uuids().map(lambda u: str(u).upper()), st.uuids().map(lambda u: u.hex), st.uuids().map(lambda u: f"{{{u}}}"),
     st.uuids().map(lambda u: f"urn:uuid:{u}"), st.text(max_size=40), st.integers(), st.none(),
     st.just("zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"), st.just(" " + str(uuid.uuid4())[1:]))
 any_id = st.one_of(ids, ids, odd_ids)
