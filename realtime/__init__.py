@@ -20,7 +20,8 @@ SHUTDOWN_CLOSE_TIMEOUT = 3.0
 async def fanout_ctx(app: web.Application) -> AsyncIterator[None]:
     """The hub (with its flusher), the snapshot reader and the consumer feeding the hub."""
     settings = app[SETTINGS]
-    hub = Hub(settings.ws_broadcast_tick_ms / 1000, settings.ws_heartbeat, settings.ws_idle_timeout)
+    hub = Hub(settings.ws_broadcast_tick_ms / 1000, settings.ws_heartbeat, settings.ws_idle_timeout,
+              max_frames_per_second=settings.ws_max_frames_per_second)
     snapshots = SnapshotReader(app[PG_POOL], app[NODE_ID], settings.hold_ttl_seconds)
     consumer = SeatEventConsumer(settings, app[KAFKA], hub)
     app[HUB], app[SNAPSHOTS], app[CONSUMER] = hub, snapshots, consumer

@@ -28,6 +28,7 @@ from aiokafka.structs import RecordMetadata, TopicPartition
 from realtime import CONSUMER
 from realtime.channel import HUB, SNAPSHOTS
 from realtime.consumer import STALL_SECONDS
+from realtime.hub import Hub
 from realtime.kafka import Echo
 from server.app import create_app
 from server.embedded import EmbeddedStack
@@ -54,12 +55,14 @@ class SeatWatcher:
         self.seats: dict[str, tuple[str, int]] = {}
         self.snapshots: list[dict[str, Any]] = []
         self.changes: list[dict[str, Any]] = []
+        self.frames = 0  # "seats" messages received
 
     def apply(self, msg: dict[str, Any]) -> None:
         if msg["type"] == "snapshot":
             self.snapshots.append(msg)
             self.seats = {s["id"]: (s["status"], s["version"]) for s in msg["seats"]}
         elif msg["type"] == "seats":
+            self.frames += 1
             for change in msg["changes"]:
                 self.changes.append(change)
                 if change["version"] > self.seats.get(change["id"], ("", -1))[1]:
@@ -472,6 +475,44 @@ async def test_shutdown_closes_sockets_with_1001(aiohttp_client: Any, base_setti
 
 
 # ------------------------------------------------------------------ convergence and the outbox
+
+def test_the_tick_lengthens_with_the_sockets_a_node_writes_to() -> None:
+    class Socket:  # what the hub reads of a connection to count it
+        def __init__(self, session_id: str) -> None:
+            self.session_id = session_id
+
+    hub = Hub(0.02, max_frames_per_second=1000)
+    sockets = [Socket("a") for _ in range(10)] + [Socket("b") for _ in range(10)]
+    for sock in sockets:
+        hub.add(sock)  # type: ignore[arg-type]
+    hub.add(sockets[0])  # type: ignore[arg-type]  # added twice, counted once
+    assert hub.open == 20 and hub.current_tick() == 0.02  # 20 sockets x 50 ticks/s: within the budget
+    more = [Socket(f"s{i}") for i in range(80)]
+    for sock in more:
+        hub.add(sock)  # type: ignore[arg-type]
+    assert hub.current_tick() == pytest.approx(0.1)  # 100 sockets: 10 ticks/s
+    for sock in more[:50] + more[:1]:  # removed twice, counted once
+        hub.remove(sock)  # type: ignore[arg-type]
+    assert hub.open == 50 and hub.current_tick() == pytest.approx(0.05)
+    assert Hub(0.02).current_tick() == 0.02  # no budget: the fixed tick
+
+
+async def test_a_long_tick_puts_changes_that_come_together_in_one_frame(aiohttp_client: Any,
+                                                                         base_settings: Settings) -> None:
+    # one socket and a budget of 1 frame/s: a 1 s tick. The first change after a quiet spell goes at
+    # once; the next ones, 0.15 s apart and so within the tick, wait for it and go as one frame (at the
+    # fixed 20 ms tick, each would be a frame of its own).
+    client = await aiohttp_client(create_app(with_settings(base_settings, ws_max_frames_per_second=1)))
+    session = await make_session(client)
+    sid, seats, ana = session["id"], await seat_ids(client, session["id"]), await make_user(client, "Ana")
+    watcher = await watch(client, sid)
+    for seat in seats[:3]:
+        assert (await hold(client, ana, sid, [seat])).status == 201
+        await asyncio.sleep(0.15)
+    await watcher.until(lambda w: all(w.seats[seat][0] == "RESERVED" for seat in seats[:3]))
+    assert len(watcher.changes) == 3
+    assert watcher.frames <= 2, watcher.frames
+
 
 async def test_two_sockets_converge_after_random_operations(client: TestClient, scene: dict[str, Any],
                                                            pg: asyncpg.Connection) -> None:
