@@ -244,8 +244,11 @@ class SeatEventConsumer:
                             tp.partition, want, message.offset - 1, now - hole[1])
                 self.hub.resync_all()
             elif tp in holes:
-                del holes[tp]
+                opened = holes.pop(tp)[1]
                 metrics.CONSUMER_GAPS.labels("filled").inc()
+                metrics.CONSUMER_GAP_SECONDS.observe(now - opened)
+                log.info("%s[%d]: the records from %d came %.3fs after the hole was seen", tp.topic, tp.partition,
+                         want, now - opened)
             self._deliver(message.value)
             expected[tp] = message.offset + 1
         self.link.echo.seen(tp.partition, expected[tp] - 1)

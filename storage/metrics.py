@@ -28,6 +28,9 @@ CONSUMER_GAPS = Counter("boxoffice_kafka_consumer_gaps_total",
                         "Holes in a partition's offsets the seat-event consumer met, by outcome (filled: read "
                         "again until the missing records came; skipped: they never came, sockets resynced)",
                         ["outcome"], registry=REGISTRY)
+CONSUMER_GAP_SECONDS = Histogram("boxoffice_kafka_consumer_gap_seconds",
+                                 "How long a hole in a partition's offsets stayed open before its records came",
+                                 registry=REGISTRY, buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2))
 KAFKA_LAG = Gauge("boxoffice_kafka_consumer_lag", "Messages behind the end of seat-events", registry=REGISTRY)
 BROADCAST_LATENCY = Histogram(
     "boxoffice_broadcast_latency_seconds", "Commit to socket write, per change batch", registry=REGISTRY,
