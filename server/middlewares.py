@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from http import HTTPStatus
@@ -43,12 +44,17 @@ HTTP_CODES = {
 }
 
 
-def error_body(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+@functools.lru_cache(maxsize=128)
+def _reason(status: int) -> str:
     try:
-        reason = HTTPStatus(status).phrase
+        return HTTPStatus(status).phrase
     except ValueError:
-        reason = "Error"
-    return {"statusCode": status, "error": reason, "code": code, "message": message, "details": details or {}}
+        return "Error"
+
+
+def error_body(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"statusCode": status, "error": _reason(status), "code": code, "message": message,
+            "details": details or {}}
 
 
 def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None,
@@ -69,13 +75,19 @@ def unavailable(service: str, exc: BaseException) -> DomainError:
     return err
 
 
+@functools.lru_cache(maxsize=4096)  # bounded: methods x routes x statuses (the route is a pattern, not a path)
+def _route_metrics(method: str, route: str, status: int) -> tuple[Any, Any]:
+    """The metric children of one (method, route, status): `labels()` is a locked lookup on every call."""
+    return HTTP_REQUESTS.labels(method, route, str(status)), HTTP_LATENCY.labels(route)
+
+
 @web.middleware
 async def http_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The outer layer of every request, in one middleware (each layer costs on every request): the request
     id (taken from X-Request-Id or made up) and node id headers, the request's metrics, and `answer`'s one
     mapping of every error to the contract's body."""
     started = time.perf_counter()
-    rid = request.headers.get("X-Request-Id", "")[:64] or ids.uuid4().hex
+    rid = request.headers.get("X-Request-Id", "")[:64] or ids.request_id()
     request_id_var.set(rid)
     node_id = request.app[NODE_ID]
     status = 500
@@ -89,9 +101,9 @@ async def http_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise
     finally:
         resource = request.match_info.route.resource
-        route = resource.canonical if resource else "unmatched"
-        HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
-        HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+        count, latency = _route_metrics(request.method, resource.canonical if resource else "unmatched", status)
+        count.inc()
+        latency.observe(time.perf_counter() - started)
     if not response.prepared:
         response.headers["X-Node-Id"] = node_id
         response.headers["X-Request-Id"] = rid
