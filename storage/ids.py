@@ -1,8 +1,9 @@
 """Random (version 4) UUIDs from a buffer of the OS's random bytes.
 
-`uuid.uuid4()` makes one `os.urandom(16)` system call per id; a hold makes one id and every request one
+`uuid.uuid4()` makes one `os.urandom(16)` system call per id; a hold made one id and every request one
 request id, and on the rush path those calls were 6% of the node's time (py-spy). Here one call fills a
-buffer for 256 ids: the same source (the kernel's CSPRNG), the same version and variant bits.
+buffer for 256 ids: the same source (the kernel's CSPRNG), the same version and variant bits. Request ids
+need no randomness each: a random prefix per process and a counter (`request_id`).
 """
 
 from __future__ import annotations
