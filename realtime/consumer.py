@@ -13,8 +13,8 @@ back through its own consumer within STALL_SECONDS, means the client stopped rea
 wrong place), and it is replaced the same way. It delivers each partition's records without a hole:
 the embedded broker can serve a record past one it has acknowledged but not yet made readable
 (concurrent producers on one partition; `loadtests/broker_order.py` measures it: plain consumers miss
-a few acknowledged records in thousands), so a record past the next expected offset sends the client back to read again until the
-missing ones come (GAP_PATIENCE; after that, sockets resync). Every step is
+a few acknowledged records in thousands), so a record past the next expected offset sends the client
+back to read again until the missing ones come (GAP_PATIENCE; after that, sockets resync). Every step is
 bounded in time and no error ends the loop: a node whose consumer died would show frozen seat maps
 while answering everything else.
 """
