@@ -476,24 +476,31 @@ async def test_shutdown_closes_sockets_with_1001(aiohttp_client: Any, base_setti
 
 # ------------------------------------------------------------------ convergence and the outbox
 
-def test_the_tick_lengthens_with_the_sockets_a_node_writes_to() -> None:
-    class Socket:  # what the hub reads of a connection to count it
+def test_the_tick_lengthens_with_the_frames_a_flush_writes() -> None:
+    class Socket:  # what the hub reads of a connection and calls on it
         def __init__(self, session_id: str) -> None:
-            self.session_id = session_id
+            self.session_id, self.frames = session_id, 0
+
+        def send_shared(self, frame: bytes, wire: bytes) -> None:
+            self.frames += 1
+
+    def change(session_id: str) -> dict[str, Any]:
+        return {"sessionId": session_id, "committedAt": 0, "changes": [{"id": "s1", "version": 2}]}
 
     hub = Hub(0.02, max_frames_per_second=1000)
-    sockets = [Socket("a") for _ in range(10)] + [Socket("b") for _ in range(10)]
-    for sock in sockets:
+    busy = [Socket("busy") for _ in range(20)]
+    quiet = [Socket("quiet") for _ in range(500)]
+    for sock in busy + quiet:
         hub.add(sock)  # type: ignore[arg-type]
-    hub.add(sockets[0])  # type: ignore[arg-type]  # added twice, counted once
-    assert hub.open == 20 and hub.current_tick() == 0.02  # 20 sockets x 50 ticks/s: within the budget
-    more = [Socket(f"s{i}") for i in range(80)]
-    for sock in more:
-        hub.add(sock)  # type: ignore[arg-type]
-    assert hub.current_tick() == pytest.approx(0.1)  # 100 sockets: 10 ticks/s
-    for sock in more[:50] + more[:1]:  # removed twice, counted once
-        hub.remove(sock)  # type: ignore[arg-type]
-    assert hub.open == 50 and hub.current_tick() == pytest.approx(0.05)
+    assert hub.current_tick() == 0.02  # nothing written yet
+    hub.publish(change("busy"))
+    hub.flush()
+    # 20 frames written: within 1,000 frames/s at the 20 ms tick; the 500 quiet sockets cost nothing
+    assert [s.frames for s in busy] == [1] * 20 and hub.current_tick() == 0.02
+    hub.publish(change("busy"))
+    hub.publish(change("quiet"))
+    hub.flush()
+    assert hub.last_frames == 520 and hub.current_tick() == pytest.approx(0.52)  # 520 frames: 0.52 s to the next
     assert Hub(0.02).current_tick() == 0.02  # no budget: the fixed tick
 
 
