@@ -88,14 +88,12 @@ def signed_in(handler: Handler) -> Handler:
     return handler
 
 
-@web.middleware
-async def auth_first_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Settle who is asking before what they sent: a caller without the right token gets 401/403, and
-    learns nothing of the body's rules from a 400."""
+async def check_caller(request: web.Request) -> None:
+    """The route's token rule (`admin_only`, `signed_in`), checked before anything the caller sent is read:
+    a caller without the right token gets 401/403, and learns nothing of the body's rules from a 400."""
     need = getattr(request.match_info.handler, AUTH_ATTR, None)
     if need is not None and request.app[SETTINGS].auth_required:
         if need == "admin":
             await require_admin(request)
         elif (await principal(request)).anonymous:
             raise Unauthorized()
-    return await handler(request)

@@ -1,11 +1,12 @@
 """Request validation: each handler's marshmallow schemas (declared with aiohttp-apigami's decorators, which
 also feed the OpenAPI document) loaded straight from the request.
 
-It replaces aiohttp-apigami's `validation_middleware`, which goes through webargs for every location: on
-the hold path that layer cost more than the schema itself. The body, headers and path are read here and
-loaded by the schema directly, with webargs' semantics (a missing body is `{}`, headers are matched
-case-insensitively by each field's data key, unknown keys as the schema's Meta says); any other location
-(the query string, with its repeated keys) still goes through the webargs parser.
+`route_middleware` replaces aiohttp-apigami's `validation_middleware` (and settles the caller first),
+which goes through webargs for every location: on the hold path that layer cost more than the schema
+itself. The body, headers and path are read here and loaded by the schema directly, with webargs'
+semantics (a missing body is `{}`, headers are matched case-insensitively by each field's data key,
+unknown keys as the schema's Meta says); any other location (the query string, with its repeated keys)
+still goes through the webargs parser.
 
 Schemas made only of UUID fields and lists of UUIDs (the hold's body, the ids in paths) also get a fast
 loader compiled from their fields (`fast_loader`): it takes only input it can load exactly as marshmallow
@@ -26,6 +27,7 @@ from aiohttp_apigami.constants import APISPEC_PARSER, APISPEC_VALIDATED_DATA_NAM
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, missing, validate
 from webargs import core
 
+from handlers.auth import check_caller
 from handlers.parsing import field_errors
 from storage.errors import ValidationFailed
 
@@ -156,7 +158,11 @@ async def load(request: web.Request, schema: Schema, location: str) -> Any:
 
 
 @web.middleware
-async def validation_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def route_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Per route, before its handler: who is asking (`handlers.auth.check_caller`), then what they sent (the
+    schemas). One layer, not two: each layer costs a call on every request, and its coroutine frame stays
+    alive for as long as a WebSocket is open."""
+    await check_caller(request)
     schemas = getattr(request.match_info.handler, SCHEMAS_ATTR, None)
     if schemas is None:
         return await handler(request)

@@ -16,10 +16,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from handlers import setup_routes
-from handlers.auth import auth_first_middleware
 from handlers.openapi import add_common_errors
 from handlers.parsing import ContractParser
-from handlers.validation import validation_middleware
+from handlers.validation import route_middleware
 from jobs import setup as setup_jobs
 from realtime import setup as setup_realtime
 from realtime.kafka import KafkaLink
@@ -109,7 +108,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     if settings.rate_limit_per_second > 0 or settings.rate_limit_anon_per_second > 0:
         app.middlewares.append(rate_limit_middleware(app))  # no layer at all on the hot path when both are off
-    app.middlewares.extend([auth_first_middleware, validation_middleware])
+    app.middlewares.append(route_middleware)
     app[NODE_ID] = settings.node_id
     app[READY_CHECKS] = {}
     app[OUTBOX_WAKE] = asyncio.Event()

@@ -84,7 +84,7 @@ def _route_metrics(method: str, route: str, status: int) -> tuple[Any, Any]:
 @web.middleware
 async def http_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The outer layer of every request, in one middleware (each layer costs on every request): the request
-    id (taken from X-Request-Id or made up) and node id headers, the request's metrics, and `answer`'s one
+    id (taken from X-Request-Id or made up) and node id headers, the request's metrics, and `failure`'s one
     mapping of every error to the contract's body."""
     started = time.perf_counter()
     rid = request.headers.get("X-Request-Id", "")[:64] or ids.request_id()
@@ -92,7 +92,13 @@ async def http_middleware(request: web.Request, handler: Handler) -> web.StreamR
     node_id = request.app[NODE_ID]
     status = 500
     try:
-        response = await answer(request, handler)
+        try:
+            response = await handler(request)
+            if isinstance(response, web.FileResponse) and not await _is_file(response):
+                # A static file that is missing: FileResponse would answer an empty 404 only when sent.
+                response = error_response(404, "not_found", "Not Found")
+        except Exception as exc:  # noqa: BLE001 - `failure` maps every one (or raises it on: redirects)
+            response = failure(request, exc)
         status = response.status
     except web.HTTPException as exc:  # a redirect (below 400) passes through
         status = exc.status
@@ -117,14 +123,12 @@ async def _is_file(response: web.FileResponse) -> bool:
     return await asyncio.to_thread(Path(path).is_file)
 
 
-async def answer(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes `{statusCode, error, code, message, details}`; never a stack trace."""
+def failure(request: web.Request, error: Exception) -> web.Response:
+    """Every failure becomes `{statusCode, error, code, message, details}`; never a stack trace. A plain
+    function, not a layer around the handler: a layer's coroutine frame would stay alive for as long as each
+    WebSocket is open, and cost a call on every request."""
     try:
-        response = await handler(request)
-        if isinstance(response, web.FileResponse) and not await _is_file(response):
-            # A static file that is missing: FileResponse would answer an empty 404 only when sent.
-            return error_response(404, "not_found", "Not Found")
-        return response
+        raise error
     except DomainError as exc:
         return domain_error_response(exc)
     except web.HTTPException as exc:
@@ -141,8 +145,6 @@ async def answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError, OSError,
             asyncpg.exceptions.CannotConnectNowError) as exc:
         return domain_error_response(unavailable("database", exc))
-    except asyncio.CancelledError:
-        raise
     except Exception:  # noqa: BLE001 - the one place that turns a bug into a clean 500
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "Internal server error")
