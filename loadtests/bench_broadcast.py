@@ -417,11 +417,12 @@ async def outbox_figures(dsn: str, session_id: str) -> dict[str, Any]:
                                          "max": round(hops[-1], 1) if hops else None}}
 
 
-async def node_flush_latency(http: aiohttp.ClientSession, node_urls: list[str]) -> dict[str, Any]:
-    """Commit -> the node's write of the frame, from every node's `boxoffice_broadcast_latency_seconds`
-    histogram (per change batch, before the kernel, HAProxy and the client): bucket upper bounds."""
+async def node_figures(http: aiohttp.ClientSession, node_urls: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
+    """From every node's /metrics: commit -> the node's write of the frame (`boxoffice_broadcast_latency_seconds`,
+    per change batch, before the kernel, HAProxy and the client: bucket upper bounds), and the consumers'
+    restarts and offset holes, summed over the nodes."""
     buckets: Counter[float] = Counter()
-    consumer: Counter[str] = Counter()  # the consumers' restarts and offset holes, summed over the nodes
+    consumer: Counter[str] = Counter()
     for url in node_urls:
         async with http.get(url + "/metrics") as resp:
             text = await resp.text()
@@ -442,7 +443,7 @@ async def node_flush_latency(http: aiohttp.ClientSession, node_urls: list[str]) 
                 return f"<= {bound * 1000:g} ms" if bound != float("inf") else "> 10 s"
         return None
 
-    return {"batches": int(total), "p50": upto(0.5), "p99": upto(0.99), "consumers": dict(consumer)}
+    return {"batches": int(total), "p50": upto(0.5), "p99": upto(0.99)}, dict(consumer)
 
 
 async def wait_outbox_drained(dsn: str, session_id: str, within: float = 30.0) -> bool:
@@ -499,7 +500,7 @@ async def bench(args: argparse.Namespace, cluster: Any, dsn: str, admin_token: s
             for p in pipes:
                 p.send(("final", final))
             results = [(await asyncio.to_thread(p.recv))[1] for p in pipes]
-            node_flush = await node_flush_latency(http, cluster.node_urls)
+            node_flush, node_consumers = await node_figures(http, cluster.node_urls)
             rss_after = [rss_kib(p) for p in pids]
         except BaseException:
             for proc in procs:  # they wait for a command that will not come
@@ -555,6 +556,7 @@ async def bench(args: argparse.Namespace, cluster: Any, dsn: str, admin_token: s
                    "kib_per_socket": round(rss_delta / sockets, 2) if sockets else None},
         "outbox": outbox,
         "commit_to_node_write": node_flush,
+        "node_consumers": node_consumers,
     }
 
 
@@ -605,7 +607,7 @@ def report(result: dict[str, Any]) -> str:
         f"p99 {ob['commit_to_published_at_ms']['p99']} ms",
         f"  node write     : commit -> the node's write p50 {result['commit_to_node_write']['p50']}, "
         f"p99 {result['commit_to_node_write']['p99']} (node histograms, per change batch)\n"
-        f"  node consumers : {result['commit_to_node_write'].get('consumers') or 'no restart, no hole'}",
+        f"  node consumers : {result.get('node_consumers') or 'no restart, no hole'}",
         f"  hold failures  : {result['load']['failed'] or 'none'}",
         "",
     ])

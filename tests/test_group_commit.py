@@ -81,9 +81,9 @@ async def test_a_batch_gives_every_hold_its_own_outcome(client: Any, pg: asyncpg
 
 
 def _event_shape(payload: dict[str, Any], reservation: uuid.UUID) -> dict[str, Any]:
-    """An outbox event with what differs between two holds (ids, times, versions) taken out."""
+    """An outbox event with what differs between two holds (ids, user, times, versions) taken out."""
     assert payload["reservationId"] == str(reservation) and isinstance(payload["committedAt"], int)
-    return {**payload, "reservationId": None, "committedAt": None,
+    return {**payload, "reservationId": None, "userId": None, "committedAt": None,
             "changes": [{**c, "id": None, "version": c["version"] > 1, "reservationId": c["reservationId"] ==
                          str(reservation)} for c in payload["changes"]]}
 
@@ -94,43 +94,39 @@ async def test_a_batch_granted_whole_is_written_set_based_exactly_as_hold_by_hol
     session_id = uuid.UUID(session["id"])
     seats = [uuid.UUID(s) for s in await seat_ids(client, session["id"])]
     users = [uuid.UUID((await make_user(client, f"s{i}"))["id"]) for i in range(4)]
-    # holds of 1 to 4 seats, two by one user, one with an idempotency key
-    asks = [(users[0], seats[0:1], None), (users[1], seats[1:3], "k1"), (users[2], seats[3:6], None),
-            (users[0], seats[6:10], None), (users[3], seats[10:12], None)]
-    written: dict[str, dict[uuid.UUID, Any]] = {}
+    # (user, seat positions, idempotency key): holds of 1 to 4 seats, two by one user, one with a key
+    asks = [(0, range(0, 1), None), (1, range(1, 3), "k1"), (2, range(3, 6), None), (0, range(6, 10), None),
+            (3, range(10, 12), None)]
+    events: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
     for set_based in (True, False):
         writer = HoldWriter(pool, hold_ttl_ms=30_000, max_seats_per_user=8, max_batch=32, max_inflight=1,
                             set_based=set_based)
-        offset = 0 if set_based else 16  # the second round holds the same shapes on other seats
-        ids = [uuid.uuid4() for _ in asks]
-        rows = await asyncio.gather(*(
-            writer.write(rid, user if set_based else users[(users.index(user) + 1) % 4], session_id,
-                         [seats[seats.index(s) + offset] for s in wanted], key and f"{key}-{set_based}")
-            for rid, (user, wanted, key) in zip(ids, asks, strict=True)))
+        # the second round holds the same shapes on other seats, for other users (within their quota)
+        offset, shift = (0, 0) if set_based else (16, 1)
+        holds = [(uuid.uuid4(), users[(user + shift) % 4], [seats[i + offset] for i in where],
+                  key and f"{key}-{set_based}") for user, where, key in asks]
+        rows = await asyncio.gather(*(writer.write(rid, user, session_id, wanted, key)
+                                      for rid, user, wanted, key in holds))
         if set_based:  # the first hold went alone; the four behind it in one set-based batch
             assert (writer.set_batches, writer.set_refused) == (1, 0)
-        for rid, (_, wanted, _), row in zip(ids, asks, rows, strict=True):
-            assert [s["id"] for s in row.seats] == [str(seats[seats.index(s) + offset]) for s in wanted]
+        for (rid, _, wanted, _), row in zip(holds, rows, strict=True):
+            assert [s["id"] for s in row.seats] == [str(s) for s in wanted]
             assert {"rowLabel", "seatNumber"} <= set(row.seats[0])
             held = await pg.fetch("SELECT id, status, version FROM session_seats WHERE reservation_id = $1", rid)
-            assert {r["id"] for r in held} == {seats[seats.index(s) + offset] for s in wanted}
+            assert {r["id"] for r in held} == set(wanted)
             assert all(r["status"] == "RESERVED" and r["version"] == 2 for r in held)
             assert await pg.fetchval("SELECT count(*) FROM reservation_seats WHERE reservation_id = $1",
                                      rid) == len(wanted)
             reservation = await pg.fetchrow("SELECT status, expires_at - created_at AS ttl FROM reservations"
                                             " WHERE id = $1", rid)
             assert reservation["status"] == "PENDING" and reservation["ttl"].total_seconds() == 30
-            events = await pg.fetch("SELECT event_type, payload FROM outbox WHERE payload->>'reservationId' = $1",
-                                    str(rid))
-            assert len(events) == 1 and events[0]["event_type"] == "reservation.created"
-            written.setdefault(str(set_based), {})[len(written.get(str(set_based), {}))] = _event_shape(
-                json.loads(events[0]["payload"]), rid)
+            found = await pg.fetch("SELECT event_type, payload FROM outbox WHERE payload->>'reservationId' = $1",
+                                   str(rid))
+            assert len(found) == 1 and found[0]["event_type"] == "reservation.created"
+            events[set_based].append(_event_shape(json.loads(found[0]["payload"]), rid))
         keys = await pg.fetchval("SELECT count(*) FROM idempotency_keys WHERE key = $1", f"k1-{set_based}")
         assert keys == 1
-    # userId differs by design between the rounds: compare the rest
-    for shape in (*written["True"].values(), *written["False"].values()):
-        shape["userId"] = None
-    assert written["True"] == written["False"]
+    assert events[True] == events[False]
     await assert_invariants(pg, [session["id"]])
 
 
