@@ -1,7 +1,7 @@
 """Request validation: each handler's marshmallow schemas (declared with aiohttp-apigami's decorators, which
 also feed the OpenAPI document) loaded straight from the request.
 
-`route_middleware` replaces aiohttp-apigami's `validation_middleware` (and settles the caller first),
+`admit` replaces aiohttp-apigami's `validation_middleware` (and settles the caller first),
 which goes through webargs for every location: on the hold path that layer cost more than the schema
 itself. The body, headers and path are read here and loaded by the schema directly, with webargs'
 semantics (a missing body is `{}`, headers are matched case-insensitively by each field's data key,
@@ -22,7 +22,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from aiohttp_apigami.constants import APISPEC_PARSER, APISPEC_VALIDATED_DATA_NAME, SCHEMAS_ATTR
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, missing, validate
 from webargs import core
@@ -157,15 +156,14 @@ async def load(request: web.Request, schema: Schema, location: str) -> Any:
         raise ValidationFailed(details={"fields": field_errors(exc.messages)}) from None
 
 
-@web.middleware
-async def route_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def admit(request: web.Request) -> None:
     """Per route, before its handler: who is asking (`handlers.auth.check_caller`), then what they sent (the
-    schemas). One layer, not two: each layer costs a call on every request, and its coroutine frame stays
-    alive for as long as a WebSocket is open."""
+    schemas, into `request["data"]`, `request["headers"]`, ...). An admission check (`ADMISSION`), called by
+    the one middleware, not a layer of its own."""
     await check_caller(request)
     schemas = getattr(request.match_info.handler, SCHEMAS_ATTR, None)
     if schemas is None:
-        return await handler(request)
+        return
     result: Any = None
     for entry in schemas:
         data = await load(request, entry.schema, entry.location)
@@ -174,4 +172,3 @@ async def route_middleware(request: web.Request, handler: Handler) -> web.Stream
         elif result is None:
             result = data
     request[request.app[APISPEC_VALIDATED_DATA_NAME]] = {} if result is None else result
-    return await handler(request)

@@ -48,6 +48,7 @@ import uvloop
 
 HIST_MS = 10_000  # latency histogram: 1 ms buckets up to 10 s, then one overflow bucket
 CONNECT_CONCURRENCY = 50
+WARM_SOCKETS_PER_NODE = 50  # the first wave (see bench: memory per socket is measured after it)
 # 400 seats: at 100 holds/s of 0.5 s each ~50 are held at once, so a slow spell rarely runs out of seats
 ROOM_ROWS, ROOM_SEATS_PER_ROW = 20, 20
 
@@ -472,17 +473,31 @@ async def bench(args: argparse.Namespace, cluster: Any, dsn: str, admin_token: s
 
         ctx = multiprocessing.get_context("spawn")
         pipes, procs = [], []
-        share = [args.sockets // args.clients + (1 if k < args.sockets % args.clients else 0)
-                 for k in range(args.clients)]
-        for count in share:
+
+        def start_client(count: int) -> None:
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=client_main, args=(child, ws_url, count), daemon=True)
             proc.start()
             pipes.append(parent)
             procs.append(proc)
+
+        # A first wave warms the nodes (the first sockets pay one-time costs: code paths, caches, allocator
+        # arenas); memory per socket is the slope over the second wave, and the all-in figure is kept too.
+        warm = min(args.sockets // 10, WARM_SOCKETS_PER_NODE * cluster.nodes)
+        rest = args.sockets - warm
         try:
-            progress(f"connecting {args.sockets} sockets from {args.clients} client processes")
-            connected = [await asyncio.to_thread(p.recv) for p in pipes]
+            progress(f"connecting {args.sockets} sockets from {args.clients} client processes "
+                     f"({warm} first, to warm the nodes)")
+            connected = []
+            rss_warm = rss_before
+            if warm:
+                start_client(warm)
+                connected.append(await asyncio.to_thread(pipes[0].recv))
+                await asyncio.sleep(2)
+                rss_warm = [rss_kib(p) for p in pids]
+            for k in range(args.clients):
+                start_client(rest // args.clients + (1 if k < rest % args.clients else 0))
+            connected += [await asyncio.to_thread(p.recv) for p in pipes[len(connected):]]
             progress(f"connected {sum(c[1]['sockets'] for c in connected)} sockets")
             if not sum(c[1]["sockets"] for c in connected):
                 raise RuntimeError(f"no socket connected: {[c[1]['failures'] for c in connected]}")
@@ -524,6 +539,8 @@ async def bench(args: argparse.Namespace, cluster: Any, dsn: str, admin_token: s
     lasts = [r["last_frame"] for r in results if r["last_frame"]]
     window = (max(lasts) - min(firsts)) if firsts and lasts else 0.0
     rss_delta = sum(rss_connected) - sum(rss_before)
+    second_wave = sockets - (connected[0][1]["sockets"] if len(connected) > args.clients else 0)
+    rss_slope = sum(rss_connected) - sum(rss_warm)
     return {
         "command": " ".join(shlex.quote(a) for a in [sys.executable, "-m", "loadtests.bench_broadcast", *sys.argv[1:]]),
         "started": datetime.fromtimestamp(load_started, UTC).isoformat(),
@@ -552,8 +569,12 @@ async def bench(args: argparse.Namespace, cluster: Any, dsn: str, admin_token: s
                    "sockets_closed_during_run": sum(sum(r["closed_during_run"].values()) for r in results),
                    "close_codes": dict(sum((Counter(r["closed_during_run"]) for r in results), Counter())),
                    "resyncs": sum(r["resyncs"] for r in results), "outbox_drained": drained},
-        "memory": {"rss_kib_before": rss_before, "rss_kib_connected": rss_connected, "rss_kib_after_load": rss_after,
-                   "kib_per_socket": round(rss_delta / sockets, 2) if sockets else None},
+        "memory": {"rss_kib_before": rss_before, "rss_kib_warm": rss_warm, "rss_kib_connected": rss_connected,
+                   "rss_kib_after_load": rss_after,
+                   "kib_per_socket": round(rss_slope / second_wave, 2) if second_wave else None,
+                   "kib_per_socket_all_in": round(rss_delta / sockets, 2) if sockets else None,
+                   "note": "kib_per_socket: RSS growth per socket after a first wave of sockets warmed the nodes; "
+                           "all_in: from before any socket, one-time costs included"},
         "outbox": outbox,
         "commit_to_node_write": node_flush,
         "node_consumers": node_consumers,
@@ -601,7 +622,8 @@ def report(result: dict[str, Any]) -> str:
         f"{dl['outbox_changes_per_socket']} in the outbox (fewer only if a tick coalesced two versions of a seat)",
         f"  missed         : {miss['missed_seat_states']} seat states on {miss['sockets_not_converged']} sockets; "
         f"{miss['sockets_closed_during_run']} sockets closed {miss['close_codes']}, {miss['resyncs']} resyncs",
-        f"  memory         : {mem['kib_per_socket']} KiB RSS per connected socket",
+        f"  memory         : {mem['kib_per_socket']} KiB RSS per idle socket (the slope after a warm-up wave; "
+        f"{mem['kib_per_socket_all_in']} KiB all-in, one-time costs included)",
         f"  outbox         : OUTBOX_PUBLISH={result['setup']['outbox_publish']}, {ob['events']} events, commit -> "
         f"{PUBLISHED_AT[result['setup']['outbox_publish']]} p50 {ob['commit_to_published_at_ms']['p50']} ms, "
         f"p99 {ob['commit_to_published_at_ms']['p99']} ms",

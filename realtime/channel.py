@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 import time
 import uuid
 from urllib.parse import urlsplit
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from realtime.hub import Connection, Hub, WSClose
 from realtime.messages import Peer, dispatch
@@ -92,6 +93,30 @@ async def socket_principal(app: web.Application, token: str | None) -> Principal
 
 
 async def session_socket(request: web.Request) -> web.StreamResponse:
+    """The socket's whole life in one coroutine frame, which stays alive for as long as it is open: the
+    upgrade happens in `upgrade`, whose frame ends with it (on 2,000 idle sockets every frame counts)."""
+    ws, peer = await upgrade(request)
+    conn, hub = peer.conn, request.app[HUB]
+    settings = request.app[SETTINGS]
+    bucket = TokenBucket(settings.ws_rate_per_second, settings.ws_rate_burst)
+    hub.add(conn)  # before the snapshot is read: no change can fall in between
+    metrics.OPEN_SOCKETS.inc()
+    try:
+        conn.start()
+        # the reader: one message at a time, each answered through the socket's queue
+        while (msg := await ws.receive()).type not in END_TYPES and await take_message(peer, ws, msg, bucket):
+            pass
+    finally:
+        try:
+            await conn.stop()
+        finally:  # even if the stop is cancelled (shutdown timeout), nothing is left behind
+            hub.remove(conn)
+            metrics.OPEN_SOCKETS.dec()
+    return ws
+
+
+async def upgrade(request: web.Request) -> tuple[web.WebSocketResponse, Peer]:
+    """The checks before the upgrade (404 session_not_found, 403 origin_not_allowed, 426), then the upgrade."""
     app, settings = request.app, request.app[SETTINGS]
     try:
         session_id = uuid.UUID(request.match_info["sessionId"])
@@ -110,20 +135,10 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
     cap_send_buffer(request)
     await ws.prepare(request)
     user_id = str(who.user_id) if who is not None and who.user_id is not None else None
-    conn = Connection(ws, request, str(session_id), user_id, settings.ws_queue_size, app[SNAPSHOTS].render)
-    hub = app[HUB]
-    hub.add(conn)  # before the snapshot is read: no change can fall in between
-    metrics.OPEN_SOCKETS.inc()
-    try:
-        conn.start()
-        await read_messages(Peer(app, conn, who), ws)
-    finally:
-        try:
-            await conn.stop()
-        finally:  # even if the stop is cancelled (shutdown timeout), nothing is left behind
-            hub.remove(conn)
-            metrics.OPEN_SOCKETS.dec()
-    return ws
+    # one string per session, not per socket (interned strings are freed with their last user)
+    conn = Connection(ws, request, sys.intern(str(session_id)), user_id, settings.ws_queue_size,
+                      app[SNAPSHOTS].render)
+    return ws, Peer(app, conn, who)
 
 
 def cap_send_buffer(request: web.Request) -> None:
@@ -134,37 +149,32 @@ def cap_send_buffer(request: web.Request) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, WS_SEND_BUFFER)
 
 
-async def read_messages(peer: Peer, ws: web.WebSocketResponse) -> None:
-    """The reader loop: one message at a time, each answered through the socket's queue."""
-    settings, conn = peer.app[SETTINGS], peer.conn
-    bucket = TokenBucket(settings.ws_rate_per_second, settings.ws_rate_burst)
-    loop = asyncio.get_running_loop()
-    while True:
-        msg = await ws.receive()
-        if msg.type in END_TYPES:
-            return
-        conn.last_heard = loop.time()
-        if msg.type is WSMsgType.PONG:  # the answer to the keeper's ping
-            continue
-        if msg.type is WSMsgType.PING:
-            await ws.pong(msg.data)
-            continue
-        conn.last_message = conn.last_heard
-        if conn.closing:  # closing: what the client still sends is ignored
-            continue
-        if not bucket.take():
-            conn.drop(WSClose.POLICY, "message rate limit exceeded")
-            # Stop reading here. With this loop waiting in receive(), the writer's ws.close() would close
-            # the TCP connection as soon as its close frame is out, while the flood is still arriving:
-            # unread bytes turn that close into a reset, and a client still writing then fails before it
-            # reads its 1008 (measured: 25 of 120 floods against cluster nodes saw no close frame). Left
-            # alone, ws.close() waits for the client's close frame, reading and discarding the rest of
-            # the flood; a client that never answers is cut by the drop's timer, as before.
-            return
-        if msg.type is not WSMsgType.TEXT:
-            conn.send_message({"type": "error", "requestId": None, "code": "unsupported_frame",
-                               "message": "Send JSON text frames"})
-            continue
-        reply = await dispatch(peer, msg.data)
-        if reply is not None:
-            conn.send_message(reply)
+async def take_message(peer: Peer, ws: web.WebSocketResponse, msg: WSMessage, bucket: TokenBucket) -> bool:
+    """One message from the client; False: read no more (the socket is being closed)."""
+    conn = peer.conn
+    conn.last_heard = asyncio.get_running_loop().time()
+    if msg.type is WSMsgType.PONG:  # the answer to the keeper's ping
+        return True
+    if msg.type is WSMsgType.PING:
+        await ws.pong(msg.data)
+        return True
+    conn.last_message = conn.last_heard
+    if conn.closing:  # closing: what the client still sends is ignored
+        return True
+    if not bucket.take():
+        conn.drop(WSClose.POLICY, "message rate limit exceeded")
+        # Stop reading here. With the reader waiting in receive(), the writer's ws.close() would close
+        # the TCP connection as soon as its close frame is out, while the flood is still arriving:
+        # unread bytes turn that close into a reset, and a client still writing then fails before it
+        # reads its 1008 (measured: 25 of 120 floods against cluster nodes saw no close frame). Left
+        # alone, ws.close() waits for the client's close frame, reading and discarding the rest of
+        # the flood; a client that never answers is cut by the drop's timer, as before.
+        return False
+    if msg.type is not WSMsgType.TEXT:
+        conn.send_message({"type": "error", "requestId": None, "code": "unsupported_frame",
+                           "message": "Send JSON text frames"})
+        return True
+    reply = await dispatch(peer, msg.data)
+    if reply is not None:
+        conn.send_message(reply)
+    return True

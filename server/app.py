@@ -18,14 +18,15 @@ from redis.backoff import NoBackoff
 from handlers import setup_routes
 from handlers.openapi import add_common_errors
 from handlers.parsing import ContractParser
-from handlers.validation import route_middleware
+from handlers.validation import admit
 from jobs import setup as setup_jobs
 from realtime import setup as setup_realtime
 from realtime.kafka import KafkaLink
 from server.middlewares import http_middleware
-from server.ratelimit import rate_limit_middleware
+from server.ratelimit import rate_limiter
 from storage import db
 from storage.appkeys import (
+    ADMISSION,
     BOOKING,
     GATE,
     KAFKA,
@@ -106,9 +107,9 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[http_middleware],
     )
     app[SETTINGS] = settings
-    if settings.rate_limit_per_second > 0 or settings.rate_limit_anon_per_second > 0:
-        app.middlewares.append(rate_limit_middleware(app))  # no layer at all on the hot path when both are off
-    app.middlewares.append(route_middleware)
+    limited = settings.rate_limit_per_second > 0 or settings.rate_limit_anon_per_second > 0
+    # no rate check at all on the hot path when both limits are off
+    app[ADMISSION] = (rate_limiter(app), admit) if limited else (admit,)
     app[NODE_ID] = settings.node_id
     app[READY_CHECKS] = {}
     app[OUTBOX_WAKE] = asyncio.Event()

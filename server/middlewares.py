@@ -17,7 +17,7 @@ from aiohttp.typedefs import Handler
 
 from server.logs import request_id_var
 from storage import ids
-from storage.appkeys import NODE_ID
+from storage.appkeys import ADMISSION, NODE_ID
 from storage.errors import DomainError
 from storage.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
@@ -83,9 +83,13 @@ def _route_metrics(method: str, route: str, status: int) -> tuple[Any, Any]:
 
 @web.middleware
 async def http_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The outer layer of every request, in one middleware (each layer costs on every request): the request
-    id (taken from X-Request-Id or made up) and node id headers, the request's metrics, and `failure`'s one
-    mapping of every error to the contract's body."""
+    """The one layer of every request: the request id (taken from X-Request-Id or made up) and node id
+    headers, the request's metrics, the app's admission checks (`ADMISSION`: the rate limit, the route's token
+    rule and schemas) and `failure`'s one mapping of every error to the contract's body.
+
+    One layer, with the checks as plain calls, not a middleware each: every layer costs a call on every
+    request, and its coroutine frame (with aiohttp's frame around it) stays alive for as long as each
+    WebSocket is open."""
     started = time.perf_counter()
     rid = request.headers.get("X-Request-Id", "")[:64] or ids.request_id()
     request_id_var.set(rid)
@@ -93,7 +97,13 @@ async def http_middleware(request: web.Request, handler: Handler) -> web.StreamR
     status = 500
     try:
         try:
-            response = await handler(request)
+            for admit in request.app[ADMISSION]:
+                early = await admit(request)
+                if early is not None:
+                    response = early
+                    break
+            else:
+                response = await handler(request)
             if isinstance(response, web.FileResponse) and not await _is_file(response):
                 # A static file that is missing: FileResponse would answer an empty 404 only when sent.
                 response = error_response(404, "not_found", "Not Found")

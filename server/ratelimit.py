@@ -10,9 +10,9 @@ import ipaddress
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from server.middlewares import error_response
 from storage.appkeys import SETTINGS
@@ -58,13 +58,13 @@ def client_ip(request: web.Request) -> str:
     return peer
 
 
-def rate_limit_middleware(app: web.Application) -> web.middleware:  # type: ignore[valid-type]
+def rate_limiter(app: web.Application) -> Callable[[web.Request], Awaitable[web.Response | None]]:
+    """An admission check (`storage.appkeys.ADMISSION`): a 429 for a caller over its rate, else None."""
     settings = app[SETTINGS]
     users = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
     anonymous = TokenBuckets(settings.rate_limit_anon_per_second, settings.rate_limit_anon_burst)
 
-    @web.middleware
-    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def limit(request: web.Request) -> web.Response | None:
         if request.method in LIMITED_METHODS:
             header = request.headers.get("Authorization", "")
             if header[:7].lower() == "bearer " and settings.rate_limit_per_second > 0:
@@ -77,6 +77,6 @@ def rate_limit_middleware(app: web.Application) -> web.middleware:  # type: igno
                 return error_response(429, "rate_limited", "Too many requests; slow down",
                                       {"retryAfterSeconds": math.ceil(wait)},
                                       headers={"Retry-After": str(math.ceil(wait))})
-        return await handler(request)
+        return None
 
     return limit

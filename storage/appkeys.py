@@ -28,5 +28,8 @@ KAFKA: web.AppKey[KafkaLink] = web.AppKey("kafka")
 # Readiness checks beyond PostgreSQL and Redis (Kafka registers itself): name -> coroutine function.
 READY_CHECKS = web.AppKey("ready_checks", dict[str, Callable[[], Awaitable[object]]])
 BOOKING: web.AppKey[Booking] = web.AppKey("booking")
+# The checks every request passes before its handler, in order (server.middlewares.http_middleware runs them):
+# each answers early with a response (a 429) or raises (401/403/400), or returns None to go on.
+ADMISSION = web.AppKey("admission", tuple[Callable[[web.Request], Awaitable[web.StreamResponse | None]], ...])
 # Set after every booking commit: wakes the outbox relay so events leave right after the commit.
 OUTBOX_WAKE = web.AppKey("outbox_wake", asyncio.Event)

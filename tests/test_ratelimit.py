@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from server.app import create_app
@@ -54,3 +55,21 @@ async def test_anonymous_writes_are_limited_per_ip(aiohttp_client: Any, settings
     await make_user(client)
     resp = await client.post("/users", json={"name": "c", "email": "c@example.com"})
     assert resp.status == 429 and (await resp.json())["code"] == "rate_limited"
+
+
+async def test_behind_the_local_proxy_each_caller_address_has_its_own_bucket(aiohttp_client: Any,
+                                                                            settings: Any) -> None:
+    """HAProxy sets X-Forwarded-For (the caller's address) on writes; from a loopback peer the node believes it."""
+    client = await aiohttp_client(create_app(with_settings(settings, rate_limit_anon_per_second=0.01,
+                                                           rate_limit_anon_burst=1)))
+
+    async def sign_up(forwarded_for: str) -> int:
+        resp = await client.post("/users", json={"name": "c", "email": f"{uuid.uuid4().hex}@example.com"},
+                                 headers={"X-Forwarded-For": forwarded_for})
+        return resp.status
+
+    assert [await sign_up("203.0.113.7"), await sign_up("203.0.113.8")] == [201, 201]
+    assert await sign_up("203.0.113.7") == 429
+    # a list: the last entry is the one the proxy saw
+    assert await sign_up("198.51.100.1, 203.0.113.8") == 429
+    assert await sign_up("203.0.113.8, 198.51.100.1") == 201

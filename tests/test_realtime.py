@@ -16,6 +16,7 @@ import random
 import socket
 import time
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -317,6 +318,24 @@ async def test_snapshot_reads_are_shared_by_sockets_asking_at_once(client: TestC
     assert reader.queries == before + 1 and all(len(rows) == 16 for rows in maps)
     await reader.rows(sid)  # asked after that read: a fresh one
     assert reader.queries == before + 2
+
+
+async def test_sockets_without_a_user_share_one_rendered_snapshot(client: TestClient,
+                                                                  scene: dict[str, Any]) -> None:
+    """Watchers that share a read share its frame; a user's socket still gets its own `mine`."""
+    ana, sid, seats = scene["ana"], scene["sid"], scene["seats"]
+    assert (await hold(client, ana, sid, seats[:1])).status == 201
+    reader = client.app[SNAPSHOTS]
+    sockets = [SimpleNamespace(session_id=sid, user_id=user) for user in (None, None, None, ana["id"])]
+    frames = await asyncio.gather(*(reader.render(sock) for sock in sockets))  # type: ignore[arg-type]
+    assert frames[0] is frames[1] is frames[2]
+    watcher, mine = json.loads(frames[0]), json.loads(frames[3])
+    assert [s["status"] for s in watcher["seats"][:2]] == ["RESERVED", "AVAILABLE"]
+    assert [s["mine"] for s in watcher["seats"][:2]] == [False, False]
+    assert [s["mine"] for s in mine["seats"][:2]] == [True, False]
+    same = ("type", "sessionId", "nodeId", "holdTtlSeconds")
+    assert [mine[k] for k in same] == [watcher[k] for k in same]
+    assert await reader.render(sockets[0]) is not frames[0]  # a later socket: a fresh read, a fresh frame
 
 
 async def test_auth_off_socket_holds_for_the_user_it_names(aiohttp_client: Any, base_settings: Settings) -> None:
