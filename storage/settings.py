@@ -75,7 +75,7 @@ class Settings:
     outbox_publish: str = "relay"  # relay | direct (see realtime.relay)
     # Realtime
     ws_broadcast_tick_ms: int = 20
-    ws_max_frames_per_second: int = 15_000
+    ws_max_frames_per_second: int = 7_000
     ws_queue_size: int = 256
     ws_max_msg_size: int = 16 * 1024
     ws_rate_per_second: float = 20.0
@@ -129,7 +129,7 @@ class Settings:
             outbox_sweep_interval=_float(env, "OUTBOX_SWEEP_INTERVAL", 1.0),
             outbox_publish=_choice(env, "OUTBOX_PUBLISH", ("relay", "direct")),
             ws_broadcast_tick_ms=_int(env, "WS_BROADCAST_TICK_MS", 20),
-            ws_max_frames_per_second=_int(env, "WS_MAX_FRAMES_PER_SECOND", 15_000),
+            ws_max_frames_per_second=_int(env, "WS_MAX_FRAMES_PER_SECOND", 7_000),
             ws_rate_per_second=_float(env, "WS_RATE_PER_SECOND", 20.0),
             ws_rate_burst=_int(env, "WS_RATE_BURST", 40),
             db_pool_min=_int(env, "DB_POOL_MIN", 2),
