@@ -154,6 +154,36 @@ async def test_haproxy_rate_limit_answers_429_with_retry_after(tmp_path: Path) -
         assert body["statusCode"] == 429 and body["code"] == "rate_limited"
 
 
+async def test_haproxy_passes_the_nodes_only_the_forwarded_headers_they_read(tmp_path: Path) -> None:
+    """X-Forwarded-For (the caller's address, never the client's own claim) on writes, where the per-address
+    rate limit reads it; nothing on reads and WebSocket upgrades, whose headers a node keeps per open socket."""
+    seen: list[dict[str, str]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        if request.host != "boxoffice-haproxy-check":  # HAProxy's health checks
+            seen.append({k: v for k, v in request.headers.items() if k.lower().startswith("x-forwarded")})
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    node = TestServer(app, host="127.0.0.1")
+    await node.start_server()
+    try:
+        with standalone_haproxy(tmp_path, NODE1_ADDR=f"127.0.0.1:{node.port}") as (url, _):
+            async with aiohttp.ClientSession() as http:
+                spoofed = {"X-Forwarded-For": "203.0.113.9"}
+                for method in ("POST", "PUT", "PATCH", "DELETE", "GET"):
+                    async with http.request(method, url + "/users", json={}, headers=spoofed) as resp:
+                        assert resp.status == 200
+                upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                           "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", **spoofed}
+                async with http.get(url + "/ws/sessions/x", headers=upgrade) as resp:
+                    assert resp.status == 200  # the stand-in answers the upgrade request like any GET
+    finally:
+        await node.close()
+    assert seen == [{"X-Forwarded-For": "127.0.0.1"}] * 4 + [{}, {}]
+
+
 async def test_haproxy_without_a_live_node_answers_json_503(tmp_path: Path) -> None:
     dead = f"127.0.0.1:{free_port()}"  # nothing listens there
     with standalone_haproxy(tmp_path, NODE1_ADDR=dead) as (url, stats):
