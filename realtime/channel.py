@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import socket
 import sys
-import time
 import uuid
 from urllib.parse import urlsplit
 
@@ -51,25 +50,6 @@ class UpgradeRequired(DomainError):
     status, code, message = 426, "upgrade_required", "This route speaks WebSocket only"
 
 
-class TokenBucket:
-    """`rate` messages per second on average, bursts up to `burst`."""
-
-    __slots__ = ("rate", "burst", "tokens", "stamp")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, float(burst)
-        self.tokens, self.stamp = float(burst), time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-
 def origin_allowed(origin: str | None, host: str, allowed: tuple[str, ...]) -> bool:
     """No Origin (scripts, load tests): allowed. Else it must be listed, or by default be this server's host."""
     if origin is None:
@@ -97,14 +77,12 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
     upgrade happens in `upgrade`, whose frame ends with it (on 2,000 idle sockets every frame counts)."""
     ws, peer = await upgrade(request)
     conn, hub = peer.conn, request.app[HUB]
-    settings = request.app[SETTINGS]
-    bucket = TokenBucket(settings.ws_rate_per_second, settings.ws_rate_burst)
     hub.add(conn)  # before the snapshot is read: no change can fall in between
     metrics.OPEN_SOCKETS.inc()
     try:
         conn.start()
         # the reader: one message at a time, each answered through the socket's queue
-        while (msg := await ws.receive()).type not in END_TYPES and await take_message(peer, ws, msg, bucket):
+        while (msg := await ws.receive()).type not in END_TYPES and await take_message(peer, ws, msg):
             pass
     finally:
         try:
@@ -149,7 +127,7 @@ def cap_send_buffer(request: web.Request) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, WS_SEND_BUFFER)
 
 
-async def take_message(peer: Peer, ws: web.WebSocketResponse, msg: WSMessage, bucket: TokenBucket) -> bool:
+async def take_message(peer: Peer, ws: web.WebSocketResponse, msg: WSMessage) -> bool:
     """One message from the client; False: read no more (the socket is being closed)."""
     conn = peer.conn
     conn.last_heard = asyncio.get_running_loop().time()
@@ -161,7 +139,8 @@ async def take_message(peer: Peer, ws: web.WebSocketResponse, msg: WSMessage, bu
     conn.last_message = conn.last_heard
     if conn.closing:  # closing: what the client still sends is ignored
         return True
-    if not bucket.take():
+    settings = peer.app[SETTINGS]
+    if not peer.allowed(settings.ws_rate_per_second, settings.ws_rate_burst):
         conn.drop(WSClose.POLICY, "message rate limit exceeded")
         # Stop reading here. With the reader waiting in receive(), the writer's ws.close() would close
         # the TCP connection as soon as its close frame is out, while the flood is still arriving:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +30,25 @@ MAX_REQUEST_ID = 128
 MAX_IDEMPOTENCY_KEY = 200
 
 
+class TokenBucket:
+    """`rate` messages per second on average, bursts up to `burst`."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self.tokens, self.stamp = float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 @dataclass(slots=True)
 class Peer:
     """Who is on the other end of one socket, and what they may do."""
@@ -36,6 +56,13 @@ class Peer:
     app: web.Application
     conn: Connection
     principal: Principal | None  # None: a token was given at connect but it is not valid
+    bucket: TokenBucket | None = None  # the message rate allowance, made with the first message
+
+    def allowed(self, rate: float, burst: int) -> bool:
+        """Take one message's token (an idle socket -- most sockets only watch -- keeps no bucket)."""
+        if self.bucket is None:
+            self.bucket = TokenBucket(rate, burst)
+        return self.bucket.take()
 
     @property
     def session_id(self) -> uuid.UUID:
