@@ -28,6 +28,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 
 from server.embedded import find_haproxy, free_port, port_open, stop_group
+from storage.settings import WS_FRAMES_PER_MACHINE
 
 log = logging.getLogger("boxoffice.cluster")
 
@@ -138,7 +139,11 @@ class LocalCluster:
         return self.state_dir / "haproxy.log"
 
     def node_env(self, i: int) -> dict[str, str]:
-        return {**self.env, "NODE_ID": self.node_ids[i], "HOST": "127.0.0.1", "PORT": str(self.node_ports[i])}
+        env = {**self.env, "NODE_ID": self.node_ids[i], "HOST": "127.0.0.1", "PORT": str(self.node_ports[i])}
+        # the nodes share this machine's cores, and with them what it can carry in broadcast frames
+        if not env.get("WS_MAX_FRAMES_PER_SECOND", "").strip():
+            env["WS_MAX_FRAMES_PER_SECOND"] = str(WS_FRAMES_PER_MACHINE // self.nodes)
+        return env
 
     def haproxy_env(self) -> dict[str, str]:
         env = {k: v for k, v in self.env.items() if not (k.startswith("NODE") and k.endswith("_ADDR"))}

@@ -25,8 +25,9 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from server.cluster import ROOT, LocalCluster, haproxy_config_path
+from server.cluster import ROOT, SERVICE_URLS, LocalCluster, haproxy_config_path
 from server.embedded import EmbeddedStack, free_port, port_open
+from storage.settings import WS_FRAMES_PER_MACHINE
 from tests.cluster_support import (
     CLUSTER_ADMIN,
     CLUSTER_HOLD_TTL,
@@ -65,6 +66,21 @@ def test_haproxy_cfg_is_valid_for_one_to_eight_nodes(nodes: int) -> None:
 def test_haproxy_cfg_refuses_to_run_without_a_node() -> None:
     result = haproxy_check({})
     assert result.returncode != 0
+
+
+def test_nodes_on_one_machine_share_its_broadcast_frame_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`boxoffice cluster` runs its nodes on one machine: each gets its share of what the machine carries,
+    unless WS_MAX_FRAMES_PER_SECOND says otherwise."""
+    monkeypatch.delenv("WS_MAX_FRAMES_PER_SECOND", raising=False)
+    urls = {key: "set-but-unused" for key in SERVICE_URLS}  # nothing is started here
+
+    def budgets(nodes: int, **env: str) -> set[str]:
+        cluster = LocalCluster(nodes, env={**urls, **env})
+        return {cluster.node_env(i)["WS_MAX_FRAMES_PER_SECOND"] for i in range(nodes)}
+
+    assert budgets(1) == {str(WS_FRAMES_PER_MACHINE)}
+    assert budgets(3) == {str(WS_FRAMES_PER_MACHINE // 3)}
+    assert budgets(3, WS_MAX_FRAMES_PER_SECOND="9000") == {"9000"}
 
 
 def test_docker_compose_config_is_valid() -> None:
