@@ -7,8 +7,8 @@ import uuid
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from storage.appkeys import SETTINGS, TOKENS
-from storage.auth import MAX_TOKEN, Principal, resolve_principal
+from storage.appkeys import SETTINGS
+from storage.auth import MAX_TOKEN, Principal, principal_for_token
 from storage.errors import Forbidden, Unauthorized
 
 PRINCIPAL = "principal"
@@ -20,11 +20,6 @@ def bearer_token(request: web.Request) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()[:MAX_TOKEN]
-
-
-async def principal_for_token(app: web.Application, token: str | None) -> Principal | None:
-    """The principal of a token; None if the token is given but unknown."""
-    return await resolve_principal(token, app[SETTINGS].admin_token, app[TOKENS])
 
 
 async def principal(request: web.Request) -> Principal:

@@ -25,8 +25,8 @@ from realtime.hub import Connection, Hub, WSClose
 from realtime.messages import Peer, dispatch
 from realtime.snapshot import SnapshotReader
 from storage import metrics
-from storage.appkeys import NODE_ID, PG_POOL, SETTINGS, TOKENS
-from storage.auth import Principal, resolve_principal
+from storage.appkeys import NODE_ID, PG_POOL, SETTINGS
+from storage.auth import principal_for_token
 from storage.catalog import get_session_row
 from storage.errors import DomainError, Forbidden, ValidationFailed
 
@@ -67,11 +67,6 @@ def origin_allowed(origin: str | None, host: str, allowed: tuple[str, ...]) -> b
         return False
 
 
-async def socket_principal(app: web.Application, token: str | None) -> Principal | None:
-    """The token's principal; None when a token is given but unknown (the REST rule, for `?token=`)."""
-    return await resolve_principal(token, app[SETTINGS].admin_token, app[TOKENS])
-
-
 async def session_socket(request: web.Request) -> web.StreamResponse:
     """The socket's whole life in one coroutine frame, which stays alive for as long as it is open: the
     upgrade happens in `upgrade`, whose frame ends with it (on 2,000 idle sockets every frame counts)."""
@@ -103,7 +98,7 @@ async def upgrade(request: web.Request) -> tuple[web.WebSocketResponse, Peer]:
     await get_session_row(app[PG_POOL], session_id)  # 404 session_not_found, before any upgrade
     if not origin_allowed(request.headers.get("Origin"), request.host, settings.allowed_origins):
         raise Forbidden("This Origin may not open seat channels", code="origin_not_allowed")
-    who = await socket_principal(app, request.query.get("token"))
+    who = await principal_for_token(app, request.query.get("token"))  # the REST rule, for `?token=`
     # no per-socket heartbeat timer or receive timeout: the hub's keeper pings, cuts and closes idle sockets
     ws = web.WebSocketResponse(max_msg_size=settings.ws_max_msg_size, autoping=False,
                                compress=False, timeout=CLOSE_TIMEOUT)  # frames are shared: never per-socket deflate
