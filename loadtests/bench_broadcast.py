@@ -489,10 +489,11 @@ async def bench(args: argparse.Namespace, cluster: Any, dsn: str, admin_token: s
             progress(f"connecting {args.sockets} sockets from {args.clients} client processes "
                      f"({warm} first, to warm the nodes)")
             connected = []
-            rss_warm = rss_before
+            rss_warm, warmed = rss_before, 0
             if warm:
                 start_client(warm)
                 connected.append(await asyncio.to_thread(pipes[0].recv))
+                warmed = connected[0][1]["sockets"]
                 await asyncio.sleep(2)
                 rss_warm = [rss_kib(p) for p in pids]
             for k in range(args.clients):
@@ -539,7 +540,7 @@ async def bench(args: argparse.Namespace, cluster: Any, dsn: str, admin_token: s
     lasts = [r["last_frame"] for r in results if r["last_frame"]]
     window = (max(lasts) - min(firsts)) if firsts and lasts else 0.0
     rss_delta = sum(rss_connected) - sum(rss_before)
-    second_wave = sockets - (connected[0][1]["sockets"] if len(connected) > args.clients else 0)
+    second_wave = sockets - warmed
     rss_slope = sum(rss_connected) - sum(rss_warm)
     return {
         "command": " ".join(shlex.quote(a) for a in [sys.executable, "-m", "loadtests.bench_broadcast", *sys.argv[1:]]),
