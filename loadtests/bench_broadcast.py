@@ -547,7 +547,8 @@ async def bench(args: argparse.Namespace, cluster: Any, dsn: str, admin_token: s
         "started": datetime.fromtimestamp(load_started, UTC).isoformat(),
         "machine": {"cpus": os.cpu_count(), "platform": sys.platform},
         "setup": {"nodes": cluster.nodes, "sockets_asked": args.sockets, "client_processes": args.clients,
-                  "tick_ms": args.tick_ms, "outbox_publish": publish,
+                  "tick_ms": args.tick_ms, "outbox_publish": publish, "link": "unix" if cluster.socket_dir else "tcp",
+                  "frames_per_second_per_node": int(cluster.node_env(0)["WS_MAX_FRAMES_PER_SECOND"]),
                   "holds_per_second_asked": args.rate, "duration_s": args.duration,
                   "hold_seconds": args.hold_seconds, "session_seats": len(seats)},
         "sockets": {"connected": sockets, "by_node": dict(by_node),
@@ -613,7 +614,8 @@ def report(result: dict[str, Any]) -> str:
         "",
         f"broadcast benchmark ({result['started']})",
         f"  command        : {result['command']}",
-        f"  setup          : {result['setup']['nodes']} nodes behind HAProxy, "
+        f"  setup          : {result['setup']['nodes']} nodes behind HAProxy ({result['setup']['link']} link, "
+        f"{result['setup']['frames_per_second_per_node']} frames/s each), "
         f"{result['sockets']['connected']} sockets {result['sockets']['by_node']}, "
         f"{result['load']['holds_per_second']} holds/s for {result['load']['seconds']} s",
         f"  latency        : p50 {lat['p50']:.0f} ms, p90 {lat['p90']:.0f} ms, p99 {lat['p99']:.0f} ms, "
@@ -650,6 +652,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-connections", type=int, default=64)
     parser.add_argument("--publish", choices=("relay", "direct", "both"), default="relay",
                         help="OUTBOX_PUBLISH of the nodes; both: one run of each, on the same services, and the ratio")
+    parser.add_argument("--link", choices=("unix", "tcp"), default="unix",
+                        help="how HAProxy reaches the nodes (LocalCluster's link; default: Unix sockets)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the state folder (node and HAProxy logs, INFO level) and print where it is")
     parser.add_argument("--out", type=Path, default=None,
@@ -676,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
         for publish in ("relay", "direct") if args.publish == "both" else (args.publish,):
             progress(f"starting {args.nodes} nodes behind HAProxy (OUTBOX_PUBLISH={publish})")
             with LocalCluster(args.nodes, env={**env, "OUTBOX_PUBLISH": publish},
-                              state_dir=state / f"cluster-{publish}") as cluster:
+                              state_dir=state / f"cluster-{publish}", link=args.link) as cluster:
                 results[publish] = asyncio.run(bench(args, cluster, urls["DATABASE_URL"], admin_token, publish))
     finally:
         stack.stop()

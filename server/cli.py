@@ -82,7 +82,8 @@ def serve(settings: Settings, ready_message: str = "") -> None:
         raise SystemExit(2)
     loop = new_event_loop(settings.event_loop)
     loop.add_signal_handler(signal.SIGUSR1, dump_tasks, loop)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port,
+    # with UNIX_SOCKET set, the node listens there too (its local proxy's link) and still on HOST:PORT
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, path=settings.unix_socket or None,
                 print=(lambda _: print(ready_message, flush=True)) if ready_message else None,
                 shutdown_timeout=8.0, access_log=None, handle_signals=True, loop=loop)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -45,17 +46,25 @@ class TokenBuckets:
         return (1 - tokens) / self.rate
 
 
+def from_local_proxy(request: web.Request) -> bool:
+    """A loopback peer, or a peer on the node's Unix socket (UNIX_SOCKET: only processes of this machine
+    allowed to open its file reach it; `boxoffice cluster` keeps it in a folder only its user can enter)."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None and sock.family == socket.AF_UNIX:
+        return True
+    try:
+        return ipaddress.ip_address(request.remote or "").is_loopback
+    except ValueError:
+        return False
+
+
 def client_ip(request: web.Request) -> str:
     """The caller's address; X-Forwarded-For is believed only from a local proxy (HAProxy)."""
-    peer = request.remote or ""
     forwarded = request.headers.get("X-Forwarded-For", "")
-    try:
-        local_peer = ipaddress.ip_address(peer).is_loopback
-    except ValueError:
-        local_peer = False
-    if forwarded and local_peer:
+    if forwarded and from_local_proxy(request):
         return forwarded.split(",")[-1].strip()[:64]
-    return peer
+    return request.remote or ""
 
 
 def rate_limiter(app: web.Application) -> Callable[[web.Request], Awaitable[web.Response | None]]:

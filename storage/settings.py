@@ -68,6 +68,8 @@ class Settings:
     node_id: str = ""
     host: str = "127.0.0.1"
     port: int = 8080
+    # a Unix socket the node also listens on, for a proxy on the same machine (see server.cluster)
+    unix_socket: str = ""
     log_level: str = "INFO"
     log_format: str = "json"
     allowed_origins: tuple[str, ...] = ()
@@ -125,6 +127,7 @@ class Settings:
             node_id=env.get("NODE_ID", ""),
             host=env.get("HOST", "127.0.0.1"),
             port=port,
+            unix_socket=env.get("UNIX_SOCKET", "").strip(),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             log_format=env.get("LOG_FORMAT", "json"),
             allowed_origins=origins,

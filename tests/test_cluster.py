@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -231,6 +232,25 @@ async def test_round_robin_spreads_requests_over_every_node(live_cluster: LocalC
         served[node] += 1
     assert set(served) == set(live_cluster.node_ids)
     assert max(served.values()) - min(served.values()) <= 1  # round robin, not just "somewhere"
+
+
+async def test_haproxy_reaches_the_nodes_on_their_private_unix_sockets(live_cluster: LocalCluster,
+                                                                      api: aiohttp.ClientSession) -> None:
+    """The local cluster's proxy link is a Unix socket per node (a third of loopback TCP's cost per frame), in a
+    folder only this user can enter: a node believes X-Forwarded-For from it, so nobody else may connect."""
+    assert live_cluster.socket_dir is not None
+    assert stat.S_IMODE(live_cluster.socket_dir.stat().st_mode) == 0o700
+    sockets = live_cluster.node_sockets
+    assert all(stat.S_ISSOCK(path.stat().st_mode) for path in sockets)
+    # HAProxy's own view: every server of the backend is a Unix socket, checked and up
+    servers = await asyncio.to_thread(live_cluster.servers)
+    assert {node: (row["addr"], row["status"]) for node, row in servers.items()} == {
+        node: ("unix", "UP") for node in live_cluster.node_ids}
+    # each socket is that node's HTTP server
+    for i, path in enumerate(sockets):
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(str(path))) as direct:
+            status, _, node = await get_json(direct, "http://node/health")
+            assert (status, node) == (200, live_cluster.node_ids[i])
 
 
 async def test_every_node_serves_the_api_on_the_same_data(live_cluster: LocalCluster,

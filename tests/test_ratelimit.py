@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
+
+import aiohttp
+from aiohttp import web
 
 from server.app import create_app
 from server.ratelimit import TokenBuckets
@@ -73,3 +80,35 @@ async def test_behind_the_local_proxy_each_caller_address_has_its_own_bucket(aio
     # a list: the last entry is the one the proxy saw
     assert await sign_up("198.51.100.1, 203.0.113.8") == 429
     assert await sign_up("203.0.113.8, 198.51.100.1") == 201
+
+
+@contextlib.asynccontextmanager
+async def on_unix_socket(app: web.Application) -> AsyncIterator[aiohttp.ClientSession]:
+    """The app served on a Unix socket only (UNIX_SOCKET: how `boxoffice cluster`'s HAProxy reaches a node)."""
+    with tempfile.TemporaryDirectory(prefix="bx-") as folder:  # short: sun_path holds ~107 bytes
+        path = str(Path(folder) / "node.sock")
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            await web.UnixSite(runner, path).start()
+            async with aiohttp.ClientSession("http://node", connector=aiohttp.UnixConnector(path)) as http:
+                yield http
+        finally:
+            await runner.cleanup()
+
+
+async def test_on_the_unix_socket_each_caller_address_has_its_own_bucket(settings: Any, pg: Any) -> None:
+    """Behind the local cluster's HAProxy the peer is the node's Unix socket, not a loopback address: the node
+    believes X-Forwarded-For there too, so one caller's flood does not throttle everyone behind the proxy."""
+    app = create_app(with_settings(settings, rate_limit_anon_per_second=0.01, rate_limit_anon_burst=1))
+    async with on_unix_socket(app) as http:
+        async def sign_up(forwarded_for: str) -> int:
+            async with http.post("/users", json={"name": "c", "email": f"{uuid.uuid4().hex}@example.com"},
+                                 headers={"X-Forwarded-For": forwarded_for}) as resp:
+                return resp.status
+
+        assert [await sign_up("203.0.113.7"), await sign_up("203.0.113.8")] == [201, 201]
+        before = await table_counts(pg)
+        assert await sign_up("203.0.113.7") == 429
+        assert await table_counts(pg) == before
+        assert await sign_up("198.51.100.9") == 201
