@@ -198,6 +198,7 @@ async def rush(url: str, dsn: str, clients: int, meter: CpuMeter | None = None) 
         sold: set[str] = set()
         latencies: list[float] = []
         statuses: dict[int, int] = {}
+        errors: dict[str, int] = {}  # "<status> <code>" of every answer other than 201 and 409
         done = asyncio.Event()
         rng = random.Random(1)
 
@@ -235,6 +236,8 @@ async def rush(url: str, dsn: str, clients: int, meter: CpuMeter | None = None) 
                     taken = set(body["details"].get("conflicts", []))
                     believed = [s for s in believed if s not in taken]
                 else:
+                    error = f"{status} {body.get('code') if isinstance(body, dict) else None}"
+                    errors[error] = errors.get(error, 0) + 1
                     await asyncio.sleep(0.05)
 
         if meter:
@@ -257,7 +260,7 @@ async def rush(url: str, dsn: str, clients: int, meter: CpuMeter | None = None) 
         await con.close()
     return {"clients": clients, "seconds_to_sell_out": round(elapsed, 2), "hold_requests": len(latencies),
             "hold_answers_per_second": round(len(latencies) / elapsed), "p50_ms": round(percentile(latencies, 50), 2),
-            "p99_ms": round(percentile(latencies, 99), 2), "statuses": statuses, "sold": sold_db,
+            "p99_ms": round(percentile(latencies, 99), 2), "statuses": statuses, "errors": errors, "sold": sold_db,
             "double_sales": doubles, "invariants_ok": not broken(report), "broken": broken(report),
             "cpu_ms_per_answer": cpu}
 

@@ -65,7 +65,10 @@ class RedisGate:
             async with asyncio.timeout(self.timeout):
                 return await self._run_each(self._hold, holds)
         except (TimeoutError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            if isinstance(exc, (RedisConnectionError, OSError)):  # Redis is not there: nobody queued waits
+            # Redis is not there (refused, reset): nobody queued waits. Not after a timeout -- TimeoutError is
+            # an OSError too, and one slow batch is no reason to fail every hold queued behind it (a rush
+            # on a saturated node answered hundreds of holds 503 `redis_unavailable` per slow batch).
+            if isinstance(exc, (RedisConnectionError, OSError)) and not isinstance(exc, TimeoutError):
                 self._holds.fail_waiting(exc)
             task = asyncio.create_task(self._take_back([(keys, [args[0]]) for keys, args in holds]))
             self._take_backs.add(task)
