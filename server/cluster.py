@@ -6,7 +6,7 @@ node addresses passed as environment variables (NODE1_ADDR .. NODE8_ADDR; the fi
 only for the variables that are set). Nothing is generated per run.
 
 HAProxy reaches the nodes over Unix sockets (`link="unix"`, the default): everything runs on one machine,
-and a Unix socket moves a frame for well under half of a loopback TCP connection's CPU (a throwaway
+and a Unix socket moves a frame for 40-60 % of a loopback TCP connection's CPU (a throwaway
 measurement here, 667 sockets, 1.5 kB writes: 5.5 against 14 us per send, 7.7 against 13 us per
 receive). Every broadcast frame crosses that link once, so it is a large share of what a seat change costs
 the machine. Each node keeps its TCP port too (direct access: tests, metrics, the benchmark's probes).

@@ -236,7 +236,7 @@ async def test_round_robin_spreads_requests_over_every_node(live_cluster: LocalC
 
 async def test_haproxy_reaches_the_nodes_on_their_private_unix_sockets(live_cluster: LocalCluster,
                                                                       api: aiohttp.ClientSession) -> None:
-    """The local cluster's proxy link is a Unix socket per node (a third of loopback TCP's cost per frame), in a
+    """The local cluster's proxy link is a Unix socket per node (40-60 % of loopback TCP's CPU per frame), in a
     folder only this user can enter: a node believes X-Forwarded-For from it, so nobody else may connect."""
     assert live_cluster.socket_dir is not None
     assert stat.S_IMODE(live_cluster.socket_dir.stat().st_mode) == 0o700
