@@ -46,6 +46,8 @@ import aiohttp
 import asyncpg
 import uvloop
 
+from loadtests.metrics import speed_probe
+
 HIST_MS = 10_000  # latency histogram: 1 ms buckets up to 10 s, then one overflow bucket
 CONNECT_CONCURRENCY = 50
 WARM_SOCKETS_PER_NODE = 50  # the first wave (see bench: memory per socket is measured after it)
@@ -634,6 +636,8 @@ def report(result: dict[str, Any]) -> str:
         f"p99 {result['commit_to_node_write']['p99']} (node histograms, per change batch)\n"
         f"  node consumers : {result.get('node_consumers') or 'no restart, no hole'}",
         f"  hold failures  : {result['load']['failed'] or 'none'}",
+        f"  machine        : {result['machine']['cpus']} cores; speed probe {result['machine']['speed_probe_s']} s "
+        "(5 million Python additions, best of 3: lower is faster)",
         "",
     ])
 
@@ -665,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
     from server.cluster import LocalCluster  # noqa: PLC0415
     from server.embedded import EmbeddedStack  # noqa: PLC0415
 
+    probe = speed_probe()  # before anything starts: the machine's speed in this spell
     state = Path(tempfile.mkdtemp(prefix="bench-broadcast-"))
     stack = EmbeddedStack(state / "stack")
     try:
@@ -689,6 +694,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(state, ignore_errors=True)
     for result in results.values():
+        result["machine"]["speed_probe_s"] = probe
         print(report(result), flush=True)
     document: dict[str, Any] = next(iter(results.values()))
     if len(results) == 2:

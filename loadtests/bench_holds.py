@@ -32,6 +32,7 @@ import psutil
 import uvloop
 
 from loadtests.lean_http import LeanPool
+from loadtests.metrics import speed_probe
 from server.embedded import EmbeddedStack, free_port
 from storage import db
 from storage.invariants import broken, wait_for_invariants
@@ -274,6 +275,7 @@ async def main() -> None:
     parser.add_argument("--out", default="loadtests/results/bench_holds.json")
     args = parser.parse_args()
     command = "python -m loadtests.bench_holds " + " ".join(sys.argv[1:])
+    probe = speed_probe()  # before anything starts: the machine's speed in this spell
 
     with tempfile.TemporaryDirectory(prefix="bench-holds-") as state:
         stack = EmbeddedStack(Path(state), env={k: os.environ.get(k, "") for k in
@@ -302,6 +304,7 @@ async def main() -> None:
     summary: dict[str, Any] = {
         "command": command,
         "machine": f"{os.cpu_count()} cores",
+        "speed_probe_s": probe,
         "uncontended": {k: med("uncontended", k) for k in ("holds_per_second", "p50_ms", "p99_ms")},
         "rush_gate": {k: med("rush_gate", k) for k in ("seconds_to_sell_out", "hold_answers_per_second",
                                                         "p50_ms", "p99_ms", "double_sales")},

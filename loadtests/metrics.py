@@ -21,6 +21,24 @@ CONFLICT_CODE = "seats_unavailable"
 PERCENTILES = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
 
 
+SPEED_PROBE_STEPS = 5_000_000
+
+
+def speed_probe() -> float:
+    """Seconds this machine takes for a fixed pure-Python loop (5 million additions), best of three.
+
+    Benchmarks print it and store it with their figures: the development machines' speed drifts by 2-4x
+    between spells (README, Performance), so figures from different runs are compared with it in view.
+    """
+    best = float("inf")
+    for _ in range(3):
+        started, total = time.perf_counter(), 0
+        for step in range(SPEED_PROBE_STEPS):
+            total += step
+        best = min(best, time.perf_counter() - started)
+    return round(best, 3)
+
+
 def percentile(hist: Mapping[int, int], q: float) -> float | None:
     """The q-quantile of a histogram {value: count} (None when empty)."""
     total = sum(hist.values())
