@@ -84,6 +84,30 @@ def test_nodes_on_one_machine_share_its_broadcast_frame_budget(monkeypatch: pyte
     assert budgets(3, WS_MAX_FRAMES_PER_SECOND="9000") == {"9000"}
 
 
+def test_the_local_cluster_links_haproxy_to_its_nodes_by_unix_socket_or_tcp() -> None:
+    """The environment each process gets: HAProxy's NODEn_ADDR and the node's UNIX_SOCKET agree (nothing started)."""
+    urls = {key: "set-but-unused" for key in SERVICE_URLS}
+    tcp = LocalCluster(2, env={**urls, "UNIX_SOCKET": "/tmp/inherited.sock"}, link="tcp")  # noqa: S108
+    assert [tcp.haproxy_env()[f"NODE{i + 1}_ADDR"] for i in range(2)] == [
+        f"127.0.0.1:{port}" for port in tcp.node_ports]
+    assert all("UNIX_SOCKET" not in tcp.node_env(i) for i in range(2))  # never one the caller's env had
+
+    unix = LocalCluster(2, env=urls)
+    folder = unix.socket_dir = unix._make_socket_dir()  # what start() does first
+    try:
+        assert folder is not None and stat.S_IMODE(folder.stat().st_mode) == 0o700
+        for i in range(2):
+            path = unix.node_env(i)["UNIX_SOCKET"]
+            assert unix.haproxy_env()[f"NODE{i + 1}_ADDR"] == f"unix@{path}"
+            assert Path(path).parent == unix.socket_dir and len(path) <= 100  # fits sockaddr_un
+            assert unix.node_env(i)["PORT"] == str(unix.node_ports[i])  # the TCP port stays
+    finally:
+        unix.stop()
+    assert unix.socket_dir is None and not folder.exists()  # stop() removes the folder
+    with pytest.raises(ValueError, match="link"):
+        LocalCluster(1, env=urls, link="carrier-pigeon")
+
+
 def test_docker_compose_config_is_valid() -> None:
     result = subprocess.run([docker_compose_binary(), "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],  # noqa: S603
                             capture_output=True, text=True, timeout=60, check=False, cwd=ROOT)
