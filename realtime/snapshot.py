@@ -48,9 +48,6 @@ class SnapshotReader:
         self._tasks: set[asyncio.Task[SeatRead]] = set()
         self.queries = 0
 
-    async def rows(self, session_id: str) -> list[asyncpg.Record]:
-        return (await self.read(session_id)).rows
-
     async def read(self, session_id: str) -> SeatRead:
         task = self._next.get(session_id)
         if task is None:

@@ -314,9 +314,9 @@ async def test_snapshot_reads_are_shared_by_sockets_asking_at_once(client: TestC
                                                                    scene: dict[str, Any]) -> None:
     reader, sid = client.app[SNAPSHOTS], scene["sid"]
     before = reader.queries
-    maps = await asyncio.gather(*(reader.rows(sid) for _ in range(10)))
-    assert reader.queries == before + 1 and all(len(rows) == 16 for rows in maps)
-    await reader.rows(sid)  # asked after that read: a fresh one
+    reads = await asyncio.gather(*(reader.read(sid) for _ in range(10)))
+    assert reader.queries == before + 1 and all(len(read.rows) == 16 for read in reads)
+    await reader.read(sid)  # asked after that read: a fresh one
     assert reader.queries == before + 2
 
 
