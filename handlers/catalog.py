@@ -8,8 +8,8 @@ from aiohttp_apigami import docs, match_info_schema, querystring_schema, request
 from handlers import schemas as s
 from handlers.auth import admin_only, require_admin, require_owner_or_admin, signed_in
 from handlers.openapi import ADMIN_ONLY, INVALID, OWNER_ONLY, TOO_LARGE, E, not_found
+from server.typedefs import PG_POOL, TOKENS
 from storage import catalog
-from storage.appkeys import PG_POOL, TOKENS
 
 
 def data(request: web.Request) -> dict:  # type: ignore[type-arg]

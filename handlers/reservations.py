@@ -8,11 +8,9 @@ from aiohttp import web
 from aiohttp_apigami import docs, headers_schema, match_info_schema, querystring_schema, request_schema, response_schema
 
 from handlers import schemas as s
-from handlers.auth import acting_user, principal, require_owner_or_admin, signed_in
+from handlers.auth import acting_user, actor, require_owner_or_admin, signed_in
 from handlers.openapi import OWNER_ONLY, USER_ONLY, E, not_found
-from storage.appkeys import BOOKING, SETTINGS
-from storage.booking import Actor
-from storage.errors import Unauthorized
+from server.typedefs import BOOKING
 
 HOLD_ERRORS = {
     **USER_ONLY,
@@ -28,16 +26,6 @@ HOLD_ERRORS = {
 def idempotency_key(request: web.Request) -> str | None:
     headers = request.get("headers", {})
     return headers.get("idempotency_key") or headers.get("x_idempotency_key")  # type: ignore[no-any-return]
-
-
-async def actor(request: web.Request) -> Actor:
-    """The caller as a booking actor: its user, or the admin (who may act on any reservation)."""
-    if not request.app[SETTINGS].auth_required:
-        return Actor(None, check_owner=False)
-    who = await principal(request)
-    if who.anonymous:
-        raise Unauthorized()
-    return Actor(who.user_id, check_owner=not who.is_admin)
 
 
 @docs(tags=["reservations"], summary="Hold seats for 30 s (all or nothing)", responses=HOLD_ERRORS)

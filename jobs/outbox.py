@@ -11,13 +11,12 @@ import asyncpg
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
+from core.aio import owned_task, within
 from realtime.relay import DirectPublisher, OutboxRelay
-from storage.aio import owned_task, within
-from storage.appkeys import BOOKING, KAFKA, OUTBOX_WAKE, PG_POOL, SETTINGS
+from server.typedefs import BOOKING, KAFKA, OUTBOX_WAKE, PG_POOL, RELAY, SETTINGS
 
 log = logging.getLogger("boxoffice.jobs")
 
-RELAY = web.AppKey("outbox_relay", OutboxRelay)
 FINAL_PASS_TIMEOUT = 2.0
 
 

@@ -13,9 +13,9 @@ from datetime import timedelta
 import asyncpg
 from aiohttp import web
 
+from core import metrics
 from jobs.runner import running
-from storage import metrics
-from storage.appkeys import GATE, PG_POOL
+from server.typedefs import GATE, PG_POOL
 from storage.redis_gate import RedisGate
 
 log = logging.getLogger("boxoffice.reconcile")

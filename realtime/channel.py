@@ -21,17 +21,13 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSMessage, WSMsgType, web
 
-from realtime.hub import Connection, Hub, WSClose
+from contract.actors import principal_for_token
+from core import metrics
+from core.errors import DomainError, Forbidden, ValidationFailed
+from realtime.hub import Connection, WSClose
 from realtime.messages import Peer, dispatch
-from realtime.snapshot import SnapshotReader
-from storage import metrics
-from storage.appkeys import NODE_ID, PG_POOL, SETTINGS
-from storage.auth import principal_for_token
+from server.typedefs import HUB, NODE_ID, PG_POOL, SETTINGS, SNAPSHOTS
 from storage.catalog import get_session_row
-from storage.errors import DomainError, Forbidden, ValidationFailed
-
-HUB = web.AppKey("realtime_hub", Hub)
-SNAPSHOTS = web.AppKey("realtime_snapshots", SnapshotReader)
 
 CLOSE_TIMEOUT = 2.0  # how long a close waits for the peer's close frame
 DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}

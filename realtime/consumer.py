@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
+from core import metrics
+from core.aio import internal_cancel_as, owned_task, stop_if_cancelled, within
+from core.settings import Settings
 from realtime.hub import Hub
 from realtime.kafka import stop_quietly
 from realtime.relay import PUBLISH_TIMEOUT
-from storage import metrics
-from storage.aio import internal_cancel_as, owned_task, stop_if_cancelled, within
-from storage.settings import Settings
 
 if TYPE_CHECKING:
     from realtime.kafka import KafkaLink

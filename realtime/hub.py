@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 
 from aiohttp import WSMsgType, web
 
-from storage import metrics
-from storage.aio import owned_task, within
+from core import metrics
+from core.aio import owned_task, within
 
 log = logging.getLogger("boxoffice.hub")
 

@@ -17,11 +17,12 @@ from typing import Any
 from aiohttp import web
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from contract import actors
+from core.errors import DomainError, SeatsUnavailable, ValidationFailed
 from realtime.hub import Command, Connection
-from storage.appkeys import BOOKING, SETTINGS
+from server.typedefs import BOOKING, SETTINGS
 from storage.auth import Principal
 from storage.booking import Actor
-from storage.errors import DomainError, Forbidden, SeatsUnavailable, Unauthorized, ValidationFailed
 
 log = logging.getLogger("boxoffice.ws")
 
@@ -115,29 +116,11 @@ class EmptyMessage(MessageSchema):
 # ------------------------------------------------------------ who acts (the REST rules, for a socket)
 
 def acting_user(peer: Peer, claimed: uuid.UUID | None) -> uuid.UUID:
-    if not peer.app[SETTINGS].auth_required:
-        if claimed is None:
-            raise Unauthorized("userId is required when authentication is off", code="user_required")
-        return claimed
-    who = peer.principal
-    if who is None:
-        raise Unauthorized("The token given at connect is not valid: this socket may watch but not act")
-    if who.anonymous:
-        raise Unauthorized("Connect with ?token= to hold seats: this socket may watch but not act")
-    if who.user_id is None:
-        raise Forbidden("The admin token cannot act for a user")
-    if claimed is not None and claimed != who.user_id:
-        raise Forbidden("userId does not match the token's user", code="not_owner")
-    return who.user_id
+    return actors.acting_user(peer.app[SETTINGS].auth_required, peer.principal, claimed, actors.SOCKET)
 
 
 def actor(peer: Peer) -> Actor:
-    if not peer.app[SETTINGS].auth_required:
-        return Actor(None, check_owner=False)
-    who = peer.principal
-    if who is None or who.anonymous:
-        raise Unauthorized("Connect with a valid ?token= to act on reservations")
-    return Actor(who.user_id, check_owner=not who.is_admin)
+    return actors.booking_actor(peer.app[SETTINGS].auth_required, peer.principal, actors.SOCKET)
 
 
 # ------------------------------------------------------------ handlers

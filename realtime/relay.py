@@ -27,9 +27,9 @@ import asyncpg
 from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
-from storage import metrics
-from storage.aio import internal_cancel_as, stop_if_cancelled, within
-from storage.settings import Settings
+from core import metrics
+from core.aio import internal_cancel_as, stop_if_cancelled, within
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from realtime.kafka import KafkaLink

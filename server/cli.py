@@ -18,10 +18,10 @@ from types import FrameType
 
 from aiohttp import web
 
+from core.settings import Settings, read_dotenv
 from server.embedded import EmbeddedStack, ServiceStartError
 from server.logs import setup_logging
 from storage import db
-from storage.settings import Settings, read_dotenv
 
 log = logging.getLogger("boxoffice.cli")
 STATE_DIR = Path(os.environ.get("BOXOFFICE_STATE_DIR", ".boxoffice"))

@@ -35,8 +35,8 @@ from email.message import Message
 from pathlib import Path
 from types import FrameType, TracebackType
 
+from core.settings import WS_FRAMES_PER_MACHINE
 from server.embedded import find_haproxy, free_port, port_open, stop_group
-from storage.settings import WS_FRAMES_PER_MACHINE
 
 log = logging.getLogger("boxoffice.cluster")
 

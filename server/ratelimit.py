@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from server.middlewares import error_response
-from storage.appkeys import SETTINGS
+from server.typedefs import SETTINGS
 from storage.auth import hash_token
 
 LIMITED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -68,7 +68,7 @@ def client_ip(request: web.Request) -> str:
 
 
 def rate_limiter(app: web.Application) -> Callable[[web.Request], Awaitable[web.Response | None]]:
-    """An admission check (`storage.appkeys.ADMISSION`): a 429 for a caller over its rate, else None."""
+    """An admission check (`server.typedefs.ADMISSION`): a 429 for a caller over its rate, else None."""
     settings = app[SETTINGS]
     users = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
     anonymous = TokenBuckets(settings.rate_limit_anon_per_second, settings.rate_limit_anon_burst)

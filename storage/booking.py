@@ -19,9 +19,9 @@ from typing import Any
 import asyncpg
 import redis.exceptions
 
-from storage import ids, metrics
-from storage.aio import within
-from storage.errors import (
+from core import ids, metrics
+from core.aio import within
+from core.errors import (
     DomainError,
     Forbidden,
     HoldExpired,

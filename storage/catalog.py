@@ -10,8 +10,8 @@ from typing import Any
 
 import asyncpg
 
+from core.errors import Conflict, NotFound, Unprocessable
 from storage.auth import hash_token, new_token
-from storage.errors import Conflict, NotFound, Unprocessable
 
 MIN_SESSION_SEATS = 16
 SEATS_PER_ROW_FOR_CAPACITY = 16

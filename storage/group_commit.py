@@ -24,7 +24,7 @@ from typing import Any
 
 import asyncpg
 
-from storage import metrics
+from core import metrics
 from storage.batching import Batcher
 
 log = logging.getLogger("boxoffice.group_commit")

@@ -18,10 +18,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from core.settings import Settings
 from server.app import create_app
 from server.embedded import EmbeddedStack
 from storage import db
-from storage.settings import Settings
 
 pytest_plugins = ["tests.cluster_support"]
 

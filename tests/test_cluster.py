@@ -26,9 +26,9 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from core.settings import WS_FRAMES_PER_MACHINE
 from server.cluster import ROOT, SERVICE_URLS, LocalCluster, haproxy_config_path
 from server.embedded import EmbeddedStack, free_port, port_open
-from storage.settings import WS_FRAMES_PER_MACHINE
 from tests.cluster_support import (
     CLUSTER_ADMIN,
     CLUSTER_HOLD_TTL,

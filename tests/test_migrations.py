@@ -10,8 +10,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from core.settings import Settings
 from storage import db
-from storage.settings import Settings
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from core.settings import Settings
 from server.app import create_app
 from server.embedded import free_port
-from storage.settings import Settings
 from tests.conftest import ADMIN
 
 ERROR_KEYS = {"statusCode", "error", "code", "message", "details"}
