@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 
 def read_dotenv(path: Path = Path(".env")) -> None:
@@ -23,28 +25,18 @@ def read_dotenv(path: Path = Path(".env")) -> None:
         os.environ.setdefault(key, value)
 
 
-def _bool(value: str | None, default: bool) -> bool:
-    if value is None or value == "":
-        return default
+def _bool(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _int(env: dict[str, str], key: str, default: int) -> int:
-    value = env.get(key, "")
-    return int(value) if value.strip() else default
+def _origins(value: str) -> tuple[str, ...]:
+    return tuple(o.strip() for o in value.split(",") if o.strip())
 
 
-def _choice(env: dict[str, str], key: str, choices: tuple[str, ...]) -> str:
-    """One of `choices` (the first is the default); anything else stops the node at start."""
-    value = env.get(key, "").strip().lower() or choices[0]
-    if value not in choices:
-        raise ValueError(f"{key} must be one of {', '.join(choices)}, not {value!r}")
-    return value
-
-
-def _float(env: dict[str, str], key: str, default: float) -> float:
-    value = env.get(key, "")
-    return float(value) if value.strip() else default
+def env(name: str, parse: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """A field's metadata: read from the environment variable `name` (blank or unset: the field's default),
+    with `parse` (by default the type of the default: int, float, bool or str)."""
+    return {"env": name, "parse": parse}
 
 
 # Broadcast frames per second one machine carries best, node, proxy and clients together (bench_broadcast,
@@ -56,107 +48,83 @@ WS_FRAMES_PER_MACHINE = 21_000
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = ""
-    redis_url: str = ""
-    kafka_bootstrap_servers: str = ""
-    hold_ttl_seconds: int = 30
-    max_seats_per_hold: int = 10
-    max_seats_per_user: int = 20
+    """Every setting of a node, each default written once; `from_env` reads the fields that name a variable."""
+
+    database_url: str = field(default="", metadata=env("DATABASE_URL"))
+    redis_url: str = field(default="", metadata=env("REDIS_URL"))
+    kafka_bootstrap_servers: str = field(default="", metadata=env("KAFKA_BOOTSTRAP_SERVERS"))
+    hold_ttl_seconds: int = field(default=30, metadata=env("HOLD_TTL_SECONDS"))
+    max_seats_per_hold: int = field(default=10, metadata=env("MAX_SEATS_PER_HOLD"))
+    max_seats_per_user: int = field(default=20, metadata=env("MAX_SEATS_PER_USER"))
+    # ADMIN_TOKEN; when unset, a random one for the life of the process (and admin_token_generated)
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     admin_token_generated: bool = True
-    auth_required: bool = True
-    node_id: str = ""
-    host: str = "127.0.0.1"
-    port: int = 8080
+    auth_required: bool = field(default=True, metadata=env("AUTH_REQUIRED"))
+    node_id: str = field(default="", metadata=env("NODE_ID"))
+    host: str = field(default="127.0.0.1", metadata=env("HOST"))
+    port: int = field(default=8080, metadata=env("PORT"))
     # a Unix socket the node also listens on, for a proxy on the same machine (see server.cluster)
-    unix_socket: str = ""
-    log_level: str = "INFO"
-    log_format: str = "json"
-    allowed_origins: tuple[str, ...] = ()
+    unix_socket: str = field(default="", metadata=env("UNIX_SOCKET", str.strip))
+    log_level: str = field(default="INFO", metadata=env("LOG_LEVEL", str.upper))
+    log_format: str = field(default="json", metadata=env("LOG_FORMAT"))
+    allowed_origins: tuple[str, ...] = field(default=(), metadata=env("ALLOWED_ORIGINS", _origins))
     # Kafka
-    kafka_topic: str = "seat-events"
-    kafka_partitions: int = 6
-    kafka_idempotence: bool = False
-    kafka_fetch_max_wait_ms: int = 10
+    kafka_topic: str = field(default="seat-events", metadata=env("KAFKA_TOPIC"))
+    kafka_partitions: int = field(default=6, metadata=env("KAFKA_PARTITIONS"))
+    kafka_idempotence: bool = field(default=False, metadata=env("KAFKA_IDEMPOTENCE"))
+    kafka_fetch_max_wait_ms: int = field(default=10, metadata=env("KAFKA_FETCH_MAX_WAIT_MS"))
     # Jobs
-    expiry_sweep_interval: float = 0.25
-    outbox_sweep_interval: float = 1.0
-    outbox_publish: str = "relay"  # relay | direct (see realtime.relay)
+    expiry_sweep_interval: float = field(default=0.25, metadata=env("EXPIRY_SWEEP_INTERVAL"))
+    outbox_sweep_interval: float = field(default=1.0, metadata=env("OUTBOX_SWEEP_INTERVAL"))
     # Realtime
-    ws_broadcast_tick_ms: int = 20
-    ws_max_frames_per_second: int = WS_FRAMES_PER_MACHINE
+    ws_broadcast_tick_ms: int = field(default=20, metadata=env("WS_BROADCAST_TICK_MS"))
+    ws_max_frames_per_second: int = field(default=WS_FRAMES_PER_MACHINE, metadata=env("WS_MAX_FRAMES_PER_SECOND"))
     ws_queue_size: int = 256
     ws_max_msg_size: int = 16 * 1024
-    ws_rate_per_second: float = 20.0
-    ws_rate_burst: int = 40
+    ws_rate_per_second: float = field(default=20.0, metadata=env("WS_RATE_PER_SECOND"))
+    ws_rate_burst: int = field(default=40, metadata=env("WS_RATE_BURST"))
     ws_heartbeat: float = 20.0
     ws_idle_timeout: float = 300.0
     # HTTP
     max_body_bytes: int = 64 * 1024
-    db_pool_min: int = 2
-    db_pool_max: int = 20
-    redis_gate: bool = True
-    redis_timeout: float = 0.5
-    hold_batch_max: int = 32  # holds written to PostgreSQL in one transaction at most (1: no batching)
-    hold_writers: int = 4  # hold writes in flight at once per node; holds arriving meanwhile are batched
-    event_loop: str = "uvloop"  # "asyncio" for the standard library's loop
+    db_pool_min: int = field(default=2, metadata=env("DB_POOL_MIN"))
+    db_pool_max: int = field(default=20, metadata=env("DB_POOL_MAX"))
+    redis_gate: bool = field(default=True, metadata=env("REDIS_GATE"))
+    redis_timeout: float = field(default=0.5, metadata=env("REDIS_TIMEOUT"))
+    # holds written to PostgreSQL in one transaction at most (1: no batching)
+    hold_batch_max: int = field(default=32, metadata=env("HOLD_BATCH_MAX"))
+    # hold writes in flight at once per node; holds arriving meanwhile are batched
+    hold_writers: int = field(default=4, metadata=env("HOLD_WRITERS"))
+    # "asyncio" for the standard library's loop
+    event_loop: str = field(default="uvloop", metadata=env("EVENT_LOOP", str.lower))
     # writes per second per user token (and per client IP when anonymous); 0 turns a limit off
-    rate_limit_per_second: float = 0.0
-    rate_limit_burst: int = 20
-    rate_limit_anon_per_second: float = 0.0
-    rate_limit_anon_burst: int = 60
+    rate_limit_per_second: float = field(default=0.0, metadata=env("RATE_LIMIT_PER_SECOND"))
+    rate_limit_burst: int = field(default=20, metadata=env("RATE_LIMIT_BURST"))
+    rate_limit_anon_per_second: float = field(default=0.0, metadata=env("RATE_LIMIT_ANON_PER_SECOND"))
+    rate_limit_anon_burst: int = field(default=60, metadata=env("RATE_LIMIT_ANON_BURST"))
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
         if env is None:
             read_dotenv()
             env = dict(os.environ)
-        port = _int(env, "PORT", 8080)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata.get("env")
+            raw = env.get(name, "") if name else ""
+            if raw.strip():
+                parse = f.metadata["parse"] or _PARSERS[type(f.default)]
+                values[f.name] = parse(raw)
         admin = env.get("ADMIN_TOKEN", "")
-        origins = tuple(o.strip() for o in env.get("ALLOWED_ORIGINS", "").split(",") if o.strip())
-        settings = cls(
-            database_url=env.get("DATABASE_URL", ""),
-            redis_url=env.get("REDIS_URL", ""),
-            kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", ""),
-            hold_ttl_seconds=_int(env, "HOLD_TTL_SECONDS", 30),
-            max_seats_per_hold=_int(env, "MAX_SEATS_PER_HOLD", 10),
-            max_seats_per_user=_int(env, "MAX_SEATS_PER_USER", 20),
-            admin_token=admin or secrets.token_urlsafe(24),
-            admin_token_generated=not admin,
-            auth_required=_bool(env.get("AUTH_REQUIRED"), True),
-            node_id=env.get("NODE_ID", ""),
-            host=env.get("HOST", "127.0.0.1"),
-            port=port,
-            unix_socket=env.get("UNIX_SOCKET", "").strip(),
-            log_level=env.get("LOG_LEVEL", "INFO").upper(),
-            log_format=env.get("LOG_FORMAT", "json"),
-            allowed_origins=origins,
-            kafka_topic=env.get("KAFKA_TOPIC", "seat-events"),
-            kafka_partitions=_int(env, "KAFKA_PARTITIONS", 6),
-            kafka_idempotence=_bool(env.get("KAFKA_IDEMPOTENCE"), False),
-            kafka_fetch_max_wait_ms=_int(env, "KAFKA_FETCH_MAX_WAIT_MS", 10),
-            expiry_sweep_interval=_float(env, "EXPIRY_SWEEP_INTERVAL", 0.25),
-            outbox_sweep_interval=_float(env, "OUTBOX_SWEEP_INTERVAL", 1.0),
-            outbox_publish=_choice(env, "OUTBOX_PUBLISH", ("relay", "direct")),
-            ws_broadcast_tick_ms=_int(env, "WS_BROADCAST_TICK_MS", 20),
-            ws_max_frames_per_second=_int(env, "WS_MAX_FRAMES_PER_SECOND", WS_FRAMES_PER_MACHINE),
-            ws_rate_per_second=_float(env, "WS_RATE_PER_SECOND", 20.0),
-            ws_rate_burst=_int(env, "WS_RATE_BURST", 40),
-            db_pool_min=_int(env, "DB_POOL_MIN", 2),
-            db_pool_max=_int(env, "DB_POOL_MAX", 20),
-            redis_gate=_bool(env.get("REDIS_GATE"), True),
-            redis_timeout=_float(env, "REDIS_TIMEOUT", 0.5),
-            hold_batch_max=_int(env, "HOLD_BATCH_MAX", 32),
-            hold_writers=_int(env, "HOLD_WRITERS", 4),
-            event_loop=env.get("EVENT_LOOP", "uvloop").lower(),
-            rate_limit_per_second=_float(env, "RATE_LIMIT_PER_SECOND", 0.0),
-            rate_limit_burst=_int(env, "RATE_LIMIT_BURST", 20),
-            rate_limit_anon_per_second=_float(env, "RATE_LIMIT_ANON_PER_SECOND", 0.0),
-            rate_limit_anon_burst=_int(env, "RATE_LIMIT_ANON_BURST", 60),
-        )
-        return replace(settings, **overrides) if overrides else settings  # type: ignore[arg-type]
+        if admin:
+            values.update(admin_token=admin, admin_token_generated=False)
+        values.update(overrides)
+        return cls(**values)
 
     def with_node_id(self) -> Settings:
         if self.node_id:
             return self
         return replace(self, node_id=f"{socket.gethostname()}:{self.port}")
+
+
+_PARSERS: dict[type, Callable[[str], Any]] = {int: int, float: float, bool: _bool, str: str}

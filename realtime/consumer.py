@@ -81,7 +81,6 @@ class SeatEventConsumer:
         self.hub = hub
         self.assigned = asyncio.Event()  # set once positioned at the end of every partition
         self.assignments = 0  # how many times the stream was (re)assigned
-        self.delivered = 0
         self.client: AIOKafkaConsumer | None = None  # the current Kafka client (a new one after every break)
 
     def _new_consumer(self) -> AIOKafkaConsumer:
@@ -297,7 +296,6 @@ class SeatEventConsumer:
             log.warning("skipping a seat event that is not JSON: %.200r", value)
             return
         if isinstance(event, dict):
-            self.delivered += 1
             self.hub.publish(event)
 
     @contextlib.asynccontextmanager

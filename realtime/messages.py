@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,7 +17,9 @@ from aiohttp import web
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from contract import actors
+from contract.rules import MAX_IDEMPOTENCY_KEY
 from core.errors import DomainError, SeatsUnavailable, ValidationFailed
+from core.ratelimit import TokenBucket
 from realtime.hub import Command, Connection
 from server.typedefs import BOOKING, SETTINGS
 from storage.auth import Principal
@@ -28,26 +29,6 @@ log = logging.getLogger("boxoffice.ws")
 
 MAX_SEAT_IDS = 100  # the booking rules (MAX_SEATS_PER_HOLD) refuse more; this only bounds the parse
 MAX_REQUEST_ID = 128
-MAX_IDEMPOTENCY_KEY = 200
-
-
-class TokenBucket:
-    """`rate` messages per second on average, bursts up to `burst`."""
-
-    __slots__ = ("rate", "burst", "tokens", "stamp")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, float(burst)
-        self.tokens, self.stamp = float(burst), time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
 
 
 @dataclass(slots=True)
@@ -63,7 +44,7 @@ class Peer:
         """Take one message's token (an idle socket -- most sockets only watch -- keeps no bucket)."""
         if self.bucket is None:
             self.bucket = TokenBucket(rate, burst)
-        return self.bucket.take()
+        return not self.bucket.take()
 
     @property
     def session_id(self) -> uuid.UUID:

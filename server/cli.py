@@ -67,14 +67,14 @@ def services(state_dir: Path = STATE_DIR) -> Iterator[dict[str, str]]:
 
 
 def prepare_database(dsn: str, demo: bool) -> dict[str, str]:
-    from storage.seed import seed  # noqa: PLC0415
+    from storage.seed import seed
 
     asyncio.run(db.migrate(dsn))
     return asyncio.run(seed(dsn)) if demo else {}
 
 
 def serve(settings: Settings, ready_message: str = "") -> None:
-    from server.app import create_app  # noqa: PLC0415
+    from server.app import create_app
 
     if not port_free(settings.host, settings.port):
         print(f"boxoffice: {settings.host}:{settings.port} is already in use; "
@@ -105,7 +105,7 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     if kind != "uvloop":
         print(f"boxoffice: EVENT_LOOP must be uvloop or asyncio, not {kind!r}", file=sys.stderr)
         raise SystemExit(2)
-    import uvloop  # noqa: PLC0415
+    import uvloop
 
     return uvloop.new_event_loop()
 
@@ -165,7 +165,7 @@ def cmd_seed(args: argparse.Namespace) -> None:
 
 
 def cmd_cluster(args: argparse.Namespace) -> None:
-    from server.cluster import run_cluster  # noqa: PLC0415
+    from server.cluster import run_cluster
 
     raise SystemExit(run_cluster(args.nodes, args.port))
 

@@ -409,7 +409,7 @@ def cluster_banner(cluster: LocalCluster, admin_token: str, ids: Mapping[str, st
 
 def run_cluster(nodes: int, port: int = 8080) -> int:
     """`boxoffice cluster`: services (embedded unless URLs are set), migrate + seed once, N nodes + HAProxy."""
-    from server.cli import STATE_DIR, prepare_database, services  # noqa: PLC0415 - cli imports us lazily
+    from server.cli import STATE_DIR, prepare_database, services  # cli imports us lazily
 
     if not 1 <= nodes <= MAX_NODES:
         print(f"boxoffice cluster: --nodes must be between 1 and {MAX_NODES}", file=sys.stderr)

@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -35,10 +35,9 @@ from core.errors import (
 )
 from storage.group_commit import HoldWriter
 from storage.redis_gate import RedisGate
+from storage.redis_keys import seat_value, sold_until_ms
 
 log = logging.getLogger("boxoffice.booking")
-
-SOLD_KEY_GRACE = timedelta(hours=1)  # sold keys live until the show ends, plus this
 
 
 class ReservationNotFound(NotFound):
@@ -119,9 +118,6 @@ class Booking:
         self.use_gate = use_gate
         self.gate_timeout = gate_timeout  # a hold never waits longer than this on Redis: it fails fast instead
         self.on_commit = on_commit or (lambda: None)
-        # OUTBOX_PUBLISH=direct plugs its publisher in here (jobs.outbox): the reservation of a committed
-        # hold or release, whose outbox event is then produced at once (the relay's sweeper covers the rest)
-        self.on_event: Callable[[uuid.UUID], None] | None = None
         self.writer = HoldWriter(pool, hold_ttl_ms=self.hold_ttl_ms, max_seats_per_user=max_seats_per_user,
                                  max_batch=hold_batch_max,
                                  # without the gate, concurrent batches could take overlapping seats in
@@ -176,8 +172,6 @@ class Booking:
             raise error from None
         metrics.HOLDS.labels("ok").inc()
         self.on_commit()
-        if self.on_event is not None:
-            self.on_event(reservation_id)
         return {
             "id": str(reservation_id), "userId": str(user_id), "sessionId": str(session_id),
             "status": "PENDING", "expiresAt": _iso(row.expires_at), "seats": row.seats,
@@ -215,13 +209,8 @@ class Booking:
                 "SELECT ss.id, ss.status, ss.reservation_id, r.expires_at, s.end_show_time FROM session_seats ss"
                 " JOIN reservations r ON r.id = ss.reservation_id JOIN sessions s ON s.id = ss.session_id"
                 " WHERE ss.id = ANY($1::uuid[]) AND ss.session_id = $2", seat_ids, session_id)
-            entries = [
-                (session_id, r["id"], f"H:{r['reservation_id']}", int(r["expires_at"].timestamp() * 1000))
-                if r["status"] == "RESERVED" else
-                (session_id, r["id"], f"S:{r['reservation_id']}",
-                 int((r["end_show_time"] + SOLD_KEY_GRACE).timestamp() * 1000))
-                for r in rows
-            ]
+            entries = [(session_id, r["id"], *seat_value(r["status"], r["reservation_id"], r["expires_at"],
+                                                         r["end_show_time"])) for r in rows]
             await within(self.gate_timeout, self.gate.restore(entries))
         except (TimeoutError, redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
             log.warning("could not repair the gate for %d seats: %r", len(seat_ids), exc)
@@ -261,10 +250,9 @@ class Booking:
             metrics.CONFIRMS.labels("ok").inc()
             self.on_commit()
             if self.use_gate:
-                until = row["sold_until"] + SOLD_KEY_GRACE
                 try:
                     sold = self.gate.mark_sold(row["session_id"], row["seat_ids"], reservation_id,
-                                               int(until.timestamp() * 1000))
+                                               sold_until_ms(row["sold_until"]))
                     await within(self.gate_timeout, sold)
                 except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # reconciliation restores it
                     log.warning("could not mark seats sold in Redis for %s: %r", reservation_id, exc)
@@ -288,8 +276,6 @@ class Booking:
             raise error from None
         metrics.CANCELLED.inc()
         self.on_commit()
-        if self.on_event is not None:
-            self.on_event(reservation_id)
         if self.use_gate:
             await self._gate_release_quietly(row["session_id"], row["seat_ids"], reservation_id)
         return {"reservationId": str(reservation_id), "sessionId": str(row["session_id"]),

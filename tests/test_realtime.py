@@ -220,30 +220,6 @@ async def test_sweeper_publishes_a_commit_nobody_announced(client: TestClient, s
     assert not report["outbox_published"]
 
 
-async def test_direct_publish_mode_loses_nothing(aiohttp_client: Any, base_settings: Settings,
-                                                 pg: asyncpg.Connection) -> None:
-    """OUTBOX_PUBLISH=direct: holds and releases are produced by the committing node, confirms and a commit
-    nobody announced by the sweeper; every change reaches the socket and every outbox row ends published."""
-    client = await aiohttp_client(create_app(with_settings(base_settings, outbox_publish="direct")))
-    session = await make_session(client)
-    sid, seats = session["id"], await seat_ids(client, session["id"])
-    ana = await make_user(client)
-    watcher = await watch(client, sid)
-    released_version = watcher.seats[seats[2]][1] + 2
-    first = await (await hold(client, ana, sid, seats[:2])).json()
-    await watcher.until(lambda w: w.seats[seats[0]][0] == w.seats[seats[1]][0] == "RESERVED")
-    second = await (await hold(client, ana, sid, [seats[2]])).json()
-    assert (await client.delete(f"/reservations/{second['id']}", headers=bearer(ana["token"]))).status == 204
-    assert (await client.post(f"/reservations/{first['id']}/confirm", headers=bearer(ana["token"]))).status == 201
-    await pg.fetchrow("SELECT * FROM bx_hold($1, $2, $3, $4, $5, $6, $7)", uuid.uuid4(),
-                      uuid.UUID(ana["id"]), uuid.UUID(sid), [uuid.UUID(seats[5])], 30_000, 0, None)
-    await watcher.until(lambda w: w.seats[seats[0]][0] == "SOLD" and w.seats[seats[5]][0] == "RESERVED"
-                        and w.seats[seats[2]] == ("AVAILABLE", released_version), within=8)
-    assert watcher.seats == await rest_seats(client, sid)
-    report = await wait_for_invariants(pg, [sid], timeout=5)
-    assert not report["outbox_published"]
-
-
 # ------------------------------------------------------------------ socket commands
 
 async def test_ws_hold_is_the_rest_hold(client: TestClient, scene: dict[str, Any], pg: asyncpg.Connection) -> None:
