@@ -41,7 +41,7 @@ from server.typedefs import (
 from storage import db
 from storage.auth import TokenCache
 from storage.booking import Booking
-from storage.redis_gate import RedisGate
+from storage.redis_gate import NoGate, RedisGate
 
 log = logging.getLogger("boxoffice.app")
 STATIC = Path(__file__).parent / "static"
@@ -76,9 +76,9 @@ async def booking_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     wake = app[OUTBOX_WAKE]
     app[BOOKING] = Booking(
-        app[PG_POOL], app[GATE], hold_ttl_seconds=settings.hold_ttl_seconds,
+        app[PG_POOL], app[GATE] if settings.redis_gate else NoGate(), hold_ttl_seconds=settings.hold_ttl_seconds,
         max_seats_per_hold=settings.max_seats_per_hold, max_seats_per_user=settings.max_seats_per_user,
-        use_gate=settings.redis_gate, gate_timeout=settings.redis_timeout, on_commit=wake.set,
+        gate_timeout=settings.redis_timeout, on_commit=wake.set,
         hold_batch_max=settings.hold_batch_max, hold_writers=settings.hold_writers,
     )
     yield

@@ -1,6 +1,6 @@
 """The booking logic: hold, confirm, release, expire. The one implementation REST and WebSocket both call.
 
-Each transition is one atomic PostgreSQL statement (the `bx_*` functions of migration 002) that also
+Each transition is one atomic PostgreSQL statement (the `bx_*` functions of storage/migrations) that also
 writes its outbox event; the Redis gate in front turns losers away before they reach the database.
 This module knows nothing of Kafka or sockets: after each commit it calls `on_commit`, which the app
 wires to the outbox relay.
@@ -34,7 +34,7 @@ from core.errors import (
     ValidationFailed,
 )
 from storage.group_commit import HoldWriter
-from storage.redis_gate import RedisGate
+from storage.redis_gate import GateEntry, SeatGate
 from storage.redis_keys import seat_value, sold_until_ms
 
 log = logging.getLogger("boxoffice.booking")
@@ -106,8 +106,8 @@ def _iso(value: datetime) -> str:
 
 
 class Booking:
-    def __init__(self, pool: asyncpg.Pool, gate: RedisGate, *, hold_ttl_seconds: int, max_seats_per_hold: int,
-                 max_seats_per_user: int = 0, use_gate: bool = True, gate_timeout: float = 0.5,
+    def __init__(self, pool: asyncpg.Pool, gate: SeatGate, *, hold_ttl_seconds: int, max_seats_per_hold: int,
+                 max_seats_per_user: int = 0, gate_timeout: float = 0.5,
                  on_commit: Callable[[], None] | None = None, hold_batch_max: int = 32,
                  hold_writers: int = 4) -> None:
         self.pool = pool
@@ -115,16 +115,15 @@ class Booking:
         self.hold_ttl_ms = hold_ttl_seconds * 1000
         self.max_seats_per_hold = max_seats_per_hold
         self.max_seats_per_user = max_seats_per_user
-        self.use_gate = use_gate
         self.gate_timeout = gate_timeout  # a hold never waits longer than this on Redis: it fails fast instead
         self.on_commit = on_commit or (lambda: None)
         self.writer = HoldWriter(pool, hold_ttl_ms=self.hold_ttl_ms, max_seats_per_user=max_seats_per_user,
                                  max_batch=hold_batch_max,
                                  # without the gate, concurrent batches could take overlapping seats in
                                  # opposite orders and deadlock: one batch in flight at a time then
-                                 max_inflight=hold_writers if use_gate else 1,
+                                 max_inflight=hold_writers if gate.screens_holds else 1,
                                  # behind the gate a batch is almost always granted whole (bx_hold_set)
-                                 set_based=use_gate)
+                                 set_based=gate.screens_holds)
 
     # ------------------------------------------------------------------ hold
 
@@ -148,21 +147,19 @@ class Booking:
             if prior is not None:
                 return prior
         reservation_id = ids.uuid4()
-        if self.use_gate:
-            try:
-                await self._gate_hold(session_id, seats, reservation_id, user_id, idempotency_key)
-            except _PriorHold as prior:
-                return prior.reservation
+        try:
+            await self._gate_hold(session_id, seats, reservation_id, user_id, idempotency_key)
+        except _PriorHold as prior:
+            return prior.reservation
         try:
             row = await self.writer.write(reservation_id, user_id, session_id, seats, idempotency_key)
         except BaseException as exc:
-            if self.use_gate:
-                await self._gate_release_quietly(session_id, seats, reservation_id)
+            await self._gate_release_quietly(session_id, seats, reservation_id)
             error = self._map_db_error(exc)
             if isinstance(error, SeatsUnavailable):
                 metrics.HOLDS.labels("conflict_db").inc()
-                if self.use_gate:  # the gate was wrong about these seats: teach it what PostgreSQL knows
-                    await self._repair_gate(session_id, [uuid.UUID(c) for c in error.conflicts])
+                # the gate was wrong about these seats: teach it what PostgreSQL knows
+                await self._repair_gate(session_id, [uuid.UUID(c) for c in error.conflicts])
             if idempotency_key and isinstance(exc, asyncpg.UniqueViolationError):
                 concurrent = await self._prior_hold(user_id, session_id, idempotency_key)
                 if concurrent is not None:  # a concurrent retry of this hold committed first
@@ -204,14 +201,17 @@ class Booking:
         flush or restart of Redis), so the next buyers are turned away in Redis again."""
         if not seat_ids:
             return
-        try:
+
+        async def true_owners() -> list[GateEntry]:
             rows = await self.pool.fetch(
                 "SELECT ss.id, ss.status, ss.reservation_id, r.expires_at, s.end_show_time FROM session_seats ss"
                 " JOIN reservations r ON r.id = ss.reservation_id JOIN sessions s ON s.id = ss.session_id"
                 " WHERE ss.id = ANY($1::uuid[]) AND ss.session_id = $2", seat_ids, session_id)
-            entries = [(session_id, r["id"], *seat_value(r["status"], r["reservation_id"], r["expires_at"],
-                                                         r["end_show_time"])) for r in rows]
-            await within(self.gate_timeout, self.gate.restore(entries))
+            return [(session_id, r["id"], *seat_value(r["status"], r["reservation_id"], r["expires_at"],
+                                                      r["end_show_time"])) for r in rows]
+
+        try:
+            await within(self.gate_timeout, self.gate.repair(true_owners))
         except (TimeoutError, redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
             log.warning("could not repair the gate for %d seats: %r", len(seat_ids), exc)
 
@@ -249,13 +249,12 @@ class Booking:
         if row["created"]:
             metrics.CONFIRMS.labels("ok").inc()
             self.on_commit()
-            if self.use_gate:
-                try:
-                    sold = self.gate.mark_sold(row["session_id"], row["seat_ids"], reservation_id,
-                                               sold_until_ms(row["sold_until"]))
-                    await within(self.gate_timeout, sold)
-                except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # reconciliation restores it
-                    log.warning("could not mark seats sold in Redis for %s: %r", reservation_id, exc)
+            try:
+                sold = self.gate.mark_sold(row["session_id"], row["seat_ids"], reservation_id,
+                                           sold_until_ms(row["sold_until"]))
+                await within(self.gate_timeout, sold)
+            except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # reconciliation restores it
+                log.warning("could not mark seats sold in Redis for %s: %r", reservation_id, exc)
         else:
             metrics.CONFIRMS.labels("replay").inc()
         return await self.get_sale(row["sale_id"], Actor(None, check_owner=False))
@@ -276,8 +275,7 @@ class Booking:
             raise error from None
         metrics.CANCELLED.inc()
         self.on_commit()
-        if self.use_gate:
-            await self._gate_release_quietly(row["session_id"], row["seat_ids"], reservation_id)
+        await self._gate_release_quietly(row["session_id"], row["seat_ids"], reservation_id)
         return {"reservationId": str(reservation_id), "sessionId": str(row["session_id"]),
                 "seatIds": [str(s) for s in row["seat_ids"]]}
 
@@ -288,9 +286,8 @@ class Booking:
             return 0
         metrics.EXPIRED.inc(len(rows))
         self.on_commit()
-        if self.use_gate:
-            for row in rows:
-                await self._gate_release_quietly(row["session_id"], row["seat_ids"], row["reservation_id"])
+        for row in rows:
+            await self._gate_release_quietly(row["session_id"], row["seat_ids"], row["reservation_id"])
         return len(rows)
 
     # ------------------------------------------------------------------ reads

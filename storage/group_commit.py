@@ -1,17 +1,17 @@
 """Group commit for holds: holds that arrive while earlier ones are being written go to PostgreSQL together.
 
-Under a rush most of a hold's database cost is per transaction, not per row: the round trip, the
-statement, the commit and its WAL flush. `HoldWriter` batches holds (storage.batching) into one call of
-`bx_hold_batch` (migration 004): one round trip and one commit for the batch. A hold written alone is one
-`bx_hold` call, exactly as without batching.
+Under a rush most of a hold's database cost is per transaction, not per row: the round trip, the statement,
+the commit and its WAL flush. `HoldWriter` batches holds (storage.batching) into one call of `bx_hold_batch`:
+one round trip and one commit for the batch. A hold written alone is one `bx_hold` call, exactly as without
+batching.
 
-A batch is first written set-based (`bx_hold_set`, migration 005: one statement per table for the whole
-batch), which only succeeds if every hold of it is granted; otherwise nothing of it is written and it
-goes to `bx_hold_batch`, where each hold is still `bx_hold` in its own subtransaction: a refusal rolls back
-that hold only and is raised to its caller as the same `asyncpg.PostgresError` the single call raises. A
-hold that failed in a batch for a reason that is not its own (a deadlock with another batch, say) is
-retried alone. Behind the Redis gate almost every batch is granted whole; without it (REDIS_GATE=false)
-batches under contention seldom are, so that path goes straight to `bx_hold_batch`.
+A batch is first written set-based (`bx_hold_set`: one statement per table for the whole batch), which only
+succeeds if every hold of it is granted; otherwise nothing of it is written and it goes to `bx_hold_batch`,
+where each hold is still `bx_hold` in its own subtransaction: a refusal rolls back that hold only and is
+raised to its caller as the same `asyncpg.PostgresError` the single call raises. A hold that failed in a batch
+for a reason that is not its own (a deadlock with another batch, say) is retried alone. Behind the Redis gate
+almost every batch is granted whole; without it (REDIS_GATE=false) batches under contention seldom are, so
+that path goes straight to `bx_hold_batch`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ BATCH_SQL = ("SELECT r_expires_at, r_seats, r_state, r_message, r_detail"
              " FROM bx_hold_batch($1, $2, $3, $4, $5, $6, $7, $8)")
 # the hold's own outcome (a refusal, or its idempotency key taken by a concurrent retry): final
 OWN_OUTCOME_PREFIXES = ("BX", "23505")
-# far below the 64 subtransactions a backend caches (migration 004)
+# far below the 64 subtransactions a backend caches (storage/migrations)
 MAX_BATCH = 48
 
 
