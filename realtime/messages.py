@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from contract import actors
+from contract import actors, shapes
 from contract.rules import MAX_IDEMPOTENCY_KEY
 from core.errors import DomainError, SeatsUnavailable, ValidationFailed
 from core.ratelimit import TokenBucket
@@ -111,7 +111,7 @@ async def hold(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
     user_id = acting_user(peer, msg.get("userId"))
     reservation = await peer.app[BOOKING].hold(user_id, peer.session_id, msg["sessionSeatIds"],
                                                msg.get("idempotencyKey"))
-    return {"type": "hold.ok", "reservation": reservation}
+    return {"type": "hold.ok", "reservation": shapes.reservation(reservation)}
 
 
 @message("release", ReleaseMessage)

@@ -13,8 +13,6 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 import asyncpg
 import redis.exceptions
@@ -36,6 +34,7 @@ from core.errors import (
 from storage.group_commit import HoldWriter
 from storage.redis_gate import GateEntry, SeatGate
 from storage.redis_keys import seat_value, sold_until_ms
+from storage.rows import Released, Reservation, Sale, Seat, seats_from_json
 
 log = logging.getLogger("boxoffice.booking")
 
@@ -101,10 +100,6 @@ class Actor:
     check_owner: bool = True
 
 
-def _iso(value: datetime) -> str:
-    return value.isoformat()
-
-
 class Booking:
     def __init__(self, pool: asyncpg.Pool, gate: SeatGate, *, hold_ttl_seconds: int, max_seats_per_hold: int,
                  max_seats_per_user: int = 0, gate_timeout: float = 0.5,
@@ -139,8 +134,8 @@ class Booking:
         return list(seat_ids)
 
     async def hold(self, user_id: uuid.UUID, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID],
-                   idempotency_key: str | None = None) -> dict[str, Any]:
-        """Hold every seat for the user, or none. Returns the reservation (contract shape)."""
+                   idempotency_key: str | None = None) -> Reservation:
+        """Hold every seat for the user, or none. Returns the reservation."""
         seats = self.check_seat_list(seat_ids)
         if idempotency_key:
             prior = await self._prior_hold(user_id, session_id, idempotency_key)
@@ -169,10 +164,7 @@ class Booking:
             raise error from None
         metrics.HOLDS.labels("ok").inc()
         self.on_commit()
-        return {
-            "id": str(reservation_id), "userId": str(user_id), "sessionId": str(session_id),
-            "status": "PENDING", "expiresAt": _iso(row.expires_at), "seats": row.seats,
-        }
+        return Reservation(reservation_id, user_id, session_id, "PENDING", row.expires_at, row.seats)
 
     async def _gate_hold(self, session_id: uuid.UUID, seats: list[uuid.UUID], reservation_id: uuid.UUID,
                          user_id: uuid.UUID, idempotency_key: str | None) -> None:
@@ -216,7 +208,7 @@ class Booking:
             log.warning("could not repair the gate for %d seats: %r", len(seat_ids), exc)
 
     async def _prior_hold(self, user_id: uuid.UUID, session_id: uuid.UUID, key: str,
-                          wait: float = 0.0) -> dict[str, Any] | None:
+                          wait: float = 0.0) -> Reservation | None:
         for attempt in range(2 if wait else 1):
             if attempt:
                 await asyncio.sleep(wait)
@@ -233,7 +225,7 @@ class Booking:
     # ------------------------------------------------------------------ confirm
 
     async def confirm(self, actor: Actor, reservation_id: uuid.UUID,
-                      idempotency_key: str | None = None) -> dict[str, Any]:
+                      idempotency_key: str | None = None) -> Sale:
         """Buy the held seats: one sale, however often it is retried with the same key."""
         try:
             row = await self.pool.fetchrow(
@@ -261,7 +253,7 @@ class Booking:
 
     # ------------------------------------------------------------------ release / expire
 
-    async def release(self, actor: Actor, reservation_id: uuid.UUID) -> dict[str, Any]:
+    async def release(self, actor: Actor, reservation_id: uuid.UUID) -> Released:
         """Cancel a PENDING reservation and free its seats."""
         try:
             row = await self.pool.fetchrow(
@@ -276,8 +268,7 @@ class Booking:
         metrics.CANCELLED.inc()
         self.on_commit()
         await self._gate_release_quietly(row["session_id"], row["seat_ids"], reservation_id)
-        return {"reservationId": str(reservation_id), "sessionId": str(row["session_id"]),
-                "seatIds": [str(s) for s in row["seat_ids"]]}
+        return Released(reservation_id, row["session_id"], list(row["seat_ids"]))
 
     async def expire_due(self, limit: int = 500) -> int:
         """Expire every PENDING reservation past its time (safe on many nodes at once)."""
@@ -292,7 +283,7 @@ class Booking:
 
     # ------------------------------------------------------------------ reads
 
-    async def get_reservation(self, reservation_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
+    async def get_reservation(self, reservation_id: uuid.UUID, actor: Actor) -> Reservation:
         async with self.pool.acquire() as con:
             res = await con.fetchrow(
                 "SELECT id, user_id, session_id, status, expires_at, created_at FROM reservations WHERE id = $1",
@@ -305,44 +296,37 @@ class Booking:
                 "SELECT ss.id, st.row_label, st.seat_number FROM reservation_seats rs"
                 " JOIN session_seats ss ON ss.id = rs.session_seat_id JOIN seats st ON st.id = ss.seat_id"
                 " WHERE rs.reservation_id = $1 ORDER BY ss.position", reservation_id)
-        return {
-            "id": str(res["id"]), "userId": str(res["user_id"]), "sessionId": str(res["session_id"]),
-            "status": res["status"], "expiresAt": _iso(res["expires_at"]), "createdAt": _iso(res["created_at"]),
-            "seats": [{"id": str(s["id"]), "rowLabel": s["row_label"], "seatNumber": s["seat_number"]} for s in seats],
-        }
+        return Reservation(res["id"], res["user_id"], res["session_id"], res["status"], res["expires_at"],
+                           [Seat(s["id"], s["row_label"], s["seat_number"]) for s in seats], res["created_at"])
 
-    async def get_sale(self, sale_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
+    async def get_sale(self, sale_id: uuid.UUID, actor: Actor) -> Sale:
         sales = await self._sales("sa.id = $1", sale_id)
         if not sales:
             raise SaleNotFound()
         sale = sales[0]
-        if actor.check_owner and sale["userId"] != str(actor.user_id):
+        if actor.check_owner and sale.user_id != actor.user_id:
             raise Forbidden("This sale belongs to another user", code="not_owner")
         return sale
 
-    async def user_sales(self, user_id: uuid.UUID, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    async def user_sales(self, user_id: uuid.UUID, limit: int = 100, offset: int = 0) -> list[Sale]:
         return await self._sales("sa.user_id = $1", user_id, limit=limit, offset=offset)
 
-    async def _sales(self, where: str, arg: uuid.UUID, limit: int = 1, offset: int = 0) -> list[dict[str, Any]]:
+    async def _sales(self, where: str, arg: uuid.UUID, limit: int = 1, offset: int = 0) -> list[Sale]:
         rows = await self.pool.fetch(
             f"""
             SELECT sa.id, sa.reservation_id, sa.user_id, sa.session_id, sa.total_amount, sa.confirmed_at,
                    se.movie_title, se.start_show_time,
-                   (SELECT jsonb_agg(jsonb_build_object('id', ss.id, 'rowLabel', st.row_label,
-                                                        'seatNumber', st.seat_number) ORDER BY ss.position)
+                   (SELECT jsonb_agg(jsonb_build_object('id', ss.id, 'row_label', st.row_label,
+                                                        'seat_number', st.seat_number) ORDER BY ss.position)
                     FROM sale_seats x JOIN session_seats ss ON ss.id = x.session_seat_id
                     JOIN seats st ON st.id = ss.seat_id WHERE x.sale_id = sa.id) AS seats
             FROM sales sa JOIN sessions se ON se.id = sa.session_id
             WHERE {where}
             ORDER BY sa.confirmed_at DESC, sa.id LIMIT $2 OFFSET $3
             """, arg, limit, offset)
-        return [
-            {"id": str(r["id"]), "reservationId": str(r["reservation_id"]), "userId": str(r["user_id"]),
-             "sessionId": str(r["session_id"]), "movieTitle": r["movie_title"],
-             "startShowTime": _iso(r["start_show_time"]), "totalAmount": float(r["total_amount"]),
-             "confirmedAt": _iso(r["confirmed_at"]), "seats": r["seats"] or []}
-            for r in rows
-        ]
+        return [Sale(r["id"], r["reservation_id"], r["user_id"], r["session_id"], r["movie_title"],
+                     r["start_show_time"], r["total_amount"], r["confirmed_at"], seats_from_json(r["seats"]))
+                for r in rows]
 
     # ------------------------------------------------------------------ errors
 
@@ -362,6 +346,6 @@ class Booking:
 class _PriorHold(Exception):
     """Internal: a concurrent retry with the same idempotency key already holds these seats."""
 
-    def __init__(self, reservation: dict[str, Any]) -> None:
+    def __init__(self, reservation: Reservation) -> None:
         super().__init__("prior hold")
         self.reservation = reservation

@@ -20,12 +20,12 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
 from core import metrics
 from storage.batching import Batcher
+from storage.rows import Seat, seats_from_json
 
 log = logging.getLogger("boxoffice.group_commit")
 
@@ -42,7 +42,7 @@ MAX_BATCH = 48
 @dataclass(frozen=True, slots=True)
 class HoldRow:
     expires_at: datetime
-    seats: Any  # the held seats, contract shape
+    seats: list[Seat]  # the held seats, in seat-map order
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +89,13 @@ class HoldWriter:
             else:
                 self.set_batches += 1
                 metrics.HOLD_SET_BATCHES.labels("granted").inc()
-                return [HoldRow(row["r_expires_at"], row["r_seats"]) for row in granted]
+                return [HoldRow(row["r_expires_at"], seats_from_json(row["r_seats"])) for row in granted]
         rows = await self.pool.fetch(BATCH_SQL, *args)
         outcomes: list[HoldRow | BaseException] = []
         for hold, row in zip(holds, rows, strict=True):
             state = row["r_state"]
             if state is None:
-                outcomes.append(HoldRow(row["r_expires_at"], row["r_seats"]))
+                outcomes.append(HoldRow(row["r_expires_at"], seats_from_json(row["r_seats"])))
             elif state.startswith(OWN_OUTCOME_PREFIXES):
                 outcomes.append(asyncpg.PostgresError.new(
                     {"C": state, "M": row["r_message"] or "", "D": row["r_detail"] or ""}))
@@ -111,4 +111,4 @@ class HoldWriter:
                                            self.hold_ttl_ms, self.max_seats_per_user, hold.idempotency_key)
         except asyncpg.PostgresError as exc:
             return exc
-        return HoldRow(row["expires_at"], row["seats"])
+        return HoldRow(row["expires_at"], seats_from_json(row["seats"]))

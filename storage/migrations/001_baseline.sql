@@ -206,7 +206,7 @@ BEGIN
     SELECT count(*),
            jsonb_agg(jsonb_build_object('id', upd.id, 'status', 'RESERVED', 'version', upd.version,
                                         'reservationId', p_reservation) ORDER BY upd.id),
-           jsonb_agg(jsonb_build_object('id', upd.id, 'rowLabel', upd.row_label, 'seatNumber', upd.seat_number)
+           jsonb_agg(jsonb_build_object('id', upd.id, 'row_label', upd.row_label, 'seat_number', upd.seat_number)
                      ORDER BY upd.position)
     INTO v_count, v_changes, v_seats FROM upd;
 
@@ -467,7 +467,7 @@ BEGIN
         SELECT upd.r, count(*) AS n,
                jsonb_agg(jsonb_build_object('id', upd.id, 'status', 'RESERVED', 'version', upd.version,
                                             'reservationId', upd.r) ORDER BY upd.id) AS changes,
-               jsonb_agg(jsonb_build_object('id', upd.id, 'rowLabel', upd.row_label, 'seatNumber', upd.seat_number)
+               jsonb_agg(jsonb_build_object('id', upd.id, 'row_label', upd.row_label, 'seat_number', upd.seat_number)
                          ORDER BY upd.position) AS seats
         FROM upd GROUP BY upd.r
     ), events AS (
