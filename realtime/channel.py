@@ -72,11 +72,13 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
     metrics.OPEN_SOCKETS.inc()
     try:
         conn.start()
-        # the reader: one message at a time, each answered through the socket's queue
+        # the reader: one message at a time, each answered through the socket's queue (holds and releases
+        # from tasks of their own, realtime.messages)
         while (msg := await ws.receive()).type not in END_TYPES and await take_message(peer, ws, msg):
             pass
     finally:
         try:
+            await peer.finish_commands()
             await conn.stop()
         finally:  # even if the stop is cancelled (shutdown timeout), nothing is left behind
             hub.remove(conn)
@@ -144,7 +146,5 @@ async def take_message(peer: Peer, ws: web.WebSocketResponse, msg: WSMessage) ->
         conn.send_message({"type": "error", "requestId": None, "code": "unsupported_frame",
                            "message": "Send JSON text frames"})
         return True
-    reply = await dispatch(peer, msg.data)
-    if reply is not None:
-        conn.send_message(reply)
+    await dispatch(peer, msg.data)
     return True
