@@ -26,6 +26,7 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 from aiokafka.structs import RecordMetadata, TopicPartition
 
+from loadtests.invariants import broken, wait_for_invariants
 from realtime import CONSUMER
 from realtime.channel import HUB, SNAPSHOTS
 from realtime.consumer import STALL_SECONDS
@@ -34,7 +35,6 @@ from realtime.kafka import Echo
 from server.app import create_app
 from server.embedded import EmbeddedStack
 from storage.appkeys import KAFKA, SETTINGS
-from storage.invariants import broken, wait_for_invariants
 from storage.settings import Settings
 from tests.cluster_support import wait_until
 from tests.conftest import bearer, make_session, make_user, seat_ids, table_counts, with_settings

@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 from redis.asyncio import Redis
 
+from loadtests.invariants import broken, check_invariants
 from storage import catalog, db
 from storage.booking import Actor, Booking
 from storage.errors import DomainError
-from storage.invariants import broken, check_invariants
 from storage.redis_gate import RedisGate
 
 SEATS = 8
