@@ -17,8 +17,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from loadtests.contract_client import SeatMap, pick_best_seats
 from loadtests.invariants import broken, check_invariants
+from loadtests.seats import SeatMap, pick_best_seats
 from server.embedded import EmbeddedStack, find_haproxy
 
 ROOT = Path(__file__).resolve().parent.parent

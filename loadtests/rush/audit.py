@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtests.contract_client import ContractClient, SeatMap, SeatSocket, UrllibTransport
+from loadtests.contract_client import ContractClient, SeatSocket, UrllibTransport
 from loadtests.metrics import Metrics
 from loadtests.plan import WATCHER_MAPS_DIR
+from loadtests.seats import SeatMap
 
 
 class AuditWatchers:
