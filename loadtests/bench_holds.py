@@ -274,7 +274,7 @@ async def main() -> None:
     parser.add_argument("--out", default="loadtests/results/bench_holds.json")
     args = parser.parse_args()
     command = "python -m loadtests.bench_holds " + " ".join(sys.argv[1:])
-    probe = speed_probe()  # before anything starts: the machine's speed in this spell
+    probe = speed_probe()  # before anything starts: how fast the machine is right now
 
     with tempfile.TemporaryDirectory(prefix="bench-holds-") as state:
         stack = EmbeddedStack(Path(state), env={k: os.environ.get(k, "") for k in

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="JSON result file (default: reports/bench_broadcast-<time>.json)")
     args = parser.parse_args(argv)
 
-    probe = speed_probe()  # before anything starts: the machine's speed in this spell
+    probe = speed_probe()  # before anything starts: how fast the machine is right now
     state = Path(tempfile.mkdtemp(prefix="bench-broadcast-"))
     stack = EmbeddedStack(state / "stack")
     try:

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-# 400 seats: at 100 holds/s of 0.5 s each ~50 are held at once, so a slow spell rarely runs out of seats
+# 400 seats: at 100 holds/s of 0.5 s each ~50 are held at once, so even a slowed machine rarely runs out of seats
 ROOM_ROWS, ROOM_SEATS_PER_ROW = 20, 20
 
 
