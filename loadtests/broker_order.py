@@ -6,7 +6,7 @@ seat-event consumers do. Afterwards each consumer's records are compared with ev
 (partition, offset). `--in-order` makes the consumers do what `realtime.consumer` does: a record past
 the next expected offset sends the client back to the hole until the missing records come.
 
-The embedded Tansu broker was measured with this (see README, "The embedded stack"): plain consumers
+The embedded Tansu broker was measured with this (see docs/performance.md, "The embedded broker"): plain consumers
 missed acknowledged records (4 of 7,231 in one run, in whole batches); in-order consumers missed none.
 
 Run:  .venv/bin/python -m loadtests.broker_order [--seconds 15] [--rate 200] [--wait-ms 10] [--in-order]
