@@ -1,6 +1,6 @@
 """Locust users of a boxoffice rush: REST buyers, WebSocket seat pickers and watchers, on one contract client.
 
-Run through `boxoffice rush` (loadtests/rush.py), which creates the sessions, writes the plan this file
+Run through `boxoffice rush` (loadtests/rush/), which creates the sessions, writes the plan this file
 reads (`BOXOFFICE_RUSH_PLAN`), starts Locust headless on every core and checks the invariants afterwards.
 
 Statistics: every REST call lands in Locust's table under a stable name ("hold", "confirm", ...); a
