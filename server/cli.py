@@ -1,4 +1,9 @@
-"""The `boxoffice` command: serve, dev, cluster, migrate, seed, rush."""
+"""The `boxoffice` command: serve, dev, cluster, migrate, seed, and the commands other packages register.
+
+A package adds a subcommand through the entry-point group `boxoffice.commands`: each entry point is a
+function that takes the subparsers and adds its own (the load tests register `rush` this way), so this
+module imports nothing of theirs.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
+from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
 
@@ -25,6 +31,7 @@ from storage import db
 
 log = logging.getLogger("boxoffice.cli")
 STATE_DIR = Path(os.environ.get("BOXOFFICE_STATE_DIR", ".boxoffice"))
+COMMANDS_GROUP = "boxoffice.commands"  # entry points: register(subparsers) adds a subcommand
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -170,12 +177,6 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     raise SystemExit(run_cluster(args.nodes, args.port))
 
 
-def cmd_rush(args: argparse.Namespace) -> None:
-    from loadtests.rush import main as rush_main  # noqa: PLC0415
-
-    raise SystemExit(rush_main(args))
-
-
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env()
     settings = replace(settings, host=getattr(args, "host", None) or settings.host,
@@ -203,14 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply schema migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("seed", help="load the demo room and session").set_defaults(func=cmd_seed)
 
-    p = sub.add_parser("rush", help="a bounded Locust rush, then the invariant check")
-    p.add_argument("--scenario", default="rush")
-    p.add_argument("--users", type=int, default=None)
-    p.add_argument("--duration", type=int, default=None)
-    p.add_argument("--nodes", type=int, default=2)
-    p.add_argument("--host", default=None)
-    p.add_argument("--out", default=None)
-    p.set_defaults(func=cmd_rush)
+    for entry_point in entry_points(group=COMMANDS_GROUP):
+        entry_point.load()(sub)
     return parser
 
 

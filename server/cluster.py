@@ -407,6 +407,17 @@ def cluster_banner(cluster: LocalCluster, admin_token: str, ids: Mapping[str, st
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def cluster_services(name: str) -> Iterator[dict[str, str]]:
+    """The backing services of a local cluster, as `boxoffice` starts them: embedded unless their URLs are set
+    (state in $BOXOFFICE_STATE_DIR/`name`), migrated; their URLs also in os.environ; stopped on exit."""
+    from server.cli import STATE_DIR, prepare_database, services  # cli imports us lazily
+
+    with services(STATE_DIR / name) as urls:
+        prepare_database(urls["DATABASE_URL"], demo=False)
+        yield urls
+
+
 def run_cluster(nodes: int, port: int = 8080) -> int:
     """`boxoffice cluster`: services (embedded unless URLs are set), migrate + seed once, N nodes + HAProxy."""
     from server.cli import STATE_DIR, prepare_database, services  # cli imports us lazily

@@ -19,9 +19,9 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 from redis.asyncio import Redis
 
 from core.errors import DomainError
+from loadtests.invariants import broken, check_invariants
 from storage import catalog, db
 from storage.booking import Actor, Booking
-from storage.invariants import broken, check_invariants
 from storage.redis_gate import RedisGate
 
 SEATS = 8

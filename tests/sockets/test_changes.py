@@ -25,7 +25,7 @@ from realtime.kafka import Echo
 from server.app import create_app
 from server.embedded import EmbeddedStack
 from server.typedefs import CONSUMER, KAFKA, SETTINGS
-from storage.invariants import broken, wait_for_invariants
+from loadtests.invariants import broken, wait_for_invariants
 from tests.cluster_support import wait_until
 from tests.conftest import bearer, make_session, make_user, seat_ids, with_settings
 from tests.sockets.support import WAIT, SeatWatcher, converge, hold, rest_seats, watch
