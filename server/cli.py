@@ -25,6 +25,9 @@ from storage.settings import Settings, read_dotenv
 
 log = logging.getLogger("boxoffice.cli")
 STATE_DIR = Path(os.environ.get("BOXOFFICE_STATE_DIR", ".boxoffice"))
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+# asked for where the kernel's limit cannot be read: listen() quietly lowers it to that limit
+BACKLOG_ASKED = 65535
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -85,7 +88,19 @@ def serve(settings: Settings, ready_message: str = "") -> None:
     # with UNIX_SOCKET set, the node listens there too (its local proxy's link) and still on HOST:PORT
     web.run_app(create_app(settings), host=settings.host, port=settings.port, path=settings.unix_socket or None,
                 print=(lambda _: print(ready_message, flush=True)) if ready_message else None,
-                shutdown_timeout=8.0, access_log=None, handle_signals=True, loop=loop)
+                shutdown_timeout=8.0, access_log=None, handle_signals=True, loop=loop, backlog=listen_backlog())
+
+
+def listen_backlog(somaxconn: Path = SOMAXCONN) -> int:
+    """The longest listen queue the kernel allows (net.core.somaxconn), for every listener of the node.
+
+    A rush opens thousands of connections in the same second; aiohttp's default queue (128) overflows and
+    the kernel refuses the rest (a Unix socket at once, TCP after SYN retries), which HAProxy turns into 503.
+    """
+    try:
+        return int(somaxconn.read_text())
+    except (OSError, ValueError):
+        return BACKLOG_ASKED
 
 
 def dump_tasks(loop: asyncio.AbstractEventLoop) -> None:
