@@ -1,0 +1,116 @@
+"""The set-up keeps its promise: one script installs the system packages, a skip fails the run, CI runs the same."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.skips import ALLOW_SKIPS
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTALL_SCRIPT = "scripts/install-system-deps.sh"
+
+
+# ---- a skip is not a pass ---------------------------------------------------------------------------------
+
+
+SAMPLE = '''
+import pytest
+
+def test_runs():
+    assert True
+
+def test_needs_something():
+    pytest.skip("frobnicator is not installed (Debian package frobnicator)")
+'''
+
+
+def run_pytest(tmp_path: Path, source: str, allow: str | None) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "test_sample.py").write_text(source)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    env = {k: v for k, v in os.environ.items() if k != ALLOW_SKIPS}
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # only the plugin under test: starts in a fraction of the time
+    if allow is not None:
+        env[ALLOW_SKIPS] = allow
+    return subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-m", "pytest", "-p", "tests.skips", "-p", "no:cacheprovider",
+         "-c", str(tmp_path / "pytest.ini"), "--rootdir", str(tmp_path), str(tmp_path / "test_sample.py")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_a_skipped_test_fails_the_run_and_says_what_did_not_run(tmp_path: Path) -> None:
+    result = run_pytest(tmp_path, SAMPLE, allow=None)
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
+    assert "1 did not run" in result.stdout
+    assert "frobnicator is not installed (Debian package frobnicator)" in result.stdout
+    assert f"{ALLOW_SKIPS}=1" in result.stdout
+
+
+def test_a_partial_run_asked_for_passes_and_counts_what_did_not_run(tmp_path: Path) -> None:
+    result = run_pytest(tmp_path, SAMPLE, allow="1")
+    assert result.returncode == pytest.ExitCode.OK, result.stdout
+    assert "1 did not run" in result.stdout and "partial run" in result.stdout
+    assert "frobnicator is not installed" in result.stdout
+
+
+def test_a_module_skipped_whole_fails_the_run(tmp_path: Path) -> None:
+    source = 'import pytest\npytest.importorskip("no_such_module_here")\n\ndef test_x():\n    pass\n'
+    result = run_pytest(tmp_path, source, allow="0")
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
+    assert "(whole module)" in result.stdout and "no_such_module_here" in result.stdout
+
+
+def test_a_run_without_skips_passes_quietly(tmp_path: Path) -> None:
+    result = run_pytest(tmp_path, "def test_runs():\n    assert True\n", allow=None)
+    assert result.returncode == pytest.ExitCode.OK, result.stdout
+    assert "did not run" not in result.stdout
+
+
+# ---- one install script, used by make, .ci/run and the CI workflow ----------------------------------------
+
+
+def test_the_install_script_is_a_quick_silent_no_op_when_everything_is_installed() -> None:
+    began = time.monotonic()
+    result = subprocess.run(["bash", str(ROOT / INSTALL_SCRIPT)], capture_output=True, text=True,  # noqa: S603,S607
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == result.stderr == ""
+    assert time.monotonic() - began < 2
+
+
+def test_make_install_runs_the_install_script_and_make_test_installs_first() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert INSTALL_SCRIPT in makefile
+    dry = subprocess.run(["make", "-n", "-C", str(ROOT), "test"], capture_output=True, text=True,  # noqa: S603,S607
+                         timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert INSTALL_SCRIPT in dry.stdout and "scripts/run-tests.sh" in dry.stdout
+    assert dry.stdout.index(INSTALL_SCRIPT) < dry.stdout.index("scripts/run-tests.sh")
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_ci_workflow_runs_the_install_script_then_make_test_on_two_pythons() -> None:
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    jobs = list(workflow["jobs"].values())
+    assert len(jobs) == 1
+    job = jobs[0]
+    assert job["runs-on"].startswith("ubuntu")
+    assert [str(v) for v in job["strategy"]["matrix"]["python-version"]] == ["3.11", "3.12"]
+    steps = job["steps"]
+    runs = [step.get("run", "") for step in steps]
+    install = next(i for i, run in enumerate(runs) if INSTALL_SCRIPT in run)
+    test = next(i for i, run in enumerate(runs) if "make test" in run)
+    assert install < test
+    assert "sudo" in runs[install]  # a hosted runner is not root: the script would stop with a hint
+    setup_python = next(s for s in steps if str(s.get("uses", "")).startswith("actions/setup-python"))
+    assert setup_python["with"]["cache"] == "pip"
+    uploads = [s for s in steps[test:] if str(s.get("uses", "")).startswith("actions/upload-artifact")]
+    assert uploads and uploads[0].get("if") == "always()"
+    assert "test-output/coverage" in str(uploads[0]["with"]["path"])
