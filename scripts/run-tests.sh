@@ -13,7 +13,10 @@ out=test-output/coverage
 rm -rf "$out" && mkdir -p "$out"
 "$python" -m coverage run -m pytest "$@"
 status=$?
-"$python" -m coverage combine -q && "$python" -m coverage xml -q && "$python" -m coverage html -q
+# the reports are written whatever the total: only `coverage report` below holds it to the floor
+"$python" -m coverage combine -q
+"$python" -m coverage xml -q --fail-under=0
+"$python" -m coverage html -q --fail-under=0
 
 floor=$("$python" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["tool"]["coverage"]["report"]["fail_under"])')
 if [ $# -gt 0 ] || [ "${BOXOFFICE_ALLOW_SKIPS:-}" = 1 ]; then

@@ -153,7 +153,7 @@ def banner(settings: Settings, ids: dict[str, str]) -> str:
 
 def cmd_dev(args: argparse.Namespace) -> None:
     with services():
-        settings = _settings(args)
+        settings = _settings(args, log_format="console")  # a person reads these lines (LOG_FORMAT=json if not)
         ids = prepare_database(settings.database_url, demo=True)
         # printed once the port is bound, so the URLs work the moment they appear
         serve(settings, ready_message=banner(settings, ids))
@@ -191,11 +191,15 @@ def cmd_rush(args: argparse.Namespace) -> None:
     raise SystemExit(rush_main(args))
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, log_format: str = "") -> Settings:
+    """The settings from the environment and the command line; `log_format` applies unless LOG_FORMAT is set."""
     settings = Settings.from_env()
     settings = replace(settings, host=getattr(args, "host", None) or settings.host,
                        port=getattr(args, "port", None) or settings.port).with_node_id()
-    setup_logging(settings.log_level, settings.log_format, settings.node_id)
+    if log_format and not os.environ.get("LOG_FORMAT"):
+        settings = replace(settings, log_format=log_format)
+    setup_logging(settings.log_level, settings.log_format, settings.node_id, settings.log_dir,
+                  settings.log_retention_days)
     return settings
 
 

@@ -72,6 +72,10 @@ class Settings:
     unix_socket: str = ""
     log_level: str = "INFO"
     log_format: str = "json"
+    # with LOG_DIR set, each node also logs JSON lines to <LOG_DIR>/boxoffice-<node>.log, rolled over daily
+    # (midnight UTC) into boxoffice-<node>-YYYY-MM-DD.log.gz, of which the newest LOG_RETENTION_DAYS are kept
+    log_dir: str = ""
+    log_retention_days: int = 14
     allowed_origins: tuple[str, ...] = ()
     # Kafka
     kafka_topic: str = "seat-events"
@@ -130,6 +134,8 @@ class Settings:
             unix_socket=env.get("UNIX_SOCKET", "").strip(),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             log_format=env.get("LOG_FORMAT", "json"),
+            log_dir=env.get("LOG_DIR", "").strip(),
+            log_retention_days=_int(env, "LOG_RETENTION_DAYS", 14),
             allowed_origins=origins,
             kafka_topic=env.get("KAFKA_TOPIC", "seat-events"),
             kafka_partitions=_int(env, "KAFKA_PARTITIONS", 6),
