@@ -157,3 +157,38 @@ def test_the_base_dependencies_leave_the_embedded_load_and_dev_tools_to_extras()
     assert {"locust", "psutil"} <= {re.split(r"[<>=]", d)[0] for d in extras["load"]}
     assert extras["all"] == ["boxoffice[embedded,load,dev]"]
     assert "'.[all]'" in (ROOT / "Makefile").read_text()
+
+
+# ---- the image: checked from its text (no Docker engine runs here) ----------------------------------------
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of each instruction, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in lines]
+
+
+def test_the_image_installs_the_base_only_and_runs_as_a_non_root_user_with_a_healthcheck() -> None:
+    steps = dockerfile_instructions()
+    runs = "\n".join(args for op, args in steps if op == "RUN")
+    installs = re.findall(r"pip install ([^&;|\n]*)", runs)
+    assert installs, runs
+    assert not any("[" in args or "-e " in args for args in installs)  # no extras, no editable install
+    assert "['project']['dependencies']" in runs  # the base list, not the optional ones
+    users = [args for op, args in steps if op == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert re.fullmatch(r"\d+(:\d+)?", users[-1])  # numeric: Kubernetes can check runAsNonRoot
+    healthchecks = [args for op, args in steps if op == "HEALTHCHECK"]
+    assert len(healthchecks) == 1 and "/health" in healthchecks[0]
+    assert any(op == "CMD" and "serve" in args for op, args in steps)
+
+
+def test_the_image_ships_no_tests_and_no_load_tests() -> None:
+    copied = [args.split()[0] for op, args in dockerfile_instructions() if op in ("COPY", "ADD")]
+    assert not {"tests", "loadtests", ".", "./"} & {c.rstrip("/") or c for c in copied}, copied
+    ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    assert ignore[0] == "*"  # everything is left out of the build context ...
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    assert allowed == {"pyproject.toml", "README.md", "server", "handlers", "realtime", "storage", "jobs"}
