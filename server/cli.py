@@ -17,12 +17,12 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
 from collections.abc import Iterator
 from dataclasses import replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from aiohttp import web
 

@@ -19,7 +19,7 @@ import pytest
 
 from loadtests.invariants import broken, check_invariants
 from loadtests.seats import SeatMap, pick_best_seats
-from server.embedded import EmbeddedStack, find_haproxy
+from server.embedded import EmbeddedStack
 from tests.cluster_support import haproxy_binary
 
 ROOT = Path(__file__).resolve().parent.parent
