@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+AXE    := tests/browser/node_modules/axe-core/axe.min.js
 
 .PHONY: run test install cluster rush lint bench clean
 
-install: $(STAMP)
+install: $(STAMP) $(AXE)
 
 # The venv is made once; the packages are (re)installed only when pyproject.toml is newer than the
 # stamp, so `make install` is a no-op (well under a second) when nothing changed.
@@ -19,6 +20,12 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# axe-core, the accessibility engine the browser tests inject, from npm at the version in the lock file;
+# a no-op once installed.
+$(AXE): tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 run: install
 	$(BIN)/boxoffice dev
