@@ -117,7 +117,9 @@ export class SeatMap {
     grid.addEventListener("keydown", (event) => this.onKey(event));
     grid.addEventListener("focusin", (event) => {
       const button = event.target.closest?.("button.seat");
-      if (button) this.engaged = true;
+      if (!button) return;
+      this.engaged = true;
+      if (button.dataset.seatId !== this.focusId) this.setFocus(button.dataset.seatId, false);
     });
 
     const scroller = h("div", { class: "seatmap-scroll" }, grid);
