@@ -21,7 +21,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 ADMIN_TOKEN = "browser-admin-token"
 # Long enough to buy (or reload) within it on a loaded machine and to cross the page's 10-second warning,
 # short enough to wait out.
-HOLD_TTL_SECONDS = 12
+HOLD_TTL_SECONDS = 15
 SCREENS = OUTPUT / "browser"
 # What a buyer's screen is at each width the tests use: phones are touch screens.
 VIEWPORTS = {320: 640, 360: 740, 390: 844, 768: 1024, 1280: 900}
