@@ -91,7 +91,7 @@ class Buyer:
         self.page.goto(f"{base}/?session={session_id}")
         self.wait_live()
 
-    def wait_live(self, timeout: float = 15_000) -> None:
+    def wait_live(self, timeout: float = 30_000) -> None:
         self.page.wait_for_selector('body[data-conn="live"] button.seat', timeout=timeout)
 
     def seat(self, code: str) -> Any:
