@@ -298,7 +298,7 @@ export class SeatMap {
   onClick(event) {
     const button = event.target.closest("button.seat");
     const pointer = event.detail > 0;
-    const now = performance.now();
+    const now = event.timeStamp; // when the finger lifted, however late the page gets to it
     if (pointer && now < this.quietUntil) return;
     if (button) this.engaged = true;
     if (pointer && this.zoomable && !this.choosing) {
@@ -334,7 +334,7 @@ export class SeatMap {
       this.zoomTo(this.pinch.size * (touchDistance(touches) / this.pinch.distance), x, y);
     } else if ((event.type === "touchend" || event.type === "touchcancel") && this.pinch && touches.length < 2) {
       this.pinch = null;
-      this.quietUntil = performance.now() + DOUBLE_TAP_MS;
+      this.quietUntil = event.timeStamp + DOUBLE_TAP_MS;
     }
   }
 
