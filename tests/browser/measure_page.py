@@ -61,7 +61,7 @@ def one_load(browser: Any, url: str, static: Path | None) -> dict[str, float]:
     cdp.send("Emulation.setCPUThrottlingRate", {"rate": CPU_SLOWDOWN})
     page.add_init_script(PAINT_PROBE)
     finished: list[Any] = []
-    page.on("requestfinished", finished.append)
+    page.on("requestfinished", lambda request: finished.append(request))
     page.goto(url, wait_until="commit", timeout=120_000)
     page.wait_for_function("window.seatMapPaint !== null", timeout=120_000)
     page.wait_for_load_state("load", timeout=120_000)
