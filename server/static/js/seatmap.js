@@ -27,6 +27,7 @@ const TARGET_PX = 24;
 const PICK_SEAT_PX = 28;
 /** A second tap within this long is a double tap; after a zoom, a tap this soon is its tail and is ignored. */
 const DOUBLE_TAP_MS = 350;
+const OPPOSITE_TOOL = { in: "out", out: "in", left: "right", right: "left" };
 /** Less than this beyond an edge (the map's own padding) is not "more seats". */
 const EDGE_SLACK_PX = 8;
 
@@ -220,12 +221,19 @@ export class SeatMap {
     this.grid.dataset.narrow = this.narrow ? "true" : "false";
     this.frame.dataset.mode = !this.zoomable ? "fit" : this.choosing ? "pick" : "overview";
     this.tools.hidden = !this.zoomable;
-    this.tools.querySelector('[data-map="out"]').disabled = this.zoom === null;
-    this.tools.querySelector('[data-map="in"]').disabled = this.size >= MAX_ZOOM_PX;
+    this.enableTool("out", this.zoom !== null);
+    this.enableTool("in", this.size < MAX_ZOOM_PX);
     // In the overview no seat is a tab stop: the keyboard reaches the zoom buttons, then the seats.
     const focused = this.buttons.get(this.focusId);
     if (focused) focused.tabIndex = this.choosing ? 0 : -1;
     this.updateEdges();
+  }
+
+  /** A tool button that goes out of use hands the keyboard focus, if it had it, to its opposite. */
+  enableTool(action, enabled) {
+    const button = this.tools.querySelector(`[data-map="${action}"]`);
+    if (!enabled && document.activeElement === button) this.tools.querySelector(`[data-map="${OPPOSITE_TOOL[action]}"]`).focus();
+    button.disabled = !enabled;
   }
 
   /**
@@ -362,8 +370,8 @@ export class SeatMap {
     const right = s.scrollLeft < more - EDGE_SLACK_PX;
     this.frame.dataset.moreLeft = left ? "true" : "false";
     this.frame.dataset.moreRight = right ? "true" : "false";
-    this.tools.querySelector('[data-map="left"]').disabled = !left;
-    this.tools.querySelector('[data-map="right"]').disabled = !right;
+    this.enableTool("left", left);
+    this.enableTool("right", right);
     if (!this.zoomable) return;
     let text = "Tap where you want to sit to zoom in.";
     if (this.choosing && (left || right)) {
