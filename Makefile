@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+AXE    := tests/browser/node_modules/axe-core/axe.min.js
 
 .PHONY: run test install system-deps cluster rush lint bench clean
 
-install: system-deps $(STAMP)
+install: system-deps $(STAMP) $(AXE)
 
 system-deps:
 	@scripts/install-system-deps.sh
@@ -23,6 +24,12 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[all]'
 	touch $(STAMP)
+
+# axe-core, the accessibility engine the browser tests inject, from npm at the version in the lock file;
+# a no-op once installed.
+$(AXE): tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 run: install
 	$(BIN)/boxoffice dev
