@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Debian packages boxoffice uses beside its Python ones: HAProxy (`boxoffice cluster`, the multi-node
 # tests), Chromium (the browser tests), docker-compose (the compose file's check) and iproute2 (`ss`, read by
-# the burst test). Installs the missing ones with apt-get when run as root; otherwise stops with the one
+# the burst test) and npm (axe-core, the accessibility engine the browser tests inject). Installs the missing ones with apt-get when run as root; otherwise stops with the one
 # command to run. A no-op when all are present. Used by `make install` (and so `make run` / `make test`), by .ci/run and by the CI workflow.
 #
 #   BOXOFFICE_ALLOW_SKIPS=1   only warn about missing packages (a partial test run: see tests/skips.py)
@@ -12,6 +12,7 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v ss >/dev/null 2>&1 || need+=(iproute2)  # the tests read the nodes' listen queues with ss
+command -v npm >/dev/null 2>&1 || need+=(npm)  # make install fetches axe-core from the npm registry
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "${BOXOFFICE_ALLOW_SKIPS:-}" = "1" ]; then
