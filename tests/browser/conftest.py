@@ -1,5 +1,5 @@
-"""Fixtures of the browser tests: one 2-node cluster behind HAProxy and one headless Chromium for every
-browser test module of a run (each test makes its own session, so they share them safely)."""
+"""Fixtures of the browser tests: one 2-node cluster behind HAProxy for every browser test module of a run
+(each test makes its own session, so they share it safely) and one headless Chromium per module."""
 
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ def browser_cluster(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFacto
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
+    """One browser per module: Playwright's sync API runs an event loop of its own, which must be gone before
+    the asyncio tests of later modules start theirs."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is not installed (Debian package chromium)")
     with playwright_sync.sync_playwright() as p:

@@ -74,6 +74,7 @@ def tap_seen(buyer: Buyer, code: str) -> dict[str, Any]:
     return view
 
 
+@pytest.mark.timeout(240)  # two contexts, a dozen pictures and an axe run: minutes when the machine is busy
 def test_phone_buyer_taps_j16_holds_and_buys(cluster: LocalCluster, chromium: Any, shots: Path) -> None:
     base = cluster.url
     session_id = new_session(base, rows=ROWS, seats_per_row=SEATS)
