@@ -22,6 +22,7 @@ from storage.appkeys import BOOKING, SETTINGS
 from storage.auth import Principal
 from storage.booking import Actor
 from storage.errors import DomainError, Forbidden, SeatsUnavailable, Unauthorized, ValidationFailed
+from storage.faults import service_fault
 
 log = logging.getLogger("boxoffice.ws")
 
@@ -174,6 +175,8 @@ def decode(raw: str) -> dict[str, Any]:
         envelope = json.loads(raw)
     except ValueError:
         raise MalformedMessage("The message is not valid JSON") from None
+    except RecursionError:  # nested deeper than the parser goes (a frame of 16 kB holds 8,000 levels)
+        raise MalformedMessage("The message is nested too deeply") from None
     if not isinstance(envelope, dict):
         raise MalformedMessage()
     return envelope
@@ -194,6 +197,8 @@ def error_reply(exc: Exception, msg_type: str | None) -> dict[str, Any]:
     """Every failure of a message as the contract's reply; the socket stays open."""
     if isinstance(exc, SeatsUnavailable) and msg_type == "hold":
         return {"type": "hold.rejected", "code": exc.code, "conflicts": exc.conflicts}
+    if not isinstance(exc, DomainError):
+        exc = service_fault(exc) or exc  # a backing service's state: `*_unavailable`, retry shortly
     if isinstance(exc, DomainError):
         reply: dict[str, Any] = {"type": "error", "code": exc.code, "message": exc.message}
         if exc.details:

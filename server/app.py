@@ -49,7 +49,8 @@ STATIC = Path(__file__).parent / "static"
 
 async def pg_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    pool = await db.create_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    pool = await db.create_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
+                                acquire_timeout=settings.db_pool_timeout)
     app[PG_POOL] = pool
     app[TOKENS] = TokenCache(pool)
     yield

@@ -29,10 +29,10 @@ from storage.errors import (
     NotPending,
     RateLimited,
     SeatsUnavailable,
-    ServiceUnavailable,
     Unprocessable,
     ValidationFailed,
 )
+from storage.faults import RedisUnavailable, service_fault
 from storage.group_commit import HoldWriter
 from storage.redis_gate import RedisGate
 
@@ -47,20 +47,6 @@ class ReservationNotFound(NotFound):
 
 class SaleNotFound(NotFound):
     code, message = "sale_not_found", "Sale not found"
-
-
-class RedisUnavailable(ServiceUnavailable):
-    code, message = "redis_unavailable", "The seat gate (Redis) is unavailable; retry shortly"
-
-    def __init__(self) -> None:
-        super().__init__(headers={"Retry-After": "1"})
-
-
-class DatabaseUnavailable(ServiceUnavailable):
-    code, message = "database_unavailable", "The database is unavailable; retry shortly"
-
-    def __init__(self) -> None:
-        super().__init__(headers={"Retry-After": "1"})
 
 
 # SQLSTATE 'BXnnn' raised by the bx_* functions -> domain error
@@ -187,8 +173,9 @@ class Booking:
                          user_id: uuid.UUID, idempotency_key: str | None) -> None:
         try:  # bounded by the gate's own timeout (on the Redis round trip); a lost answer is taken back there
             taken = await self.gate.hold(session_id, seats, reservation_id, self.hold_ttl_ms)
-        except (TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # unreachable, slow, OOM, READONLY...
             metrics.HOLDS.labels("redis_unavailable").inc()
+            log.warning("the gate refused a hold: %r", exc)
             raise RedisUnavailable() from None
         if taken:
             if idempotency_key:  # a concurrent retry of this same hold may be the one holding them
@@ -369,11 +356,9 @@ class Booking:
             return NotFound("User not found", code="user_not_found")
         if isinstance(exc, asyncpg.DeadlockDetectedError):
             return SeatsUnavailable([], "The seats were contended; retry")
-        if isinstance(exc, asyncpg.PostgresError):
-            return refusal(exc)
-        if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncio.TimeoutError)):
-            return DatabaseUnavailable()
-        return None
+        if isinstance(exc, asyncpg.PostgresError) and (refused := refusal(exc)) is not None:
+            return refused
+        return service_fault(exc)
 
 
 class _PriorHold(Exception):

@@ -95,6 +95,7 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     db_pool_min: int = 2
     db_pool_max: int = 20
+    db_pool_timeout: float = 5.0  # the longest a request waits for a free database connection (then 503)
     redis_gate: bool = True
     redis_timeout: float = 0.5
     hold_batch_max: int = 32  # holds written to PostgreSQL in one transaction at most (1: no batching)
@@ -144,6 +145,7 @@ class Settings:
             ws_rate_burst=_int(env, "WS_RATE_BURST", 40),
             db_pool_min=_int(env, "DB_POOL_MIN", 2),
             db_pool_max=_int(env, "DB_POOL_MAX", 20),
+            db_pool_timeout=_float(env, "DB_POOL_TIMEOUT", 5.0),
             redis_gate=_bool(env.get("REDIS_GATE"), True),
             redis_timeout=_float(env, "REDIS_TIMEOUT", 0.5),
             hold_batch_max=_int(env, "HOLD_BATCH_MAX", 32),
