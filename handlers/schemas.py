@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import unicodedata
-
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from storage.fields import Text
 
 MAX_NAME = 200
 MAX_EMAIL = 254
@@ -19,20 +19,6 @@ class StrictSchema(Schema):
 class LooseSchema(Schema):
     class Meta:
         unknown = EXCLUDE
-
-
-def plain_text(value: str) -> None:
-    """Refuse what PostgreSQL cannot store or a person cannot read: blank text, control characters
-    (NUL above all: `text` refuses it) and lone surrogates (not encodable as UTF-8)."""
-    if not value.strip():
-        raise ValidationError("Must not be blank.")
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
-        raise ValidationError("Must not contain control characters.")
-
-
-def Text(max_length: int, **kw: object) -> fields.String:  # noqa: N802 - used like a field class
-    """A required-length, printable string field."""
-    return fields.String(validate=[validate.Length(min=1, max=max_length), plain_text], **kw)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------ errors

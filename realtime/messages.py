@@ -17,12 +17,13 @@ from typing import Any
 from aiohttp import web
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from realtime.hub import Command, Connection
+from realtime.hub import Connection
 from storage.appkeys import BOOKING, SETTINGS
 from storage.auth import Principal
 from storage.booking import Actor
 from storage.errors import DomainError, Forbidden, SeatsUnavailable, Unauthorized, ValidationFailed
 from storage.faults import service_fault
+from storage.fields import Text
 
 log = logging.getLogger("boxoffice.ws")
 
@@ -101,7 +102,7 @@ class MessageSchema(Schema):
 
 class HoldMessage(MessageSchema):
     sessionSeatIds = fields.List(fields.UUID(), required=True, validate=validate.Length(max=MAX_SEAT_IDS))
-    idempotencyKey = fields.String(validate=validate.Length(min=1, max=MAX_IDEMPOTENCY_KEY))
+    idempotencyKey = Text(MAX_IDEMPOTENCY_KEY)  # printable: the REST header's rule
     userId = fields.UUID(metadata={"description": "only with AUTH_REQUIRED=false, as in POST /reservations"})
 
 
@@ -164,7 +165,7 @@ async def ping(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
 
 @message("resync", EmptyMessage)
 async def resync(peer: Peer, msg: dict[str, Any]) -> None:
-    peer.conn.send(Command.SNAPSHOT)  # read when the writer gets to it: fresher than anything queued before
+    peer.conn.send_snapshot()  # coalesced: one snapshot queued per socket at most, however often it is asked
     return None
 
 

@@ -1,0 +1,21 @@
+"""Marshmallow field rules shared by the REST schemas (handlers) and the socket's messages (realtime)."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from marshmallow import ValidationError, fields, validate
+
+
+def plain_text(value: str) -> None:
+    """Refuse what PostgreSQL cannot store or a person cannot read: blank text, control characters
+    (NUL above all: `text` refuses it) and lone surrogates (not encodable as UTF-8)."""
+    if not value.strip():
+        raise ValidationError("Must not be blank.")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
+        raise ValidationError("Must not contain control characters.")
+
+
+def Text(max_length: int, **kw: object) -> fields.String:  # noqa: N802 - used like a field class
+    """A required-length, printable string field."""
+    return fields.String(validate=[validate.Length(min=1, max=max_length), plain_text], **kw)  # type: ignore[arg-type]
