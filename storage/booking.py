@@ -134,7 +134,7 @@ class Booking:
         """Hold every seat for the user, or none. Returns the reservation (contract shape)."""
         seats = self.check_seat_list(seat_ids)
         if idempotency_key:
-            prior = await self._prior_hold(user_id, session_id, idempotency_key)
+            prior = await self._prior_hold(user_id, session_id, seats, idempotency_key)
             if prior is not None:
                 return prior
         reservation_id = ids.uuid4()
@@ -154,7 +154,7 @@ class Booking:
                 if self.use_gate:  # the gate was wrong about these seats: teach it what PostgreSQL knows
                     await self._repair_gate(session_id, [uuid.UUID(c) for c in error.conflicts])
             if idempotency_key and isinstance(exc, asyncpg.UniqueViolationError):
-                concurrent = await self._prior_hold(user_id, session_id, idempotency_key)
+                concurrent = await self._prior_hold(user_id, session_id, seats, idempotency_key)
                 if concurrent is not None:  # a concurrent retry of this hold committed first
                     return concurrent
             if error is None:
@@ -179,7 +179,7 @@ class Booking:
             raise RedisUnavailable() from None
         if taken:
             if idempotency_key:  # a concurrent retry of this same hold may be the one holding them
-                prior = await self._prior_hold(user_id, session_id, idempotency_key, wait=0.2)
+                prior = await self._prior_hold(user_id, session_id, seats, idempotency_key, wait=0.2)
                 if prior is not None:
                     raise _PriorHold(prior)
             metrics.HOLDS.labels("conflict").inc()
@@ -213,8 +213,11 @@ class Booking:
         except (TimeoutError, redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
             log.warning("could not repair the gate for %d seats: %r", len(seat_ids), exc)
 
-    async def _prior_hold(self, user_id: uuid.UUID, session_id: uuid.UUID, key: str,
+    async def _prior_hold(self, user_id: uuid.UUID, session_id: uuid.UUID, seats: Sequence[uuid.UUID], key: str,
                           wait: float = 0.0) -> dict[str, Any] | None:
+        """The reservation an earlier hold with this key made, if the request was the same (Stripe's rule): the
+        same session and the same seats, in any order. The same key with another request is refused, whatever
+        became of that reservation since (confirmed, cancelled, expired)."""
         for attempt in range(2 if wait else 1):
             if attempt:
                 await asyncio.sleep(wait)
@@ -222,10 +225,11 @@ class Booking:
                 "SELECT request_ref, resource_id FROM idempotency_keys WHERE user_id = $1 AND scope = 'hold'"
                 " AND key = $2", user_id, key)
             if row is not None:
-                if row["request_ref"] != session_id:
+                prior = await self.get_reservation(row["resource_id"], Actor(user_id))
+                if row["request_ref"] != session_id or {s["id"] for s in prior["seats"]} != {str(s) for s in seats}:
                     raise Unprocessable("This idempotency key was already used for another request",
                                         code="idempotency_key_reused")
-                return await self.get_reservation(row["resource_id"], Actor(user_id))
+                return prior
         return None
 
     # ------------------------------------------------------------------ confirm
