@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -38,7 +38,27 @@ from storage.redis_gate import RedisGate
 
 log = logging.getLogger("boxoffice.booking")
 
-SOLD_KEY_GRACE = timedelta(hours=1)  # sold keys live until the show ends, plus this
+SOLD_KEY_GRACE_MS = 3_600_000  # sold keys live until the show ends, plus this (an hour)
+
+GateEntry = tuple[uuid.UUID, uuid.UUID, str, int]  # (session, seat, value, expiry in epoch ms): RedisGate.restore
+
+
+def epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def sold_until_ms(end_show_time: datetime) -> int:
+    """When a sold seat's gate key may go: in integer milliseconds, so no show time overflows it (a
+    datetime plus an hour past 9999-12-31 would)."""
+    return epoch_ms(end_show_time) + SOLD_KEY_GRACE_MS
+
+
+def gate_entry(row: Any) -> GateEntry:
+    """The gate key PostgreSQL's state of a seat asks for. `row`: session_id, id (the session seat), status,
+    reservation_id, expires_at (of the reservation) and end_show_time (of the session)."""
+    if row["status"] == "RESERVED":
+        return row["session_id"], row["id"], f"H:{row['reservation_id']}", epoch_ms(row["expires_at"])
+    return row["session_id"], row["id"], f"S:{row['reservation_id']}", sold_until_ms(row["end_show_time"])
 
 
 class ReservationNotFound(NotFound):
@@ -199,17 +219,11 @@ class Booking:
             return
         try:
             rows = await self.pool.fetch(
-                "SELECT ss.id, ss.status, ss.reservation_id, r.expires_at, s.end_show_time FROM session_seats ss"
+                "SELECT ss.session_id, ss.id, ss.status, ss.reservation_id, r.expires_at, s.end_show_time"
+                " FROM session_seats ss"
                 " JOIN reservations r ON r.id = ss.reservation_id JOIN sessions s ON s.id = ss.session_id"
                 " WHERE ss.id = ANY($1::uuid[]) AND ss.session_id = $2", seat_ids, session_id)
-            entries = [
-                (session_id, r["id"], f"H:{r['reservation_id']}", int(r["expires_at"].timestamp() * 1000))
-                if r["status"] == "RESERVED" else
-                (session_id, r["id"], f"S:{r['reservation_id']}",
-                 int((r["end_show_time"] + SOLD_KEY_GRACE).timestamp() * 1000))
-                for r in rows
-            ]
-            await within(self.gate_timeout, self.gate.restore(entries))
+            await within(self.gate_timeout, self.gate.restore([gate_entry(r) for r in rows]))
         except (TimeoutError, redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
             log.warning("could not repair the gate for %d seats: %r", len(seat_ids), exc)
 
@@ -252,10 +266,9 @@ class Booking:
             metrics.CONFIRMS.labels("ok").inc()
             self.on_commit()
             if self.use_gate:
-                until = row["sold_until"] + SOLD_KEY_GRACE
                 try:
                     sold = self.gate.mark_sold(row["session_id"], row["seat_ids"], reservation_id,
-                                               int(until.timestamp() * 1000))
+                                               sold_until_ms(row["sold_until"]))
                     await within(self.gate_timeout, sold)
                 except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # reconciliation restores it
                     log.warning("could not mark seats sold in Redis for %s: %r", reservation_id, exc)
