@@ -82,6 +82,11 @@ class Settings:
     expiry_sweep_interval: float = 0.25
     outbox_sweep_interval: float = 1.0
     outbox_publish: str = "relay"  # relay | direct (see realtime.relay)
+    # Retention (jobs.retention): how long records nobody needs any more are kept; 0 keeps them forever
+    retention_interval: float = 600.0
+    outbox_retention_hours: int = 72
+    idempotency_retention_hours: int = 24
+    reservation_retention_days: int = 30
     # Realtime
     ws_broadcast_tick_ms: int = 20
     ws_max_frames_per_second: int = WS_FRAMES_PER_MACHINE
@@ -139,6 +144,10 @@ class Settings:
             expiry_sweep_interval=_float(env, "EXPIRY_SWEEP_INTERVAL", 0.25),
             outbox_sweep_interval=_float(env, "OUTBOX_SWEEP_INTERVAL", 1.0),
             outbox_publish=_choice(env, "OUTBOX_PUBLISH", ("relay", "direct")),
+            retention_interval=_float(env, "RETENTION_INTERVAL_SECONDS", 600.0),
+            outbox_retention_hours=_int(env, "OUTBOX_RETENTION_HOURS", 72),
+            idempotency_retention_hours=_int(env, "IDEMPOTENCY_RETENTION_HOURS", 24),
+            reservation_retention_days=_int(env, "RESERVATION_RETENTION_DAYS", 30),
             ws_broadcast_tick_ms=_int(env, "WS_BROADCAST_TICK_MS", 20),
             ws_max_frames_per_second=_int(env, "WS_MAX_FRAMES_PER_SECOND", WS_FRAMES_PER_MACHINE),
             ws_rate_per_second=_float(env, "WS_RATE_PER_SECOND", 20.0),
