@@ -47,6 +47,19 @@ def _float(env: dict[str, str], key: str, default: float) -> float:
     return float(value) if value.strip() else default
 
 
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.strip().lower().startswith(CLUSTER_SCHEMES)
+
+
+def plain_redis_url(url: str) -> str:
+    """`redis+cluster://host:port` -> `redis://host:port` (the form redis-py reads; any node of the cluster)."""
+    scheme, sep, rest = url.strip().partition("://")
+    return f"{scheme.lower().removesuffix('+cluster')}{sep}{rest}"
+
+
 # Broadcast frames per second one machine carries best, node, proxy and clients together (bench_broadcast,
 # 2,000 sockets on the 2-core box: one node at this budget, or three nodes at a third of it each, gave the
 # lowest p99; one node is CPU-bound near 21,000 frames/s there). A node alone on its machine gets all of it;
@@ -58,6 +71,7 @@ WS_FRAMES_PER_MACHINE = 21_000
 class Settings:
     database_url: str = ""
     redis_url: str = ""
+    redis_cluster: bool = False  # REDIS_CLUSTER=true, or a redis+cluster:// URL: the Redis Cluster client
     kafka_bootstrap_servers: str = ""
     hold_ttl_seconds: int = 30
     max_seats_per_hold: int = 10
@@ -123,6 +137,7 @@ class Settings:
         settings = cls(
             database_url=env.get("DATABASE_URL", ""),
             redis_url=env.get("REDIS_URL", ""),
+            redis_cluster=_bool(env.get("REDIS_CLUSTER"), False) or is_cluster_url(env.get("REDIS_URL", "")),
             kafka_bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", ""),
             hold_ttl_seconds=_int(env, "HOLD_TTL_SECONDS", 30),
             max_seats_per_hold=_int(env, "MAX_SEATS_PER_HOLD", 10),

@@ -87,10 +87,20 @@ class RedisClusterProcs:
                                 capture_output=True, text=True, timeout=10, check=False)
         return result.stdout
 
+    def agreed(self) -> bool:
+        """Every master is up, knows the others and says the cluster is ok, and they agree on who serves which
+        slot (a client that reads the map before that finds slots uncovered)."""
+        wanted = ("cluster_state:ok", "cluster_slots_ok:16384", f"cluster_known_nodes:{len(self.ports)}")
+        if not all(all(w in self.info(p) for w in wanted) for p in self.ports):
+            return False
+        check = subprocess.run([self.cli, "--cluster", "check", f"127.0.0.1:{self.ports[0]}"],  # noqa: S603
+                               capture_output=True, text=True, timeout=10, check=False)
+        return check.returncode == 0 and "[OK] All nodes agree about slots configuration" in check.stdout
+
     def wait_ok(self, within: float = 30.0) -> None:
-        """Until every master reports cluster_state:ok."""
+        """Until the cluster is whole and agreed (see `agreed`)."""
         deadline = time.monotonic() + within
-        while not all("cluster_state:ok" in self.info(p) for p in self.ports):
+        while not self.agreed():
             if time.monotonic() > deadline:
                 raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
             time.sleep(0.1)

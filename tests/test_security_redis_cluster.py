@@ -40,7 +40,9 @@ async def cluster_client(redis_cluster: RedisClusterProcs) -> AsyncIterator[Redi
 
 @pytest.fixture
 async def node(aiohttp_client: Any, settings: Settings, redis_cluster: RedisClusterProcs) -> TestClient:  # noqa: F811
-    return await aiohttp_client(create_app(with_settings(settings, redis_url=redis_cluster.url)))
+    # a Redis timeout above the default 0.5 s: the first holds open connections to three masters and load the
+    # scripts on each, which a busy test machine may not do in half a second
+    return await aiohttp_client(create_app(with_settings(settings, redis_url=redis_cluster.url, redis_timeout=2.0)))
 
 
 async def hold(client: TestClient, token: str, session_id: str, seats: list[str]) -> tuple[int, Any]:
@@ -49,7 +51,9 @@ async def hold(client: TestClient, token: str, session_id: str, seats: list[str]
     return resp.status, await resp.json()
 
 
-def master_of(client: RedisCluster, session_id: str) -> int:
+async def master_of(client: RedisCluster, session_id: str) -> int:
+    """The port of the master serving this session's seat keys."""
+    await client.initialize()
     port = client.get_node_from_key(seat_key(session_id, uuid.uuid4())).port
     return int(port)
 
@@ -84,7 +88,7 @@ async def test_holds_on_the_cluster_gate_one_winner_per_seat(node: TestClient, p
         values = [await cluster_client.get(seat_key(session["id"], s)) for s in seats]
         assert values == [f"H:{winner['id']}".encode()] * 2
     # the sessions' keys are spread over the masters, each session's within one slot
-    assert len({master_of(cluster_client, s["id"]) for s in sessions}) >= 2
+    assert len({await master_of(cluster_client, s["id"]) for s in sessions}) >= 2
     await assert_invariants(pg, [s["id"] for s in sessions])
 
 
@@ -99,7 +103,7 @@ async def test_the_gate_is_rebuilt_when_one_master_comes_back_empty(
     await reconcile_once(pool, gate)  # whatever state the cluster was in: rebuilt now
     assert not await reconcile_once(pool, gate)
 
-    redis_cluster.cli_call(master_of(cluster_client, session["id"]), "flushall")  # that master only
+    redis_cluster.cli_call(await master_of(cluster_client, session["id"]), "flushall")  # that master only
     assert await cluster_client.get(seat_key(session["id"], seats[0])) is None
     assert await reconcile_once(pool, gate)
     assert await cluster_client.get(seat_key(session["id"], seats[0])) == f"H:{body['id']}".encode()
@@ -113,7 +117,7 @@ async def test_a_master_restart_costs_503s_never_a_500_nor_a_double_sale(
     ana, bob = await make_user(node, "Ana"), await make_user(node, "Bob")
     status, held = await hold(node, ana["token"], session["id"], seats[:2])
     assert status == 201
-    port = master_of(cluster_client, session["id"])
+    port = await master_of(cluster_client, session["id"])
 
     redis_cluster.kill_node(port)
     statuses: Counter[int] = Counter()
