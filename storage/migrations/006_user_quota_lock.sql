@@ -1,16 +1,18 @@
 -- The per-user seat quota (MAX_SEATS_PER_USER) holds under any concurrency, on any number of nodes.
 -- A hold counts the user's live held seats and adds its own; two holds of one user counting at once would
--- both see the same "before" and together pass the quota. So every hold path locks its users' rows first
--- (FOR NO KEY UPDATE: it does not block the foreign-key checks of inserts that name the user) and counts
--- after the lock, when the user's other hold has committed or rolled back: READ COMMITTED gives each
--- statement of a PL/pgSQL function a fresh snapshot. The users of a batch are locked together, in id order,
--- before any seat: two batches never wait on each other's users in a cycle, and a transaction that holds
--- seat locks never waits on a user.
+-- both see the same "before" and together pass the quota. So every hold path first takes a lock per user
+-- (a transaction-level advisory lock: no row is written for it, unlike a row lock) and counts after it, when
+-- the user's other hold has committed or rolled back: READ COMMITTED gives each statement of a PL/pgSQL
+-- function a fresh snapshot. The users of a batch are locked together, in key order, before any seat: two
+-- batches never wait on each other's users in a cycle, and a transaction holding seat locks never waits on
+-- a user. The two-key form keeps these locks apart from the migrations' one-key lock; two users whose ids
+-- hash alike only wait for each other.
 
 CREATE FUNCTION bx_lock_users(p_users uuid[]) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM 1 FROM users u WHERE u.id = ANY (p_users) ORDER BY u.id FOR NO KEY UPDATE;  -- every row, in order
+    PERFORM pg_advisory_xact_lock(x'6278'::integer, k)  -- 'bx'
+    FROM (SELECT DISTINCT hashtext(u::text) AS k FROM unnest(p_users) AS u ORDER BY 1) AS keys;
 END
 $$;
 
