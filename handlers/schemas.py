@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from storage.fields import Text
+from contract.rules import MAX_IDEMPOTENCY_KEY, Text
 
 MAX_NAME = 200
 MAX_EMAIL = 254
@@ -193,7 +193,6 @@ class NotReadySchema(ErrorSchema):
 # ------------------------------------------------------------ reservations and sales
 
 MAX_SEAT_IDS = 100  # hard bound of the list; the booking rule (MAX_SEATS_PER_HOLD) is checked after
-MAX_IDEMPOTENCY_KEY = 255
 
 
 class ReservationCreateSchema(StrictSchema):

@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
+from core import metrics
 from jobs.runner import running
-from storage import metrics
-from storage.appkeys import GATE, PG_POOL
-from storage.booking import gate_entry
+from server.typedefs import GATE, PG_POOL
 from storage.redis_gate import RedisGate
+from storage.redis_keys import seat_value
 
 log = logging.getLogger("boxoffice.reconcile")
 
@@ -34,7 +34,9 @@ WHERE ss.status IN ('RESERVED', 'SOLD') AND s.end_show_time > now()
 
 async def rebuild_gate(pool: asyncpg.Pool, gate: RedisGate) -> int:
     """Restore every live hold and sold seat into Redis; return how many keys were written."""
-    entries = [gate_entry(r) for r in await pool.fetch(LIVE_SEATS_SQL)]
+    rows = await pool.fetch(LIVE_SEATS_SQL)
+    entries = [(r["session_id"], r["id"], *seat_value(r["status"], r["reservation_id"], r["expires_at"],
+                                                      r["end_show_time"])) for r in rows]
     restored = await gate.restore(entries)
     await gate.new_epoch()
     metrics.REDIS_REBUILDS.inc()

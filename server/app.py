@@ -17,6 +17,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from core.settings import Settings, plain_redis_url
 from handlers import setup_routes
 from handlers.openapi import add_common_errors
 from handlers.parsing import ContractParser
@@ -26,8 +27,7 @@ from realtime import setup as setup_realtime
 from realtime.kafka import KafkaLink
 from server.middlewares import http_middleware
 from server.ratelimit import rate_limiter
-from storage import db
-from storage.appkeys import (
+from server.typedefs import (
     ADMISSION,
     BOOKING,
     GATE,
@@ -40,10 +40,10 @@ from storage.appkeys import (
     SETTINGS,
     TOKENS,
 )
+from storage import db
 from storage.auth import TokenCache
 from storage.booking import Booking
-from storage.redis_gate import RedisGate
-from storage.settings import Settings, is_cluster_url, plain_redis_url
+from storage.redis_gate import NoGate, RedisGate
 
 log = logging.getLogger("boxoffice.app")
 STATIC = Path(__file__).parent / "static"
@@ -79,7 +79,7 @@ def redis_client(settings: Settings) -> Redis | RedisCluster:
         # while a Redis that is really down still fails fast (refused at once, or one socket_timeout)
         "retry": Retry(NoBackoff(), 1), "retry_on_error": [redis.exceptions.ConnectionError],
     }
-    if settings.redis_cluster or is_cluster_url(settings.redis_url):  # max_connections is per master there
+    if settings.uses_redis_cluster:  # max_connections is per master there
         return RedisCluster.from_url(plain_redis_url(settings.redis_url), max_connections=100, **options)
     return Redis.from_url(settings.redis_url, max_connections=200, **options)
 
@@ -88,9 +88,9 @@ async def booking_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     wake = app[OUTBOX_WAKE]
     app[BOOKING] = Booking(
-        app[PG_POOL], app[GATE], hold_ttl_seconds=settings.hold_ttl_seconds,
+        app[PG_POOL], app[GATE] if settings.redis_gate else NoGate(), hold_ttl_seconds=settings.hold_ttl_seconds,
         max_seats_per_hold=settings.max_seats_per_hold, max_seats_per_user=settings.max_seats_per_user,
-        use_gate=settings.redis_gate, gate_timeout=settings.redis_timeout, on_commit=wake.set,
+        gate_timeout=settings.redis_timeout, on_commit=wake.set,
         hold_batch_max=settings.hold_batch_max, hold_writers=settings.hold_writers,
     )
     yield

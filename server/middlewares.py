@@ -13,12 +13,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from core import ids
+from core.errors import DomainError
+from core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from server.logs import request_id_var
-from storage import ids
-from storage.appkeys import ADMISSION, NODE_ID
-from storage.errors import DomainError
+from server.typedefs import ADMISSION, NODE_ID
 from storage.faults import service_fault
-from storage.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = logging.getLogger("boxoffice.http")
 

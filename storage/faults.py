@@ -13,7 +13,7 @@ import logging
 import asyncpg
 import redis.exceptions
 
-from storage.errors import ServiceUnavailable
+from core.errors import ServiceUnavailable
 
 log = logging.getLogger("boxoffice.faults")
 

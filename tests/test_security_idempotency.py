@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import bearer, make_session, make_user, seat_ids, table_counts
-from tests.test_realtime import watch
+from tests.sockets.support import watch
 
 
 async def hold(client: TestClient, token: str, session_id: str, seats: list[str], key: str) -> tuple[int, Any]:

@@ -17,10 +17,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from core.settings import Settings
 from server.app import create_app
 from server.cluster import LocalCluster
 from storage.redis_keys import seat_key
-from storage.settings import Settings
 from tests.cluster_support import make_session, make_user, seat_ids
 from tests.conftest import bearer, with_settings
 

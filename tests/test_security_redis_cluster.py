@@ -19,11 +19,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio.cluster import RedisCluster
 
+from core.settings import Settings
 from jobs.reconcile import reconcile_once
 from server.app import create_app
-from storage.appkeys import GATE, PG_POOL, REDIS
+from server.typedefs import GATE, PG_POOL, REDIS
 from storage.redis_keys import seat_key
-from storage.settings import Settings
 from tests.cluster_support import wait_until
 from tests.conftest import assert_invariants, bearer, make_session, make_user, seat_ids, with_settings
 from tests.redis_cluster_support import RedisClusterProcs, redis_cluster  # noqa: F401 - the fixture
@@ -59,9 +59,9 @@ async def master_of(client: RedisCluster, session_id: str) -> int:
 
 
 def test_a_cluster_url_or_redis_cluster_true_selects_the_cluster_client() -> None:
-    assert Settings.from_env(env={"REDIS_URL": "redis+cluster://10.0.0.1:7000"}).redis_cluster
-    assert Settings.from_env(env={"REDIS_URL": "redis://10.0.0.1:7000", "REDIS_CLUSTER": "true"}).redis_cluster
-    assert not Settings.from_env(env={"REDIS_URL": "redis://10.0.0.1:6379/0"}).redis_cluster
+    assert Settings.from_env(env={"REDIS_URL": "redis+cluster://10.0.0.1:7000"}).uses_redis_cluster
+    assert Settings.from_env(env={"REDIS_URL": "redis://10.0.0.1:7000", "REDIS_CLUSTER": "true"}).uses_redis_cluster
+    assert not Settings.from_env(env={"REDIS_URL": "redis://10.0.0.1:6379/0"}).uses_redis_cluster
 
 
 async def test_the_node_uses_the_cluster_client_either_way(aiohttp_client: Any, settings: Settings,

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from jobs.reconcile import rebuild_gate
-from storage.appkeys import GATE, PG_POOL
+from server.typedefs import GATE, PG_POOL
 from storage.redis_keys import seat_key
 from tests.conftest import ADMIN, bearer, make_room, make_session, make_user, seat_ids, table_counts
 

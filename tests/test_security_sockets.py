@@ -12,10 +12,10 @@ import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 
+from core.settings import Settings
 from server.app import create_app
-from storage.settings import Settings
 from tests.conftest import make_session, make_user, seat_ids, table_counts, with_settings
-from tests.test_realtime import SeatWatcher, watch
+from tests.sockets.support import SeatWatcher, watch
 from tests.test_security_faults import assert_no_traceback
 
 

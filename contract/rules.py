@@ -1,10 +1,14 @@
-"""Marshmallow field rules shared by the REST schemas (handlers) and the socket's messages (realtime)."""
+"""Request rules REST and the socket share: what either door accepts, bounded the same way."""
 
 from __future__ import annotations
 
 import unicodedata
 
 from marshmallow import ValidationError, fields, validate
+
+# An idempotency key (REST `Idempotency-Key`/`x-idempotency-key`, socket `idempotencyKey`): 1 to 255
+# characters, the bound the database's idempotency_keys table also enforces.
+MAX_IDEMPOTENCY_KEY = 255
 
 
 def plain_text(value: str) -> None:
