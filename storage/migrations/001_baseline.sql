@@ -66,7 +66,7 @@ CREATE INDEX reservations_user_pending_idx ON reservations (user_id) WHERE statu
 -- `reservation_id` has no foreign key: without an index on it, the key's check on every deleted
 -- reservation (jobs/retention.py) would scan all of session_seats (measured: 200 deletes took 46 s against
 -- 500,000 session seats; 0.02 s without the key). Only the bx_* functions write it, always naming the
--- reservation they insert or hold locked; storage/invariants.py checks it (reserved_seats_are_held,
+-- reservation they insert or hold locked; loadtests/invariants.py checks it (reserved_seats_are_held,
 -- sold_seats_have_a_sale), and a SOLD seat's reservation is kept by the sales foreign key.
 CREATE TABLE session_seats (
     id              uuid PRIMARY KEY,
