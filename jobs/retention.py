@@ -61,7 +61,7 @@ def retention(settings: Settings) -> dict[str, timedelta | None]:
     return {"outbox": outbox, "idempotency_keys": keys, "reservations": reservations}
 
 
-async def purge_once(pool: asyncpg.Pool, settings: Settings, batch: int = BATCH) -> dict[str, int]:
+async def purge_once(pool: asyncpg.Pool | asyncpg.Connection, settings: Settings, batch: int = BATCH) -> dict[str, int]:
     """Delete what is past its retention (up to MAX_BATCHES batches per table); return the rows deleted."""
     deleted = dict.fromkeys(PURGES, 0)
     for table, keep in retention(settings).items():

@@ -50,8 +50,6 @@ async def test_old_records_are_deleted_and_live_ones_kept(client: TestClient, se
     user_id, session_id = uuid.UUID(made["user"]["id"]), uuid.UUID(made["session"]["id"])
     reservations = [made[n] for n in ("confirmed", "cancelled", "expired", "pending")]
     await wait_until(lambda: _all_published(pg, session_id), 15)  # the relay publishes every event
-    old_event = await pg.fetchval("INSERT INTO outbox (event_type, session_id, payload) VALUES"
-                                  " ('reservation.created', $1, '{}') RETURNING id", session_id)  # never published
     for table, where, arg in [("outbox", "session_id = $1", session_id),
                               ("idempotency_keys", "user_id = $1", user_id),
                               ("reservations", "id = ANY($1)", reservations)]:
@@ -60,8 +58,8 @@ async def test_old_records_are_deleted_and_live_ones_kept(client: TestClient, se
     deleted = await purge_once(client.app[PG_POOL], settings)
     assert deleted["outbox"] >= 4 and deleted["idempotency_keys"] >= 4 and deleted["reservations"] >= 2
 
-    # published events and keys past their time are gone; the unpublished event stays
-    assert await pg.fetchval("SELECT array_agg(id) FROM outbox WHERE session_id = $1", session_id) == [old_event]
+    # published events and keys past their time are gone
+    assert await pg.fetchval("SELECT count(*) FROM outbox WHERE session_id = $1", session_id) == 0
     assert await pg.fetchval("SELECT count(*) FROM idempotency_keys WHERE user_id = $1", user_id) == 0
     # finished holds are gone with their seat links; the purchase and the pending hold stay whole
     left = {r["id"]: r["status"] for r in await pg.fetch(
@@ -76,6 +74,26 @@ async def test_old_records_are_deleted_and_live_ones_kept(client: TestClient, se
                              headers={**bearer(made["user"]["token"]), "x-idempotency-key": "cancelled-key"})
     assert resp.status == 201, await resp.text()
     assert uuid.UUID((await resp.json())["id"]) not in reservations
+
+
+async def test_an_unpublished_event_is_never_deleted(settings: Settings, pg: asyncpg.Connection) -> None:
+    """An old event the relay has not published yet stays (written in a transaction of the test's own, so no
+    relay of any node publishes it meanwhile; rolled back afterwards)."""
+    session_id = uuid.uuid4()
+    only_outbox = with_settings(settings, idempotency_retention_hours=0, reservation_retention_days=0)
+    transaction = pg.transaction()
+    await transaction.start()
+    try:
+        ids = await pg.fetch(
+            "INSERT INTO outbox (event_type, session_id, payload, created_at, published_at)"
+            " VALUES ('reservation.created', $1, '{}', now() - interval '400 days', NULL),"
+            "        ('reservation.created', $1, '{}', now() - interval '400 days', now() - interval '399 days')"
+            " RETURNING id, published_at", session_id)
+        await purge_once(pg, only_outbox)
+        left = [r["id"] for r in await pg.fetch("SELECT id FROM outbox WHERE session_id = $1", session_id)]
+        assert left == [r["id"] for r in ids if r["published_at"] is None]
+    finally:
+        await transaction.rollback()
 
 
 async def test_recent_records_are_kept(client: TestClient, settings: Settings, pg: asyncpg.Connection) -> None:
