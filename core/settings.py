@@ -39,6 +39,19 @@ def env(name: str, parse: Callable[[str], Any] | None = None) -> dict[str, Any]:
     return {"env": name, "parse": parse}
 
 
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.strip().lower().startswith(CLUSTER_SCHEMES)
+
+
+def plain_redis_url(url: str) -> str:
+    """`redis+cluster://host:port` -> `redis://host:port` (the form redis-py reads; any node of the cluster)."""
+    scheme, sep, rest = url.strip().partition("://")
+    return f"{scheme.lower().removesuffix('+cluster')}{sep}{rest}"
+
+
 # Broadcast frames per second one machine carries best, node, proxy and clients together (bench_broadcast,
 # 2,000 sockets on the 2-core box: one node at this budget, or three nodes at a third of it each, gave the
 # lowest p99; one node is CPU-bound near 21,000 frames/s there). A node alone on its machine gets all of it;
@@ -52,6 +65,8 @@ class Settings:
 
     database_url: str = field(default="", metadata=env("DATABASE_URL"))
     redis_url: str = field(default="", metadata=env("REDIS_URL"))
+    # the Redis Cluster client (so does a redis+cluster:// URL: see uses_redis_cluster)
+    redis_cluster: bool = field(default=False, metadata=env("REDIS_CLUSTER"))
     kafka_bootstrap_servers: str = field(default="", metadata=env("KAFKA_BOOTSTRAP_SERVERS"))
     hold_ttl_seconds: int = field(default=30, metadata=env("HOLD_TTL_SECONDS"))
     max_seats_per_hold: int = field(default=10, metadata=env("MAX_SEATS_PER_HOLD"))
@@ -80,6 +95,11 @@ class Settings:
     # Jobs
     expiry_sweep_interval: float = field(default=0.25, metadata=env("EXPIRY_SWEEP_INTERVAL"))
     outbox_sweep_interval: float = field(default=1.0, metadata=env("OUTBOX_SWEEP_INTERVAL"))
+    # Retention (jobs.retention): how long records nobody needs any more are kept; 0 keeps them forever
+    retention_interval: float = field(default=600.0, metadata=env("RETENTION_INTERVAL_SECONDS"))
+    outbox_retention_hours: int = field(default=72, metadata=env("OUTBOX_RETENTION_HOURS"))
+    idempotency_retention_hours: int = field(default=24, metadata=env("IDEMPOTENCY_RETENTION_HOURS"))
+    reservation_retention_days: int = field(default=30, metadata=env("RESERVATION_RETENTION_DAYS"))
     # Realtime
     ws_broadcast_tick_ms: int = field(default=20, metadata=env("WS_BROADCAST_TICK_MS"))
     ws_max_frames_per_second: int = field(default=WS_FRAMES_PER_MACHINE, metadata=env("WS_MAX_FRAMES_PER_SECOND"))
@@ -93,6 +113,8 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     db_pool_min: int = field(default=2, metadata=env("DB_POOL_MIN"))
     db_pool_max: int = field(default=20, metadata=env("DB_POOL_MAX"))
+    # the longest a request waits for a free database connection (then 503 database_unavailable)
+    db_pool_timeout: float = field(default=5.0, metadata=env("DB_POOL_TIMEOUT"))
     redis_gate: bool = field(default=True, metadata=env("REDIS_GATE"))
     redis_timeout: float = field(default=0.5, metadata=env("REDIS_TIMEOUT"))
     # holds written to PostgreSQL in one transaction at most (1: no batching)
@@ -124,6 +146,10 @@ class Settings:
             values.update(admin_token=admin, admin_token_generated=False)
         values.update(overrides)
         return cls(**values)
+
+    @property
+    def uses_redis_cluster(self) -> bool:
+        return self.redis_cluster or is_cluster_url(self.redis_url)
 
     def with_node_id(self) -> Settings:
         if self.node_id:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import unicodedata
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from contract.rules import MAX_IDEMPOTENCY_KEY
+from contract.rules import MAX_IDEMPOTENCY_KEY, Text
 
 MAX_NAME = 200
 MAX_EMAIL = 254
@@ -21,20 +22,6 @@ class StrictSchema(Schema):
 class LooseSchema(Schema):
     class Meta:
         unknown = EXCLUDE
-
-
-def plain_text(value: str) -> None:
-    """Refuse what PostgreSQL cannot store or a person cannot read: blank text, control characters
-    (NUL above all: `text` refuses it) and lone surrogates (not encodable as UTF-8)."""
-    if not value.strip():
-        raise ValidationError("Must not be blank.")
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
-        raise ValidationError("Must not contain control characters.")
-
-
-def Text(max_length: int, **kw: object) -> fields.String:  # noqa: N802 - used like a field class
-    """A required-length, printable string field."""
-    return fields.String(validate=[validate.Length(min=1, max=max_length), plain_text], **kw)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------ errors
@@ -118,14 +105,37 @@ class RoomSchema(Schema):
 
 # ------------------------------------------------------------ sessions
 
+# The window a show time must fall in: a session created now starts at most a day ago (late entries, tests of
+# started sessions) and at most ten years ahead, and lasts at most a week. Far from every limit of a date
+# computation (Python's datetime ends with year 9999; an offset can carry a time past it).
+SHOW_TIME_PAST = timedelta(days=1)
+SHOW_TIME_AHEAD = timedelta(days=3653)
+MAX_SHOW_LENGTH = timedelta(days=7)
+
+
+def show_time(value: datetime) -> None:
+    now = datetime.now(UTC)
+    try:
+        inside = now - SHOW_TIME_PAST <= value <= now + SHOW_TIME_AHEAD
+    except OverflowError:  # its offset carries it past year 9999 or before year 1
+        inside = False
+    if not inside:
+        raise ValidationError("Must be a time from a day ago to ten years ahead.")
+
+
 class SessionCreateSchema(StrictSchema):
     movieTitle = Text(MAX_NAME, required=True)
-    startShowTime = fields.AwareDateTime(required=True)
-    endShowTime = fields.AwareDateTime(required=True)
+    startShowTime = fields.AwareDateTime(required=True, validate=show_time)
+    endShowTime = fields.AwareDateTime(required=True, validate=show_time)
     roomId = fields.UUID(required=True)
     ticketPrice = fields.Decimal(required=True, places=2, validate=validate.Range(min=0, max=100_000),
                                  allow_nan=False, as_string=False)
 
+
+    @validates_schema(skip_on_field_errors=True)
+    def bounded_length(self, data: dict[str, Any], **_: object) -> None:
+        if data["endShowTime"] - data["startShowTime"] > MAX_SHOW_LENGTH:
+            raise ValidationError("A show lasts at most a week.", "endShowTime")
 
 class SessionSchema(Schema):
     id = fields.UUID(required=True)

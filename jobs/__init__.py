@@ -1,4 +1,4 @@
-"""Background jobs of every node: hold expiry, outbox sweeping, Redis reconciliation."""
+"""Background jobs of every node: hold expiry, outbox sweeping, Redis reconciliation, retention."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from aiohttp import web
 from jobs.expiry import expiry_ctx
 from jobs.outbox import outbox_ctx
 from jobs.reconcile import reconcile_ctx
+from jobs.retention import retention_ctx
 
 
 def setup(app: web.Application) -> None:
     """Register the jobs' cleanup contexts on a node (after the resources they use)."""
-    app.cleanup_ctx.extend([expiry_ctx, reconcile_ctx, outbox_ctx])
+    app.cleanup_ctx.extend([expiry_ctx, reconcile_ctx, outbox_ctx, retention_ctx])

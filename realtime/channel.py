@@ -124,15 +124,10 @@ async def take_message(peer: Peer, ws: web.WebSocketResponse, msg: WSMessage) ->
     """One message from the client; False: read no more (the socket is being closed)."""
     conn = peer.conn
     conn.last_heard = asyncio.get_running_loop().time()
-    if msg.type is WSMsgType.PONG:  # the answer to the keeper's ping
-        return True
-    if msg.type is WSMsgType.PING:
-        await ws.pong(msg.data)
-        return True
-    conn.last_message = conn.last_heard
     if conn.closing:  # closing: what the client still sends is ignored
         return True
     settings = peer.app[SETTINGS]
+    # every frame counts, control frames too: a flood of pings costs a pong each
     if not peer.allowed(settings.ws_rate_per_second, settings.ws_rate_burst):
         conn.drop(WSClose.POLICY, "message rate limit exceeded")
         # Stop reading here. With the reader waiting in receive(), the writer's ws.close() would close
@@ -142,6 +137,12 @@ async def take_message(peer: Peer, ws: web.WebSocketResponse, msg: WSMessage) ->
         # alone, ws.close() waits for the client's close frame, reading and discarding the rest of
         # the flood; a client that never answers is cut by the drop's timer, as before.
         return False
+    if msg.type is WSMsgType.PONG:  # the answer to the keeper's ping
+        return True
+    if msg.type is WSMsgType.PING:
+        await ws.pong(msg.data)
+        return True
+    conn.last_message = conn.last_heard
     if msg.type is not WSMsgType.TEXT:
         conn.send_message({"type": "error", "requestId": None, "code": "unsupported_frame",
                            "message": "Send JSON text frames"})

@@ -113,6 +113,12 @@ class Connection:
         self.queue.append(item)
         self._wake_writer()
 
+    def send_snapshot(self) -> None:
+        """Queue a fresh snapshot unless one is already queued: that one is read when the writer gets to it,
+        after this moment anyway, so asking again (resync floods, bursts of stream breaks) adds nothing."""
+        if Command.SNAPSHOT not in self.queue:
+            self.send(Command.SNAPSHOT)
+
     def send_shared(self, frame: bytes, wire: bytes) -> None:
         """A broadcast: `wire` (= text_frame(frame)) written at once if nothing waits before it, else queued."""
         transport = self._transport
@@ -282,11 +288,11 @@ class Hub:
         A socket whose queue already holds a snapshot not yet read gets no second one: that one is read
         after this moment anyway (breaks can come in bursts while a broker settles).
         """
-        conns = [conn for conn in self.connections() if Command.SNAPSHOT not in conn.queue]
+        conns = list(self.connections())
         if conns:
             log.info("resyncing %d sockets", len(conns))
         for conn in conns:
-            conn.send(Command.SNAPSHOT)
+            conn.send_snapshot()
 
     def flush(self) -> None:
         pending, self._pending = self._pending, {}

@@ -24,14 +24,15 @@ from aiohttp import web
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from contract import actors, shapes
-from contract.rules import MAX_IDEMPOTENCY_KEY
+from contract.rules import MAX_IDEMPOTENCY_KEY, Text
 from core.aio import stop_task
 from core.errors import DomainError, RateLimited, SeatsUnavailable, ValidationFailed
 from core.ratelimit import TokenBucket
-from realtime.hub import Command, Connection
+from realtime.hub import Connection
 from server.typedefs import BOOKING, SETTINGS
 from storage.auth import Principal
 from storage.booking import Actor
+from storage.faults import service_fault
 
 log = logging.getLogger("boxoffice.ws")
 
@@ -126,7 +127,7 @@ class MessageSchema(Schema):
 
 class HoldMessage(MessageSchema):
     sessionSeatIds = fields.List(fields.UUID(), required=True, validate=validate.Length(max=MAX_SEAT_IDS))
-    idempotencyKey = fields.String(validate=validate.Length(min=1, max=MAX_IDEMPOTENCY_KEY))
+    idempotencyKey = Text(MAX_IDEMPOTENCY_KEY)  # printable: the REST header's rule
     userId = fields.UUID(metadata={"description": "only with AUTH_REQUIRED=false, as in POST /reservations"})
 
 
@@ -171,7 +172,7 @@ async def ping(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
 
 @message("resync", EmptyMessage)
 async def resync(peer: Peer, msg: dict[str, Any]) -> None:
-    peer.conn.send(Command.SNAPSHOT)  # read when the writer gets to it: fresher than anything queued before
+    peer.conn.send_snapshot()  # coalesced: one snapshot queued per socket at most, however often it is asked
     return None
 
 
@@ -182,6 +183,8 @@ def decode(raw: str) -> dict[str, Any]:
         envelope = json.loads(raw)
     except ValueError:
         raise MalformedMessage("The message is not valid JSON") from None
+    except RecursionError:  # nested deeper than the parser goes (a frame of 16 kB holds 8,000 levels)
+        raise MalformedMessage("The message is nested too deeply") from None
     if not isinstance(envelope, dict):
         raise MalformedMessage()
     return envelope
@@ -202,6 +205,8 @@ def error_reply(exc: Exception, msg_type: str | None) -> dict[str, Any]:
     """Every failure of a message as the contract's reply; the socket stays open."""
     if isinstance(exc, SeatsUnavailable) and msg_type == "hold":
         return {"type": "hold.rejected", "code": exc.code, "conflicts": exc.conflicts}
+    if not isinstance(exc, DomainError):
+        exc = service_fault(exc) or exc  # a backing service's state: `*_unavailable`, retry shortly
     if isinstance(exc, DomainError):
         reply: dict[str, Any] = {"type": "error", "code": exc.code, "message": exc.message}
         if exc.details:

@@ -22,6 +22,7 @@ from aiokafka.structs import RecordMetadata
 from core import metrics
 from core.aio import internal_cancel_as, stop_if_cancelled, within
 from core.settings import Settings
+from storage.faults import PoolExhausted
 
 if TYPE_CHECKING:
     from realtime.kafka import KafkaLink
@@ -78,7 +79,7 @@ class OutboxRelay:
                 failures += 1
                 self._log_failure("kafka", exc, failures)
                 await self._reconnect()
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, PoolExhausted) as exc:
                 failures += 1
                 self._log_failure("postgres", exc, failures)
             except Exception:  # noqa: BLE001 - the relay must outlive any one bad pass, or events stop leaving

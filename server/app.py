@@ -6,16 +6,18 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import redis.exceptions
 from aiohttp import web
 from aiohttp_apigami import setup_aiohttp_apispec
 from aiohttp_apigami.constants import APISPEC_PARSER, SWAGGER_DICT
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from core.settings import Settings
+from core.settings import Settings, plain_redis_url
 from handlers import setup_routes
 from handlers.openapi import add_common_errors
 from handlers.parsing import ContractParser
@@ -49,7 +51,8 @@ STATIC = Path(__file__).parent / "static"
 
 async def pg_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    pool = await db.create_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+    pool = await db.create_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
+                                acquire_timeout=settings.db_pool_timeout)
     app[PG_POOL] = pool
     app[TOKENS] = TokenCache(pool)
     yield
@@ -58,18 +61,27 @@ async def pg_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    client = Redis.from_url(
-        settings.redis_url, socket_timeout=settings.redis_timeout, socket_connect_timeout=settings.redis_timeout,
-        health_check_interval=10, max_connections=200, driver_info=None,  # no CLIENT SETINFO (Redis 6.2 lacks it)
-        # one immediate retry on a fresh connection: after a Redis restart the pooled sockets are dead,
-        # while a Redis that is really down still fails fast (refused at once, or one socket_timeout)
-        retry=Retry(NoBackoff(), 1), retry_on_error=[redis.exceptions.ConnectionError],
-    )
+    client = redis_client(settings)
     app[REDIS] = client
     app[GATE] = RedisGate(client, timeout=settings.redis_timeout)
     yield
     await app[GATE].close()
     await client.aclose()
+
+
+def redis_client(settings: Settings) -> Redis | RedisCluster:
+    """The single-node client, or the Redis Cluster client (REDIS_CLUSTER=true or a redis+cluster:// URL): the
+    gate's keys of one session share a hash slot, so its scripts run unchanged on a cluster."""
+    options: dict[str, Any] = {
+        "socket_timeout": settings.redis_timeout, "socket_connect_timeout": settings.redis_timeout,
+        "health_check_interval": 10, "driver_info": None,  # no CLIENT SETINFO (Redis 6.2 lacks it)
+        # one immediate retry on a fresh connection: after a Redis restart the pooled sockets are dead,
+        # while a Redis that is really down still fails fast (refused at once, or one socket_timeout)
+        "retry": Retry(NoBackoff(), 1), "retry_on_error": [redis.exceptions.ConnectionError],
+    }
+    if settings.uses_redis_cluster:  # max_connections is per master there
+        return RedisCluster.from_url(plain_redis_url(settings.redis_url), max_connections=100, **options)
+    return Redis.from_url(settings.redis_url, max_connections=200, **options)
 
 
 async def booking_ctx(app: web.Application) -> AsyncIterator[None]:

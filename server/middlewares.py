@@ -10,8 +10,6 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-import redis.exceptions
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -20,6 +18,7 @@ from core.errors import DomainError
 from core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from server.logs import request_id_var
 from server.typedefs import ADMISSION, NODE_ID
+from storage.faults import service_fault
 
 log = logging.getLogger("boxoffice.http")
 
@@ -67,15 +66,6 @@ def error_response(status: int, code: str, message: str, details: dict[str, Any]
 
 def domain_error_response(exc: DomainError) -> web.Response:
     return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
-
-
-def unavailable(service: str, exc: BaseException) -> DomainError:
-    """A backing service failed: 503 with a stable code and a hint to retry soon."""
-    err = DomainError(f"{service} is unavailable, retry shortly", code=f"{service}_unavailable",
-                      headers={"Retry-After": "1"})
-    err.status = 503
-    log.warning("%s unavailable: %r", service, exc)
-    return err
 
 
 @functools.lru_cache(maxsize=4096)  # bounded: methods x routes x statuses (the route is a pattern, not a path)
@@ -157,11 +147,9 @@ def failure(request: web.Request, error: Exception) -> web.Response:
             message = "The request body is too large"
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
         return error_response(exc.status, code, message, headers=headers)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        return domain_error_response(unavailable("redis", exc))
-    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError, OSError,
-            asyncpg.exceptions.CannotConnectNowError) as exc:
-        return domain_error_response(unavailable("database", exc))
-    except Exception:  # noqa: BLE001 - the one place that turns a bug into a clean 500
+    except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into a clean 500
+        fault = service_fault(exc)  # a backing service's state: 503 with Retry-After
+        if fault is not None:
+            return domain_error_response(fault)
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "Internal server error")

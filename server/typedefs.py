@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from core.settings import Settings
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:  # names for the annotations only: this module imports no laye
 SETTINGS = web.AppKey("settings", Settings)
 NODE_ID = web.AppKey("node_id", str)
 PG_POOL = web.AppKey("pg_pool", asyncpg.Pool)
-REDIS = web.AppKey("redis", Redis)
+REDIS: web.AppKey[Redis | RedisCluster] = web.AppKey("redis")
 GATE: web.AppKey[RedisGate] = web.AppKey("redis_gate")
 TOKENS: web.AppKey[TokenCache] = web.AppKey("token_cache")
 KAFKA: web.AppKey[KafkaLink] = web.AppKey("kafka")

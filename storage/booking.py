@@ -27,10 +27,10 @@ from core.errors import (
     NotPending,
     RateLimited,
     SeatsUnavailable,
-    ServiceUnavailable,
     Unprocessable,
     ValidationFailed,
 )
+from storage.faults import RedisUnavailable, service_fault
 from storage.group_commit import HoldWriter
 from storage.redis_gate import GateEntry, SeatGate
 from storage.redis_keys import seat_value, sold_until_ms
@@ -45,20 +45,6 @@ class ReservationNotFound(NotFound):
 
 class SaleNotFound(NotFound):
     code, message = "sale_not_found", "Sale not found"
-
-
-class RedisUnavailable(ServiceUnavailable):
-    code, message = "redis_unavailable", "The seat gate (Redis) is unavailable; retry shortly"
-
-    def __init__(self) -> None:
-        super().__init__(headers={"Retry-After": "1"})
-
-
-class DatabaseUnavailable(ServiceUnavailable):
-    code, message = "database_unavailable", "The database is unavailable; retry shortly"
-
-    def __init__(self) -> None:
-        super().__init__(headers={"Retry-After": "1"})
 
 
 # SQLSTATE 'BXnnn' raised by the bx_* functions -> domain error
@@ -138,7 +124,7 @@ class Booking:
         """Hold every seat for the user, or none. Returns the reservation."""
         seats = self.check_seat_list(seat_ids)
         if idempotency_key:
-            prior = await self._prior_hold(user_id, session_id, idempotency_key)
+            prior = await self._prior_hold(user_id, session_id, seats, idempotency_key)
             if prior is not None:
                 return prior
         reservation_id = ids.uuid4()
@@ -156,7 +142,7 @@ class Booking:
                 # the gate was wrong about these seats: teach it what PostgreSQL knows
                 await self._repair_gate(session_id, [uuid.UUID(c) for c in error.conflicts])
             if idempotency_key and isinstance(exc, asyncpg.UniqueViolationError):
-                concurrent = await self._prior_hold(user_id, session_id, idempotency_key)
+                concurrent = await self._prior_hold(user_id, session_id, seats, idempotency_key)
                 if concurrent is not None:  # a concurrent retry of this hold committed first
                     return concurrent
             if error is None:
@@ -170,12 +156,13 @@ class Booking:
                          user_id: uuid.UUID, idempotency_key: str | None) -> None:
         try:  # bounded by the gate's own timeout (on the Redis round trip); a lost answer is taken back there
             taken = await self.gate.hold(session_id, seats, reservation_id, self.hold_ttl_ms)
-        except (TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # unreachable, slow, OOM, READONLY...
             metrics.HOLDS.labels("redis_unavailable").inc()
+            log.warning("the gate refused a hold: %r", exc)
             raise RedisUnavailable() from None
         if taken:
             if idempotency_key:  # a concurrent retry of this same hold may be the one holding them
-                prior = await self._prior_hold(user_id, session_id, idempotency_key, wait=0.2)
+                prior = await self._prior_hold(user_id, session_id, seats, idempotency_key, wait=0.2)
                 if prior is not None:
                     raise _PriorHold(prior)
             metrics.HOLDS.labels("conflict").inc()
@@ -207,8 +194,11 @@ class Booking:
         except (TimeoutError, redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
             log.warning("could not repair the gate for %d seats: %r", len(seat_ids), exc)
 
-    async def _prior_hold(self, user_id: uuid.UUID, session_id: uuid.UUID, key: str,
+    async def _prior_hold(self, user_id: uuid.UUID, session_id: uuid.UUID, seats: Sequence[uuid.UUID], key: str,
                           wait: float = 0.0) -> Reservation | None:
+        """The reservation an earlier hold with this key made, if the request was the same (Stripe's rule): the
+        same session and the same seats, in any order. The same key with another request is refused, whatever
+        became of that reservation since (confirmed, cancelled, expired)."""
         for attempt in range(2 if wait else 1):
             if attempt:
                 await asyncio.sleep(wait)
@@ -216,10 +206,11 @@ class Booking:
                 "SELECT request_ref, resource_id FROM idempotency_keys WHERE user_id = $1 AND scope = 'hold'"
                 " AND key = $2", user_id, key)
             if row is not None:
-                if row["request_ref"] != session_id:
+                prior = await self.get_reservation(row["resource_id"], Actor(user_id))
+                if row["request_ref"] != session_id or {s.id for s in prior.seats} != set(seats):
                     raise Unprocessable("This idempotency key was already used for another request",
                                         code="idempotency_key_reused")
-                return await self.get_reservation(row["resource_id"], Actor(user_id))
+                return prior
         return None
 
     # ------------------------------------------------------------------ confirm
@@ -336,11 +327,9 @@ class Booking:
             return NotFound("User not found", code="user_not_found")
         if isinstance(exc, asyncpg.DeadlockDetectedError):
             return SeatsUnavailable([], "The seats were contended; retry")
-        if isinstance(exc, asyncpg.PostgresError):
-            return refusal(exc)
-        if isinstance(exc, (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncio.TimeoutError)):
-            return DatabaseUnavailable()
-        return None
+        if isinstance(exc, asyncpg.PostgresError) and (refused := refusal(exc)) is not None:
+            return refused
+        return service_fault(exc)
 
 
 class _PriorHold(Exception):

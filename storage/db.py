@@ -13,6 +13,8 @@ from pathlib import Path
 
 import asyncpg
 
+from storage.faults import PoolExhausted
+
 log = logging.getLogger("boxoffice.storage")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -33,11 +35,29 @@ async def _keep_session(con: asyncpg.Connection) -> None:
     rolled back by asyncpg itself before this runs."""
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
-    return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection,
-        command_timeout=10, max_inactive_connection_lifetime=60, reset=_keep_session,
+class BoundedPool(asyncpg.Pool):
+    """A pool whose every `acquire()` waits at most `acquire_timeout` seconds (asyncpg's default is forever),
+    then raises PoolExhausted (503 database_unavailable): a node whose connections are all busy says so
+    instead of piling up requests that wait without end."""
+
+    acquire_timeout: float = 5.0
+
+    async def _acquire(self, timeout: float | None) -> asyncpg.Connection:  # noqa: ASYNC109 - asyncpg's signature
+        try:
+            return await super()._acquire(self.acquire_timeout if timeout is None else timeout)  # type: ignore[misc]
+        except TimeoutError:
+            raise PoolExhausted() from None
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20,
+                      acquire_timeout: float = 5.0) -> asyncpg.Pool:
+    pool = BoundedPool(
+        dsn, min_size=min_size, max_size=max_size, max_queries=50_000, init=_init_connection,
+        command_timeout=10, max_inactive_connection_lifetime=60, reset=_keep_session, loop=None,
+        connection_class=asyncpg.Connection, record_class=asyncpg.Record,
     )
+    pool.acquire_timeout = acquire_timeout
+    return await pool
 
 
 def migration_files() -> list[Path]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
@@ -74,7 +75,7 @@ class NoGate:
 class RedisGate:
     screens_holds = True
 
-    def __init__(self, client: Redis, timeout: float = 0.5) -> None:
+    def __init__(self, client: Redis | RedisCluster, timeout: float = 0.5) -> None:
         self.client = client
         self.timeout = timeout  # a hold's Redis round trip; beyond it the hold fails fast (and is taken back)
         self._take_backs: set[asyncio.Task[None]] = set()
@@ -125,6 +126,8 @@ class RedisGate:
         if len(calls) == 1:
             keys, args = calls[0]
             return [await script(keys=keys, args=args)]
+        if isinstance(self.client, RedisCluster):
+            return await self._run_each_on_cluster(script, calls)
         pipe = self.client.pipeline(transaction=False)
         for keys, args in calls:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
@@ -133,6 +136,19 @@ class RedisGate:
             if isinstance(outcome, NoScriptError):
                 keys, args = calls[i]
                 outcomes[i] = await script(keys=keys, args=args)
+        return outcomes
+
+    @staticmethod
+    async def _run_each_on_cluster(script: AsyncScript,
+                                   calls: Sequence[tuple[list[str], list[str | int]]]) -> list[Any]:
+        """A cluster pipeline refuses scripts (each call may go to another master): the calls run concurrently
+        instead, each on its own slot's master. A master that cannot be reached fails the batch, as a pipeline's
+        lost connection would; any other refusal (OOM, CLUSTERDOWN) is that call's own outcome."""
+        outcomes: list[Any] = await asyncio.gather(*(script(keys=keys, args=args) for keys, args in calls),
+                                                   return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, (RedisConnectionError, RedisTimeoutError, OSError)):
+                raise outcome
         return outcomes
 
     async def _take_back(self, holds: list[tuple[list[str], list[str | int]]]) -> None:
@@ -185,11 +201,34 @@ class RedisGate:
                 restored += int(await self._restore(keys=self.keys(session_id, [i[1] for i in items]), args=args))
         return restored
 
+    async def epoch_keys(self) -> list[str]:
+        """Where the rebuild's mark lives: one key on a single Redis; on a cluster one key on every master
+        (hash tags picked for the slots each one serves), since any master may come back empty alone."""
+        client = self.client
+        if not isinstance(client, RedisCluster):
+            return [GATE_EPOCH]
+        await client.initialize()  # the map of masters (read once, on first use)
+        masters = {node.name for node in client.get_primaries()}
+        keys: dict[str, str] = {}
+        tag = 0
+        while len(keys) < len(masters) and tag < 100_000:
+            key = f"{GATE_EPOCH}:{{e{tag}}}"
+            node = client.get_node_from_key(key)
+            if node is not None:
+                keys.setdefault(node.name, key)
+            tag += 1
+        return sorted(keys.values())
+
     async def epoch(self) -> str | None:
-        value = await self.client.get(GATE_EPOCH)
-        return value.decode() if isinstance(value, bytes) else value
+        """The mark of the last rebuild, or None if any Redis (any master of a cluster) has lost it."""
+        values = [await self.client.get(key) for key in await self.epoch_keys()]
+        if any(value is None for value in values):
+            return None
+        value = values[0]
+        return value.decode() if isinstance(value, bytes) else str(value)
 
     async def new_epoch(self) -> str:
         epoch = f"{int(time.time() * 1000)}-{secrets.token_hex(4)}"
-        await self.client.set(GATE_EPOCH, epoch)
+        for key in await self.epoch_keys():
+            await self.client.set(key, epoch)
         return epoch

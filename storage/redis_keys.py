@@ -7,7 +7,7 @@ the multi-key Lua scripts run unchanged on a cluster.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 PREFIX = "bx"
 # Set when the gate is rebuilt from PostgreSQL; its absence means Redis lost its data (flush, restart).
@@ -19,7 +19,7 @@ def seat_key(session_id: uuid.UUID | str, session_seat_id: uuid.UUID | str) -> s
 
 # A seat key's value: `H:<reservation>` while held (until the hold expires), `S:<reservation>` once sold
 # (until the show ends, plus this grace). The Lua scripts write the same values.
-SOLD_KEY_GRACE = timedelta(hours=1)
+SOLD_KEY_GRACE_MS = 3_600_000  # an hour
 
 
 def epoch_ms(value: datetime) -> int:
@@ -27,8 +27,9 @@ def epoch_ms(value: datetime) -> int:
 
 
 def sold_until_ms(end_show_time: datetime) -> int:
-    """When a sold seat's key may go: the show is over."""
-    return epoch_ms(end_show_time + SOLD_KEY_GRACE)
+    """When a sold seat's key may go: the show is over. Added in integer milliseconds, so no stored show time
+    overflows it (a datetime plus an hour past 9999-12-31 would)."""
+    return epoch_ms(end_show_time) + SOLD_KEY_GRACE_MS
 
 
 def seat_value(status: str, reservation_id: uuid.UUID, expires_at: datetime,

@@ -82,15 +82,20 @@ class BookingMachine(RuleBasedStateMachine):
     def hold(self, user: int, picks: list[int], key: str | None) -> Any:
         user_id, seats = self.users[user], [self.seats[i] for i in picks]
         prior = self.hold_keys.get((user_id, key)) if key else None
+        same_request = prior is not None and set(self.held[prior]) == set(seats)
         try:
             reservation = self.run(self.booking.hold(user_id, self.session_id, seats, key))
         except DomainError as exc:
-            assert prior is None or exc.code == "idempotency_key_reused"
+            if prior is not None and not same_request:  # the key of another request (Stripe's rule)
+                assert exc.code == "idempotency_key_reused", exc.code
+                return uuid.uuid4()
+            assert prior is None, f"a retried hold must return the same reservation, not {exc.code}"
             assert exc.code == "seats_unavailable", exc.code
             assert any(self.seat_status[s] != "AVAILABLE" for s in seats)
             return uuid.uuid4()  # a reservation id nobody has
         rid = reservation.id
         if prior is not None:
+            assert same_request, "the same key with other seats must be refused"
             assert rid == prior, "a retried hold must return the same reservation"
             return rid
         assert all(self.seat_status[s] == "AVAILABLE" for s in seats), "the database held a taken seat"

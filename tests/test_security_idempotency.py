@@ -1,0 +1,68 @@
+"""Hold idempotency keys as Stripe's: the same key with the same body returns the same reservation; the same
+key with a different body is 422 `idempotency_key_reused`, whatever became of the first reservation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import bearer, make_session, make_user, seat_ids, table_counts
+from tests.sockets.support import watch
+
+
+async def hold(client: TestClient, token: str, session_id: str, seats: list[str], key: str) -> tuple[int, Any]:
+    resp = await client.post("/reservations", json={"sessionId": session_id, "sessionSeatIds": seats},
+                             headers={**bearer(token), "x-idempotency-key": key})
+    return resp.status, await resp.json()
+
+
+@pytest.mark.parametrize("then", ["pending", "cancelled", "expired"])
+async def test_the_same_key_with_other_seats_is_refused_whatever_became_of_the_first_hold(
+        client: TestClient, pg: asyncpg.Connection, then: str) -> None:
+    session = await make_session(client)
+    seats = await seat_ids(client, session["id"])
+    user = await make_user(client)
+    status, first = await hold(client, user["token"], session["id"], seats[:2], "order-1")
+    assert status == 201, first
+    if then == "cancelled":
+        resp = await client.delete(f"/reservations/{first['id']}", headers=bearer(user["token"]))
+        assert resp.status == 204
+    elif then == "expired":
+        await pg.execute("UPDATE reservations SET expires_at = now() - interval '1 second' WHERE id = $1::uuid",
+                         first["id"])
+        await pg.fetch("SELECT * FROM bx_expire_due(100)")
+    before = await table_counts(pg)
+
+    status, body = await hold(client, user["token"], session["id"], seats[2:4], "order-1")
+    assert (status, body["code"]) == (422, "idempotency_key_reused"), body
+    status, body = await hold(client, user["token"], session["id"], seats[:3], "order-1")  # a superset
+    assert (status, body["code"]) == (422, "idempotency_key_reused"), body
+    assert await table_counts(pg) == before
+
+    # the same body (in any seat order) returns the same reservation
+    status, again = await hold(client, user["token"], session["id"], [seats[1], seats[0]], "order-1")
+    assert (status, again["id"]) == (201, first["id"]), again
+    assert await table_counts(pg) == before
+
+
+async def test_the_same_key_with_other_seats_is_refused_on_the_socket_too(client: TestClient,
+                                                                          pg: asyncpg.Connection) -> None:
+    session = await make_session(client)
+    seats = await seat_ids(client, session["id"])
+    user = await make_user(client)
+    watcher = await watch(client, session["id"], token=user["token"])
+    replies = ("hold.ok", "hold.rejected", "error")
+    first = await watcher.request({"type": "hold", "sessionSeatIds": seats[:2], "idempotencyKey": "k"}, replies)
+    assert first["type"] == "hold.ok", first
+    before = await table_counts(pg)
+    other = await watcher.request({"type": "hold", "sessionSeatIds": seats[4:6], "idempotencyKey": "k"}, replies)
+    assert (other["type"], other["code"]) == ("error", "idempotency_key_reused"), other
+    same = await watcher.request({"type": "hold", "sessionSeatIds": seats[:2], "idempotencyKey": "k"}, replies)
+    assert (same["type"], same["reservation"]["id"]) == ("hold.ok", first["reservation"]["id"])
+    # REST and socket share one record of the key
+    status, body = await hold(client, user["token"], session["id"], seats[6:8], "k")
+    assert (status, body["code"]) == (422, "idempotency_key_reused")
+    assert await table_counts(pg) == before
