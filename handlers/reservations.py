@@ -9,7 +9,7 @@ from aiohttp_apigami import docs, headers_schema, match_info_schema, querystring
 
 from handlers import schemas as s
 from handlers.auth import acting_user, principal, require_owner_or_admin, signed_in
-from handlers.openapi import OWNER_ONLY, USER_ONLY, E, not_found
+from handlers.openapi import INVALID, OWNER_ONLY, USER_ONLY, E, not_found
 from storage.appkeys import BOOKING, SETTINGS
 from storage.booking import Actor
 from storage.errors import Unauthorized
@@ -63,6 +63,18 @@ async def get_reservation(request: web.Request) -> web.Response:
     return web.json_response(await booking.get_reservation(request["match_info"]["id"], await actor(request)))
 
 
+@docs(tags=["reservations"], summary="List reservations, newest first: one's own (all of them with the admin token)",
+      responses={**INVALID, **OWNER_ONLY})
+@querystring_schema(s.ReservationListQuerySchema)
+@response_schema(s.ReservationSchema(many=True), 200)
+@signed_in
+async def list_reservations(request: web.Request) -> web.Response:
+    query = request["querystring"]
+    found = await request.app[BOOKING].list_reservations(
+        await actor(request), query.get("sessionId"), query.get("status"), query["limit"], query["offset"])
+    return web.json_response(found)
+
+
 @docs(tags=["reservations"], summary="Buy the held seats (idempotent with Idempotency-Key)",
       responses={**OWNER_ONLY, **not_found("reservation_not_found"),
                  409: {"schema": E, "description": "not_pending"}, 410: {"schema": E, "description": "hold_expired"},
@@ -93,6 +105,16 @@ async def cancel_reservation(request: web.Request) -> web.Response:
 @signed_in
 async def get_sale(request: web.Request) -> web.Response:
     return web.json_response(await request.app[BOOKING].get_sale(request["match_info"]["id"], await actor(request)))
+
+
+@docs(tags=["sales"], summary="List sales, newest first: one's own (all of them with the admin token)",
+      responses={**INVALID, **OWNER_ONLY})
+@querystring_schema(s.PageQuerySchema)
+@response_schema(s.SaleSchema(many=True), 200)
+@signed_in
+async def list_sales(request: web.Request) -> web.Response:
+    page = request["querystring"]
+    return web.json_response(await request.app[BOOKING].list_sales(await actor(request), page["limit"], page["offset"]))
 
 
 class UserIdPathSchema(s.LooseSchema):
@@ -126,9 +148,11 @@ async def user_purchases(request: web.Request) -> web.Response:
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/reservations", create_reservation)
+    app.router.add_get("/reservations", list_reservations)
     app.router.add_get("/reservations/{id}", get_reservation)
     app.router.add_post("/reservations/{id}/confirm", confirm_reservation)
     app.router.add_delete("/reservations/{id}", cancel_reservation)
+    app.router.add_get("/sales", list_sales)
     app.router.add_get("/sales/{id}", get_sale)
     app.router.add_get("/sales/user/{userId}", user_sales)
     app.router.add_get("/users/{id}/purchases", user_purchases)

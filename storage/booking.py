@@ -13,13 +13,13 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import redis.exceptions
 
-from storage import ids, metrics
+from storage import details, ids, metrics
 from storage.aio import within
 from storage.errors import (
     DomainError,
@@ -102,10 +102,6 @@ class Actor:
     check_owner: bool = True
 
 
-def _iso(value: datetime) -> str:
-    return value.isoformat()
-
-
 class Booking:
     def __init__(self, pool: asyncpg.Pool, gate: RedisGate, *, hold_ttl_seconds: int, max_seats_per_hold: int,
                  max_seats_per_user: int = 0, use_gate: bool = True, gate_timeout: float = 0.5,
@@ -158,7 +154,7 @@ class Booking:
             except _PriorHold as prior:
                 return prior.reservation
         try:
-            row = await self.writer.write(reservation_id, user_id, session_id, seats, idempotency_key)
+            await self.writer.write(reservation_id, user_id, session_id, seats, idempotency_key)
         except BaseException as exc:
             if self.use_gate:
                 await self._gate_release_quietly(session_id, seats, reservation_id)
@@ -178,10 +174,7 @@ class Booking:
         self.on_commit()
         if self.on_event is not None:
             self.on_event(reservation_id)
-        return {
-            "id": str(reservation_id), "userId": str(user_id), "sessionId": str(session_id),
-            "status": "PENDING", "expiresAt": _iso(row.expires_at), "seats": row.seats,
-        }
+        return await self.get_reservation(reservation_id, Actor(None, check_owner=False))
 
     async def _gate_hold(self, session_id: uuid.UUID, seats: list[uuid.UUID], reservation_id: uuid.UUID,
                          user_id: uuid.UUID, idempotency_key: str | None) -> None:
@@ -310,56 +303,42 @@ class Booking:
     # ------------------------------------------------------------------ reads
 
     async def get_reservation(self, reservation_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
-        async with self.pool.acquire() as con:
-            res = await con.fetchrow(
-                "SELECT id, user_id, session_id, status, expires_at, created_at FROM reservations WHERE id = $1",
-                reservation_id)
-            if res is None:
-                raise ReservationNotFound()
-            if actor.check_owner and res["user_id"] != actor.user_id:
-                raise Forbidden("This reservation belongs to another user", code="not_owner")
-            seats = await con.fetch(
-                "SELECT ss.id, st.row_label, st.seat_number FROM reservation_seats rs"
-                " JOIN session_seats ss ON ss.id = rs.session_seat_id JOIN seats st ON st.id = ss.seat_id"
-                " WHERE rs.reservation_id = $1 ORDER BY ss.position", reservation_id)
-        return {
-            "id": str(res["id"]), "userId": str(res["user_id"]), "sessionId": str(res["session_id"]),
-            "status": res["status"], "expiresAt": _iso(res["expires_at"]), "createdAt": _iso(res["created_at"]),
-            "seats": [{"id": str(s["id"]), "rowLabel": s["row_label"], "seatNumber": s["seat_number"]} for s in seats],
-        }
+        found = await details.reservation(self.pool, reservation_id)
+        if found is None:
+            raise ReservationNotFound()
+        if actor.check_owner and found["userId"] != str(actor.user_id):
+            raise Forbidden("This reservation belongs to another user", code="not_owner")
+        return found
+
+    async def list_reservations(self, actor: Actor, session_id: uuid.UUID | None, status: str | None,
+                                limit: int, offset: int) -> list[dict[str, Any]]:
+        """The actor's reservations (all of them for the admin), newest first, optionally of one session
+        and one status."""
+        where, args = ["true"], []
+        for column, value in (("r.user_id", actor.user_id if actor.check_owner else None),
+                              ("r.session_id", session_id), ("r.status", status)):
+            if value is not None:
+                args.append(value)
+                where.append(f"{column} = ${len(args)}")
+        return await details.reservations(self.pool, " AND ".join(where), args, limit, offset)
 
     async def get_sale(self, sale_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
-        sales = await self._sales("sa.id = $1", sale_id)
-        if not sales:
+        found = await details.sales(self.pool, "sa.id = $1", [sale_id], 1)
+        if not found:
             raise SaleNotFound()
-        sale = sales[0]
+        sale = found[0]
         if actor.check_owner and sale["userId"] != str(actor.user_id):
             raise Forbidden("This sale belongs to another user", code="not_owner")
         return sale
 
     async def user_sales(self, user_id: uuid.UUID, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-        return await self._sales("sa.user_id = $1", user_id, limit=limit, offset=offset)
+        return await details.sales(self.pool, "sa.user_id = $1", [user_id], limit, offset)
 
-    async def _sales(self, where: str, arg: uuid.UUID, limit: int = 1, offset: int = 0) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch(
-            f"""
-            SELECT sa.id, sa.reservation_id, sa.user_id, sa.session_id, sa.total_amount, sa.confirmed_at,
-                   se.movie_title, se.start_show_time,
-                   (SELECT jsonb_agg(jsonb_build_object('id', ss.id, 'rowLabel', st.row_label,
-                                                        'seatNumber', st.seat_number) ORDER BY ss.position)
-                    FROM sale_seats x JOIN session_seats ss ON ss.id = x.session_seat_id
-                    JOIN seats st ON st.id = ss.seat_id WHERE x.sale_id = sa.id) AS seats
-            FROM sales sa JOIN sessions se ON se.id = sa.session_id
-            WHERE {where}
-            ORDER BY sa.confirmed_at DESC, sa.id LIMIT $2 OFFSET $3
-            """, arg, limit, offset)
-        return [
-            {"id": str(r["id"]), "reservationId": str(r["reservation_id"]), "userId": str(r["user_id"]),
-             "sessionId": str(r["session_id"]), "movieTitle": r["movie_title"],
-             "startShowTime": _iso(r["start_show_time"]), "totalAmount": float(r["total_amount"]),
-             "confirmedAt": _iso(r["confirmed_at"]), "seats": r["seats"] or []}
-            for r in rows
-        ]
+    async def list_sales(self, actor: Actor, limit: int, offset: int) -> list[dict[str, Any]]:
+        """The actor's sales (all of them for the admin), newest first."""
+        if actor.check_owner:
+            return await self.user_sales(actor.user_id, limit, offset)  # type: ignore[arg-type]
+        return await details.sales(self.pool, "true", [], limit, offset)
 
     # ------------------------------------------------------------------ errors
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from storage import details, wire
 from storage.auth import hash_token, new_token
 from storage.errors import Conflict, NotFound, Unprocessable
 
@@ -68,7 +69,7 @@ class User:
     created_at: datetime
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": str(self.id), "name": self.name, "email": self.email, "createdAt": self.created_at.isoformat()}
+        return wire.user_json(self.__dict__)
 
 
 async def create_user(pool: asyncpg.Pool, name: str, email: str) -> tuple[User, str]:
@@ -91,12 +92,35 @@ async def get_user(pool: asyncpg.Pool, user_id: uuid.UUID) -> User:
     return User(**dict(row))
 
 
+USER_RESERVATIONS = 100  # GET /users/{id} lists the user's newest reservations, at most this many
+
+
+async def get_user_detail(pool: asyncpg.Pool, user_id: uuid.UUID) -> dict[str, Any]:
+    """A user with their newest reservations (any status), each with its seats and session."""
+    async with pool.acquire() as con:
+        row = await con.fetchrow("SELECT id, name, email, created_at FROM users WHERE id = $1", user_id)
+        if row is None:
+            raise UserNotFound()
+        found = await details.reservations(con, "r.user_id = $1", [user_id], USER_RESERVATIONS)
+    for reservation in found:
+        del reservation["user"]
+    return {**wire.user_json(row), "reservations": found}
+
+
+async def list_users(pool: asyncpg.Pool, limit: int, offset: int) -> list[dict[str, Any]]:
+    return await details.users(pool, limit, offset)
+
+
 # ---------------------------------------------------------------- rooms
 
+ROOM_COLUMNS = "id, name, capacity, created_at"
+
+
 def _room_json(room: asyncpg.Record, seats: list[asyncpg.Record] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": str(room["id"]), "name": room["name"], "capacity": room["capacity"]}
+    out = wire.room_json(room)
     if seats is not None:
-        out["seats"] = [{"id": str(s["id"]), "rowLabel": s["row_label"], "seatNumber": s["seat_number"]} for s in seats]
+        out["seats"] = [wire.seat_json(s["id"], s["row_label"], s["seat_number"], room["id"], room["created_at"])
+                        for s in seats]
     return out
 
 
@@ -105,7 +129,7 @@ async def create_room(pool: asyncpg.Pool, name: str, layout: list[tuple[str, int
     seat_rows = [(uuid.uuid4(), room_id, label, number, pos) for pos, (label, number) in enumerate(layout)]
     async with pool.acquire() as con, con.transaction():
         room = await con.fetchrow(
-            "INSERT INTO rooms (id, name, capacity) VALUES ($1, $2, $3) RETURNING id, name, capacity",
+            f"INSERT INTO rooms (id, name, capacity) VALUES ($1, $2, $3) RETURNING {ROOM_COLUMNS}",
             room_id, name, len(layout),
         )
         await con.copy_records_to_table(
@@ -117,14 +141,15 @@ async def create_room(pool: asyncpg.Pool, name: str, layout: list[tuple[str, int
 
 async def list_rooms(pool: asyncpg.Pool, limit: int, offset: int) -> list[dict[str, Any]]:
     rows = await pool.fetch(
-        "SELECT id, name, capacity FROM rooms ORDER BY created_at, id LIMIT $1 OFFSET $2", limit, offset
+        f"SELECT {ROOM_COLUMNS}, (SELECT count(*) FROM seats s WHERE s.room_id = rooms.id) AS seat_count"
+        " FROM rooms ORDER BY created_at, id LIMIT $1 OFFSET $2", limit, offset
     )
-    return [_room_json(r, None) for r in rows]
+    return [{**_room_json(r, None), "_count": {"seats": r["seat_count"]}} for r in rows]
 
 
 async def get_room(pool: asyncpg.Pool, room_id: uuid.UUID) -> dict[str, Any]:
     async with pool.acquire() as con:
-        room = await con.fetchrow("SELECT id, name, capacity FROM rooms WHERE id = $1", room_id)
+        room = await con.fetchrow(f"SELECT {ROOM_COLUMNS} FROM rooms WHERE id = $1", room_id)
         if room is None:
             raise RoomNotFound()
         seats = await con.fetch(
@@ -135,18 +160,8 @@ async def get_room(pool: asyncpg.Pool, room_id: uuid.UUID) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- sessions
 
-SESSION_COLUMNS = "id, movie_title, start_show_time, end_show_time, room_id, ticket_price"
-
-
-def session_json(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "id": str(row["id"]),
-        "movieTitle": row["movie_title"],
-        "startShowTime": row["start_show_time"].isoformat(),
-        "endShowTime": row["end_show_time"].isoformat(),
-        "roomId": str(row["room_id"]),
-        "ticketPrice": float(row["ticket_price"]),
-    }
+SESSION_COLUMNS = "id, movie_title, start_show_time, end_show_time, room_id, ticket_price, created_at"
+session_json = wire.session_json
 
 
 async def create_session(pool: asyncpg.Pool, movie_title: str, start: datetime, end: datetime,
@@ -164,7 +179,8 @@ async def create_session(pool: asyncpg.Pool, movie_title: str, start: datetime, 
                 details={"capacity": capacity, "minimum": MIN_SESSION_SEATS},
             )
         row = await con.fetchrow(
-            f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {SESSION_COLUMNS}",
+            "INSERT INTO sessions (id, movie_title, start_show_time, end_show_time, room_id, ticket_price)"
+            f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {SESSION_COLUMNS}",
             session_id, movie_title, start, end, room_id, ticket_price,
         )
         await con.execute(
@@ -177,9 +193,19 @@ async def create_session(pool: asyncpg.Pool, movie_title: str, start: datetime, 
 
 async def list_sessions(pool: asyncpg.Pool, limit: int, offset: int) -> list[dict[str, Any]]:
     rows = await pool.fetch(
-        f"SELECT {SESSION_COLUMNS} FROM sessions ORDER BY start_show_time, id LIMIT $1 OFFSET $2", limit, offset
+        f"SELECT {', '.join('se.' + c.strip() for c in SESSION_COLUMNS.split(','))},"
+        " ro.name AS room_name, ro.capacity AS room_capacity, ro.created_at AS room_created_at,"
+        " (SELECT count(*) FROM session_seats ss WHERE ss.session_id = se.id AND ss.status = 'AVAILABLE') AS free"
+        " FROM sessions se JOIN rooms ro ON ro.id = se.room_id"
+        " ORDER BY se.start_show_time, se.id LIMIT $1 OFFSET $2", limit, offset
     )
-    return [session_json(r) for r in rows]
+    return [{**session_json(r), "room": _room_of(r), "_count": {"sessionSeats": r["free"]}} for r in rows]
+
+
+def _room_of(row: asyncpg.Record) -> dict[str, Any]:
+    """The room of a session row that carries room_id, room_name, room_capacity, room_created_at."""
+    return wire.room_json({"id": row["room_id"], "name": row["room_name"], "capacity": row["room_capacity"],
+                           "created_at": row["room_created_at"]})
 
 
 async def get_session_row(con: asyncpg.Connection | asyncpg.Pool, session_id: uuid.UUID) -> asyncpg.Record:
@@ -190,11 +216,14 @@ async def get_session_row(con: asyncpg.Connection | asyncpg.Pool, session_id: uu
 
 
 async def get_session(pool: asyncpg.Pool, session_id: uuid.UUID) -> dict[str, Any]:
-    return session_json(await get_session_row(pool, session_id))
+    """A session with its room and every seat of it."""
+    seats = await seat_map(pool, session_id, None)
+    return {**seats["session"], "sessionSeats": seats["seats"]}
 
 
 SEAT_MAP_SQL = """
-SELECT ss.id, ss.status, ss.version, ss.reservation_id, r.user_id, s.id AS seat_id, s.row_label, s.seat_number
+SELECT ss.id, ss.status, ss.version, ss.reservation_id, r.user_id, s.id AS seat_id, s.row_label, s.seat_number,
+       ss.session_id, s.room_id
 FROM session_seats ss
 JOIN seats s ON s.id = ss.seat_id
 LEFT JOIN reservations r ON r.id = ss.reservation_id
@@ -212,14 +241,11 @@ async def seat_rows(con: asyncpg.Connection | asyncpg.Pool, session_id: uuid.UUI
 async def seat_map(pool: asyncpg.Pool, session_id: uuid.UUID, status: str | None) -> dict[str, Any]:
     async with pool.acquire() as con:
         session = await get_session_row(con, session_id)
-        room = await con.fetchrow("SELECT id, name, capacity FROM rooms WHERE id = $1", session["room_id"])
+        room = await con.fetchrow(f"SELECT {ROOM_COLUMNS} FROM rooms WHERE id = $1", session["room_id"])
         rows = await seat_rows(con, session_id, status)
+    room_json = _room_json(room, None)
     return {
-        "session": session_json(session),
-        "room": _room_json(room, None),
-        "seats": [
-            {"id": str(r["id"]), "status": r["status"], "version": r["version"],
-             "seat": {"id": str(r["seat_id"]), "rowLabel": r["row_label"], "seatNumber": r["seat_number"]}}
-            for r in rows
-        ],
+        "session": {**session_json(session), "room": room_json},
+        "room": room_json,
+        "seats": [wire.session_seat_json(r, room["created_at"]) for r in rows],
     }

@@ -132,7 +132,8 @@ class Caller:
         return json.loads(text) if text else None
 
     async def create_user(self, name: str) -> dict[str, Any]:
-        user = await self.call("POST", "/users", 201, body={"name": name, "email": f"{uuid.uuid4().hex[:10]}@arena.com"})
+        email = f"{uuid.uuid4().hex[:10]}@arena.com"
+        user = await self.call("POST", "/users", 201, body={"name": name, "email": email})
         self.user_tokens[user["id"]] = user["token"]
         return user  # type: ignore[no-any-return]
 
@@ -191,7 +192,8 @@ async def test_users_rooms_and_sessions_have_every_listed_field(caller: Caller) 
     shifted = await caller.call("POST", "/sessions", 201, admin=True, body={
         "movieTitle": "Offset", "startShowTime": "2030-01-01T21:00:00.5-03:00",
         "endShowTime": "2030-01-02T01:00:00-03:00", "roomId": room["id"], "ticketPrice": "35.5"})
-    assert (shifted["startShowTime"], shifted["endShowTime"]) == ("2030-01-02T00:00:00.500Z", "2030-01-02T04:00:00.000Z")
+    assert (shifted["startShowTime"], shifted["endShowTime"]) == (
+        "2030-01-02T00:00:00.500Z", "2030-01-02T04:00:00.000Z")
 
     sessions = await caller.call("GET", "/sessions?limit=500", 200)
     check(sessions, [SESSION_LISTED])
@@ -215,16 +217,17 @@ async def test_reservations_and_sales_have_every_listed_field(caller: Caller) ->
     user = await caller.create_user("Gladiator 1")
     key = str(uuid.uuid4())
 
-    reservation = await caller.call("POST", "/reservations", 201, as_user=user["id"], headers={"x-idempotency-key": key},
-                                    body={"userId": user["id"], "sessionId": session["id"], "sessionSeatIds": [a1, a2]})
+    body = {"userId": user["id"], "sessionId": session["id"], "sessionSeatIds": [a1, a2]}
+    reservation = await caller.call("POST", "/reservations", 201, as_user=user["id"],
+                                    headers={"x-idempotency-key": key}, body=body)
     check(reservation, RESERVATION_LITE)
     assert reservation["status"] == "PENDING" and reservation["idempotencyKey"] == key
     assert reservation["seatLabels"] == ["A1", "A2"]
     assert [rs["sessionSeatId"] for rs in reservation["reservationSeats"]] == [a1, a2]
     assert {rs["sessionSeat"]["status"] for rs in reservation["reservationSeats"]} == {"RESERVED"}
     assert [s["id"] for s in reservation["seats"]] == [a1, a2]  # our own field stays
-    replay = await caller.call("POST", "/reservations", 201, as_user=user["id"], headers={"x-idempotency-key": key},
-                               body={"userId": user["id"], "sessionId": session["id"], "sessionSeatIds": [a1, a2]})
+    replay = await caller.call("POST", "/reservations", 201, as_user=user["id"],
+                               headers={"x-idempotency-key": key}, body=body)
     check(replay, RESERVATION_FULL)
     assert replay["id"] == reservation["id"]
     assert [rs["id"] for rs in replay["reservationSeats"]] == [rs["id"] for rs in reservation["reservationSeats"]]
@@ -427,9 +430,9 @@ async def test_the_stress_script_finds_one_winner_and_reads_the_worker(
 INTEGRATION_TOPICS = ("reservations-topic", "cinema.reservations", "cinema.sales", "cinema.seats")
 
 
-async def read_events(consumer: AIOKafkaConsumer, wanted: int, timeout: float = 20.0) -> list[Any]:
+async def read_events(consumer: AIOKafkaConsumer, wanted: int, within: float = 20.0) -> list[Any]:
     got: list[Any] = []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while len(got) < wanted and time.monotonic() < deadline:
         batches = await consumer.getmany(timeout_ms=200)
         for records in batches.values():
