@@ -21,12 +21,15 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import asyncpg
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
+from realtime import integration
 from storage import metrics
 from storage.aio import internal_cancel_as, stop_if_cancelled, within
 from storage.settings import Settings
@@ -61,6 +64,26 @@ DIRECT_MARK_SQL = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::big
 BACKLOG_SQL = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
 
 
+async def send_rows(con: asyncpg.Connection | asyncpg.Pool, producer: AIOKafkaProducer, topic: str,
+                    rows: Sequence[asyncpg.Record], integration_events: bool) -> list[asyncio.Future[RecordMetadata]]:
+    """Produce outbox rows to `topic` (key: the session) and, when INTEGRATION_EVENTS is on, the integration
+    messages derived from them (realtime.integration); the acks, in produce order. On a failure the acks
+    already produced are cancelled and the error raised: the rows stay unpublished."""
+    acks: list[asyncio.Future[RecordMetadata]] = []
+    try:
+        for row in rows:
+            acks.append(await producer.send(topic, value=row["payload"].encode(), key=str(row["session_id"]).encode()))
+        if integration_events:
+            for message in await integration.messages(con, [row["payload"] for row in rows]):
+                acks.append(await producer.send(message.topic, value=message.value, key=message.key,
+                                                headers=message.headers))
+    except BaseException:
+        for ack in acks:
+            ack.cancel()
+        raise
+    return acks
+
+
 class BrokerUnavailable(KafkaError):
     """The producer is not connected (yet, or any more)."""
 
@@ -77,6 +100,7 @@ class OutboxRelay:
         self.link = link
         self.wake = wake
         self.topic = settings.kafka_topic
+        self.integration_events = settings.integration_events
         self.sweep_interval = settings.outbox_sweep_interval
         # direct mode: commits publish their own events; the relay only sweeps what they left behind
         self.sweep_only = settings.outbox_publish == "direct"
@@ -148,9 +172,7 @@ class OutboxRelay:
             acks: list[asyncio.Future[RecordMetadata]] = []
             try:
                 with internal_cancel_as(KafkaError):  # a producer replaced meanwhile cancels its acks
-                    for row in rows:
-                        acks.append(await producer.send(self.topic, value=row["payload"].encode(),
-                                                        key=str(row["session_id"]).encode()))
+                    acks = await send_rows(con, producer, self.topic, rows, self.integration_events)
                     self.link.echo.sent(await within(PUBLISH_TIMEOUT, asyncio.gather(*acks)))
             except (KafkaError, TimeoutError) as exc:
                 for ack in acks:
@@ -195,6 +217,7 @@ class DirectPublisher:
         self.pool = pool
         self.link = link
         self.topic = settings.kafka_topic
+        self.integration_events = settings.integration_events
         self.published = 0
         self._noted: list[str] = []
         self._ready = asyncio.Event()
@@ -234,15 +257,10 @@ class DirectPublisher:
             return
         ids = [row["id"] for row in rows]
         self._in_flight.update(ids)
-        acks: list[asyncio.Future[RecordMetadata]] = []
         try:
-            for row in rows:
-                acks.append(await producer.send(self.topic, value=row["payload"].encode(),
-                                                key=str(row["session_id"]).encode()))
+            acks = await send_rows(self.pool, producer, self.topic, rows, self.integration_events)
         except BaseException:
             self._in_flight.difference_update(ids)
-            for ack in acks:
-                ack.cancel()
             raise
         marker = asyncio.create_task(self._mark_when_acked(ids, acks), name="outbox-direct-mark")
         self._markers.add(marker)

@@ -78,6 +78,8 @@ class Settings:
     kafka_partitions: int = 6
     kafka_idempotence: bool = False
     kafka_fetch_max_wait_ms: int = 10
+    # the StarSoft API's business events on its topics, beside seat-events (realtime.integration)
+    integration_events: bool = False
     # Jobs
     expiry_sweep_interval: float = 0.25
     outbox_sweep_interval: float = 1.0
@@ -135,6 +137,7 @@ class Settings:
             kafka_partitions=_int(env, "KAFKA_PARTITIONS", 6),
             kafka_idempotence=_bool(env.get("KAFKA_IDEMPOTENCE"), False),
             kafka_fetch_max_wait_ms=_int(env, "KAFKA_FETCH_MAX_WAIT_MS", 10),
+            integration_events=_bool(env.get("INTEGRATION_EVENTS"), False),
             expiry_sweep_interval=_float(env, "EXPIRY_SWEEP_INTERVAL", 0.25),
             outbox_sweep_interval=_float(env, "OUTBOX_SWEEP_INTERVAL", 1.0),
             outbox_publish=_choice(env, "OUTBOX_PUBLISH", ("relay", "direct")),

@@ -45,7 +45,7 @@ async def test_create_user_returns_a_token_stored_only_hashed(client: TestClient
 
     assert resp.status == 201
     user = await resp.json()
-    assert set(user) == {"id", "name", "email", "token", "createdAt"}
+    assert set(user) == {"id", "name", "email", "token", "createdAt", "updatedAt"}
     assert user["name"] == "Ana Souza" and user["email"] == email
     uuid.UUID(user["id"])
     datetime.fromisoformat(user["createdAt"])
@@ -68,7 +68,8 @@ async def test_get_user_owner_or_admin_only(client: TestClient) -> None:
     own = await client.get(f"/users/{ana['id']}", headers=bearer(ana["token"]))
     assert own.status == 200
     body = await own.json()
-    assert body == {"id": ana["id"], "name": "Ana", "email": ana["email"], "createdAt": ana["createdAt"]}
+    assert body == {"id": ana["id"], "name": "Ana", "email": ana["email"], "createdAt": ana["createdAt"],
+                    "updatedAt": ana["createdAt"], "reservations": []}
     assert "token" not in body
 
     assert (await client.get(f"/users/{ana['id']}", headers=ADMIN)).status == 200
@@ -139,7 +140,8 @@ async def test_create_session_creates_its_seats_in_the_same_transaction(
 
     assert resp.status == 201
     session = await resp.json()
-    assert set(session) == {"id", "movieTitle", "startShowTime", "endShowTime", "roomId", "ticketPrice"}
+    assert set(session) == {"id", "movieTitle", "startShowTime", "endShowTime", "roomId", "ticketPrice",
+                            "createdAt", "updatedAt"}
     assert session["roomId"] == room["id"] and session["ticketPrice"] == 18.9 and session["movieTitle"] == "Dune"
     assert datetime.fromisoformat(session["startShowTime"]) == datetime.fromisoformat(body["startShowTime"])
     sid = uuid.UUID(session["id"])
@@ -196,7 +198,8 @@ async def test_seat_map_and_status_filter(client: TestClient) -> None:
     assert all(s["status"] == "AVAILABLE" and s["version"] >= 1 for s in seats)
     assert [(s["seat"]["rowLabel"], s["seat"]["seatNumber"]) for s in seats] == \
         [(row, n) for row in "AB" for n in range(1, 9)]
-    assert all(set(s) == {"id", "status", "version", "seat"} and set(s["seat"]) == {"id", "rowLabel", "seatNumber"}
+    assert all(set(s) == {"id", "sessionId", "seatId", "status", "version", "seat"}
+               and set(s["seat"]) == {"id", "roomId", "rowLabel", "seatNumber", "createdAt", "updatedAt"}
                for s in seats)
 
     # sell two seats and hold one, through the real booking path
