@@ -174,7 +174,10 @@ class Booking:
         self.on_commit()
         if self.on_event is not None:
             self.on_event(reservation_id)
-        return await self.get_reservation(reservation_id, Actor(None, check_owner=False))
+        held = await details.held(self.pool, reservation_id, idempotency_key or None)
+        if held is None:  # it was committed above; a reservation is never deleted
+            raise ReservationNotFound()
+        return held
 
     async def _gate_hold(self, session_id: uuid.UUID, seats: list[uuid.UUID], reservation_id: uuid.UUID,
                          user_id: uuid.UUID, idempotency_key: str | None) -> None:

@@ -34,6 +34,18 @@ WHERE rs.reservation_id = ANY($1::uuid[])
 ORDER BY ss.position
 """
 
+# A reservation just held, with its seats: one query (the hold's own answer, on the hot path)
+HELD_SQL = """
+SELECT rs.reservation_id, ss.id, ss.session_id, ss.seat_id, ss.status, ss.version,
+       st.room_id, st.row_label, st.seat_number, ro.created_at AS room_created_at,
+       r.user_id, r.status AS reservation_status, r.expires_at, r.created_at, r.updated_at
+FROM reservations r JOIN reservation_seats rs ON rs.reservation_id = r.id
+JOIN session_seats ss ON ss.id = rs.session_seat_id JOIN seats st ON st.id = ss.seat_id
+JOIN rooms ro ON ro.id = st.room_id
+WHERE r.id = $1
+ORDER BY ss.position
+"""
+
 SALES_SQL = """
 SELECT sa.id, sa.reservation_id, sa.user_id, sa.session_id, sa.total_amount, sa.confirmed_at
 FROM sales sa WHERE {where}
@@ -77,6 +89,18 @@ async def reservations(con: Con, where: str, args: Sequence[object], limit: int,
 async def reservation(con: Con, reservation_id: uuid.UUID) -> dict[str, Any] | None:
     found = await reservations(con, "r.id = $1", [reservation_id], 1)
     return found[0] if found else None
+
+
+async def held(con: Con, reservation_id: uuid.UUID, idempotency_key: str | None) -> dict[str, Any] | None:
+    """A reservation with its seats, without its session and user (the StarSoft API's answer to a new hold)."""
+    seats = await con.fetch(HELD_SQL, reservation_id)
+    if not seats:
+        return None
+    first = seats[0]
+    return wire.reservation_json({
+        "id": reservation_id, "user_id": first["user_id"], "session_id": first["session_id"],
+        "status": first["reservation_status"], "expires_at": first["expires_at"], "created_at": first["created_at"],
+        "updated_at": first["updated_at"], "idempotency_key": idempotency_key}, seats)
 
 
 async def sales(con: Con, where: str, args: Sequence[object], limit: int, offset: int = 0) -> list[dict[str, Any]]:
