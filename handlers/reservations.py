@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from aiohttp_apigami import docs, headers_schema, match_info_schema, querystring_schema, request_schema, response_schema
+from marshmallow import Schema
 
 from handlers import schemas as s
 from handlers.auth import acting_user, principal, require_owner_or_admin, signed_in
@@ -63,11 +66,18 @@ async def get_reservation(request: web.Request) -> web.Response:
     return web.json_response(await booking.get_reservation(request["match_info"]["id"], await actor(request)))
 
 
-@docs(tags=["reservations"], summary="List reservations, newest first: one's own (all of them with the admin token)",
-      responses={**INVALID, **OWNER_ONLY})
-@querystring_schema(s.ReservationListQuerySchema)
-@response_schema(s.ReservationSchema(many=True), 200)
-@signed_in
+def own_or_all(tag: str, query: type[Schema], item: type[Schema]) -> Callable[[Handler], Handler]:
+    """A list route of one's own items (everyone's with the admin token): its docs, query and token rule."""
+    def wrap(handler: Handler) -> Handler:
+        for decorate in (signed_in, response_schema(item(many=True), 200), querystring_schema(query),
+                         docs(tags=[tag], summary=f"List {tag}, newest first: one's own (everyone's with the admin"
+                              " token)", responses={**INVALID, **OWNER_ONLY})):
+            handler = decorate(handler)
+        return handler
+    return wrap
+
+
+@own_or_all("reservations", s.ReservationListQuerySchema, s.ReservationSchema)
 async def list_reservations(request: web.Request) -> web.Response:
     query = request["querystring"]
     found = await request.app[BOOKING].list_reservations(
@@ -107,11 +117,7 @@ async def get_sale(request: web.Request) -> web.Response:
     return web.json_response(await request.app[BOOKING].get_sale(request["match_info"]["id"], await actor(request)))
 
 
-@docs(tags=["sales"], summary="List sales, newest first: one's own (all of them with the admin token)",
-      responses={**INVALID, **OWNER_ONLY})
-@querystring_schema(s.PageQuerySchema)
-@response_schema(s.SaleSchema(many=True), 200)
-@signed_in
+@own_or_all("sales", s.PageQuerySchema, s.SaleSchema)
 async def list_sales(request: web.Request) -> web.Response:
     page = request["querystring"]
     return web.json_response(await request.app[BOOKING].list_sales(await actor(request), page["limit"], page["offset"]))

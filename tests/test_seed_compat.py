@@ -15,12 +15,10 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -372,19 +370,11 @@ async def test_allowed_origins_limits_cors_to_the_listed_origins(aiohttp_client:
 # ------------------------------------------------------------------ the stress script, on a fresh deployment
 
 @pytest.fixture
-async def fresh_database(base_settings: Settings) -> AsyncIterator[str]:
+async def fresh_database(empty_database: str) -> str:
     """A database of its own, migrated and seeded as `boxoffice migrate` and `boxoffice seed` leave it."""
-    name = f"seed_compat_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(base_settings.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        dsn = base_settings.database_url.rsplit("/", 1)[0] + f"/{name}"
-        await db.migrate(dsn)
-        await seed.seed(dsn)
-        yield dsn
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await db.migrate(empty_database)
+    await seed.seed(empty_database)
+    return empty_database
 
 
 async def test_the_stress_script_finds_one_winner_and_reads_the_worker(
