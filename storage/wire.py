@@ -16,15 +16,16 @@ from typing import Any
 
 Row = Mapping[str, Any]
 ROOM_STATUS = "ACTIVE"  # rooms here are always bookable: the StarSoft MAINTENANCE/INACTIVE states do not exist
-_RESERVATION_SEAT_NS = uuid.UUID("6f1f4a8e-3c1d-4b5e-9a57-6b0f3e1d2c4a")
+_MASK_128 = (1 << 128) - 1
 
 
 def timestamp(value: datetime | str) -> str:
     """Every date-time on the wire: UTC with milliseconds and `Z` (`2026-02-01T19:00:00.000Z`)."""
     if isinstance(value, str):  # a timestamptz that went through jsonb
         value = datetime.fromisoformat(value)
-    value = value.astimezone(UTC)
-    return f"{value:%Y-%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
+    if value.tzinfo is not UTC:  # asyncpg's timestamptz is UTC already
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="milliseconds")[:-6] + "Z"  # "+00:00" -> "Z"
 
 
 def amount(value: Decimal | float) -> float:
@@ -32,10 +33,12 @@ def amount(value: Decimal | float) -> float:
     return float(value)
 
 
-def reservation_seat_id(reservation_id: uuid.UUID | str, session_seat_id: uuid.UUID | str) -> str:
-    """The id of one seat of a reservation: derived from the pair (stable, not stored), in UUID v4 form."""
-    derived = uuid.uuid5(_RESERVATION_SEAT_NS, f"{reservation_id}/{session_seat_id}")
-    return str(uuid.UUID(bytes=derived.bytes, version=4))
+def reservation_seat_id(reservation_id: uuid.UUID, session_seat_id: uuid.UUID) -> str:
+    """The id of one seat of a reservation: derived from the pair (stable, not stored), in UUID v4 form. The
+    reservation id, its bits rotated, XOR the seat's: two random ids give a new random-looking one, and one
+    reservation's seats never share it."""
+    rotated = ((reservation_id.int << 64) | (reservation_id.int >> 64)) & _MASK_128
+    return str(uuid.UUID(int=rotated ^ session_seat_id.int, version=4))
 
 
 def user_json(row: Row) -> dict[str, Any]:
@@ -81,7 +84,8 @@ def reservation_json(row: Row, seats: Sequence[Row]) -> dict[str, Any]:
     """A reservation with its seats, both ours (`seats`) and the StarSoft API's (`reservationSeats`,
     `seatLabels`). `row`: id, user_id, session_id, status, expires_at, created_at, updated_at, idempotency_key;
     `seats`: its session seats in seat order, with `room_created_at`."""
-    reservation_id = str(row["id"])
+    reservation_uuid = row["id"]
+    reservation_id = str(reservation_uuid)
     return {
         "id": reservation_id, "userId": str(row["user_id"]), "sessionId": str(row["session_id"]),
         "status": row["status"], "expiresAt": timestamp(row["expires_at"]),
@@ -89,7 +93,7 @@ def reservation_json(row: Row, seats: Sequence[Row]) -> dict[str, Any]:
         "createdAt": timestamp(row["created_at"]), "updatedAt": timestamp(row["updated_at"]),
         "seats": [{"id": str(s["id"]), "rowLabel": s["row_label"], "seatNumber": s["seat_number"]} for s in seats],
         "reservationSeats": [
-            {"id": reservation_seat_id(reservation_id, s["id"]), "reservationId": reservation_id,
+            {"id": reservation_seat_id(reservation_uuid, s["id"]), "reservationId": reservation_id,
              "sessionSeatId": str(s["id"]), "sessionSeat": session_seat_json(s, s["room_created_at"])}
             for s in seats
         ],
