@@ -33,8 +33,8 @@ rush: install
 	$(BIN)/boxoffice rush --scenario rush
 
 lint: install
-	$(BIN)/ruff check server handlers realtime storage jobs loadtests tests
-	$(BIN)/mypy server handlers realtime storage jobs
+	$(BIN)/ruff check core contract server handlers realtime storage jobs loadtests tests
+	$(BIN)/mypy core contract server handlers realtime storage jobs
 
 clean:
 	rm -rf .boxoffice test-output

@@ -9,10 +9,10 @@ from aiohttp import web
 from aiohttp_apigami import docs, response_schema
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from core.aio import within
+from core.metrics import REGISTRY
 from handlers import schemas as s
-from storage.aio import within
-from storage.appkeys import PG_POOL, READY_CHECKS, REDIS
-from storage.metrics import REGISTRY
+from server.typedefs import PG_POOL, READY_CHECKS, REDIS
 
 CHECK_TIMEOUT = 1.0
 

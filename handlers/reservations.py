@@ -10,12 +10,11 @@ from aiohttp.typedefs import Handler
 from aiohttp_apigami import docs, headers_schema, match_info_schema, querystring_schema, request_schema, response_schema
 from marshmallow import Schema
 
+from contract import shapes
 from handlers import schemas as s
-from handlers.auth import acting_user, principal, require_owner_or_admin, signed_in
+from handlers.auth import acting_user, actor, require_owner_or_admin, signed_in
 from handlers.openapi import INVALID, OWNER_ONLY, USER_ONLY, E, not_found
-from storage.appkeys import BOOKING, SETTINGS
-from storage.booking import Actor
-from storage.errors import Unauthorized
+from server.typedefs import BOOKING
 
 HOLD_ERRORS = {
     **USER_ONLY,
@@ -33,16 +32,6 @@ def idempotency_key(request: web.Request) -> str | None:
     return headers.get("idempotency_key") or headers.get("x_idempotency_key")  # type: ignore[no-any-return]
 
 
-async def actor(request: web.Request) -> Actor:
-    """The caller as a booking actor: its user, or the admin (who may act on any reservation)."""
-    if not request.app[SETTINGS].auth_required:
-        return Actor(None, check_owner=False)
-    who = await principal(request)
-    if who.anonymous:
-        raise Unauthorized()
-    return Actor(who.user_id, check_owner=not who.is_admin)
-
-
 @docs(tags=["reservations"], summary="Hold seats for 30 s (all or nothing)", responses=HOLD_ERRORS)
 @request_schema(s.ReservationCreateSchema)
 @headers_schema(s.IdempotencyHeaderSchema)
@@ -53,7 +42,7 @@ async def create_reservation(request: web.Request) -> web.Response:
     user_id = await acting_user(request, body.get("userId"))
     reservation = await request.app[BOOKING].hold(user_id, body["sessionId"], body["sessionSeatIds"],
                                                   idempotency_key(request))
-    return web.json_response(reservation, status=201)
+    return web.json_response(shapes.reservation(reservation), status=201)
 
 
 @docs(tags=["reservations"], summary="Read a reservation (owner or admin)",
@@ -63,7 +52,8 @@ async def create_reservation(request: web.Request) -> web.Response:
 @signed_in
 async def get_reservation(request: web.Request) -> web.Response:
     booking = request.app[BOOKING]
-    return web.json_response(await booking.get_reservation(request["match_info"]["id"], await actor(request)))
+    reservation = await booking.get_reservation(request["match_info"]["id"], await actor(request))
+    return web.json_response(shapes.reservation(reservation))
 
 
 def own_or_all(tag: str, query: type[Schema], item: type[Schema]) -> Callable[[Handler], Handler]:
@@ -82,7 +72,7 @@ async def list_reservations(request: web.Request) -> web.Response:
     query = request["querystring"]
     found = await request.app[BOOKING].list_reservations(
         await actor(request), query.get("sessionId"), query.get("status"), query["limit"], query["offset"])
-    return web.json_response(found)
+    return web.json_response([shapes.reservation(reservation) for reservation in found])
 
 
 @docs(tags=["reservations"], summary="Buy the held seats (idempotent with Idempotency-Key)",
@@ -96,7 +86,7 @@ async def list_reservations(request: web.Request) -> web.Response:
 async def confirm_reservation(request: web.Request) -> web.Response:
     booking = request.app[BOOKING]
     sale = await booking.confirm(await actor(request), request["match_info"]["id"], idempotency_key(request))
-    return web.json_response(sale, status=201)
+    return web.json_response(shapes.sale(sale), status=201)
 
 
 @docs(tags=["reservations"], summary="Cancel a pending reservation and free its seats",
@@ -114,13 +104,15 @@ async def cancel_reservation(request: web.Request) -> web.Response:
 @response_schema(s.SaleSchema, 200)
 @signed_in
 async def get_sale(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[BOOKING].get_sale(request["match_info"]["id"], await actor(request)))
+    sale = await request.app[BOOKING].get_sale(request["match_info"]["id"], await actor(request))
+    return web.json_response(shapes.sale(sale))
 
 
 @own_or_all("sales", s.PageQuerySchema, s.SaleSchema)
 async def list_sales(request: web.Request) -> web.Response:
     page = request["querystring"]
-    return web.json_response(await request.app[BOOKING].list_sales(await actor(request), page["limit"], page["offset"]))
+    sales = await request.app[BOOKING].list_sales(await actor(request), page["limit"], page["offset"])
+    return web.json_response([shapes.sale(sale) for sale in sales])
 
 
 class UserIdPathSchema(s.LooseSchema):
@@ -131,7 +123,7 @@ async def _user_sales(request: web.Request, user_id: uuid.UUID) -> web.Response:
     await require_owner_or_admin(request, user_id)
     page = request["querystring"]
     sales = await request.app[BOOKING].user_sales(user_id, page["limit"], page["offset"])
-    return web.json_response(sales)
+    return web.json_response([shapes.sale(sale) for sale in sales])
 
 
 @docs(tags=["sales"], summary="A user's sales, newest first (owner or admin)", responses=OWNER_ONLY)

@@ -23,7 +23,8 @@ from typing import Any
 
 import asyncpg
 
-from storage import details, wire
+from contract import shapes
+from storage import details
 
 RESERVATIONS_TOPIC = "reservations-topic"
 CINEMA_RESERVATIONS = "cinema.reservations"
@@ -79,13 +80,13 @@ async def messages(con: asyncpg.Connection | asyncpg.Pool, payloads: Sequence[st
     events = [json.loads(p) for p in payloads]
     created = [uuid.UUID(e["reservationId"]) for e in events if e["type"] == "reservation.created"]
     paid = [uuid.UUID(e["reservationId"]) for e in events if e["type"] == "payment.confirmed"]
-    reservations = {r["id"]: r for r in await details.reservations(
+    reservations = {str(r.id): shapes.reservation(r) for r in await details.reservations(
         con, "r.id = ANY($1::uuid[])", [created], len(created))} if created else {}
     sales = {str(r["reservation_id"]): r for r in await con.fetch(SALES_SQL, paid)} if paid else {}
     out: list[Message] = []
     for event in events:
         committed_ms = int(event["committedAt"])
-        at = wire.timestamp(datetime.fromtimestamp(committed_ms / 1000, UTC))
+        at = shapes.timestamp(datetime.fromtimestamp(committed_ms / 1000, UTC))
         reservation_id = str(event["reservationId"])
         if event["type"] == "reservation.created" and reservation_id in reservations:
             out.append(_message(RESERVATIONS_TOPIC, None, _created(event, reservations[reservation_id]), committed_ms))
@@ -94,10 +95,10 @@ async def messages(con: asyncpg.Connection | asyncpg.Pool, payloads: Sequence[st
             out.append(_message(topic, None, value, committed_ms))
         elif event["type"] == "payment.confirmed" and reservation_id in sales:
             sale = sales[reservation_id]
-            sale_id, confirmed = str(sale["id"]), wire.timestamp(sale["confirmed_at"])
+            sale_id, confirmed = str(sale["id"]), shapes.timestamp(sale["confirmed_at"])
             seats = _seat_ids(event)
             out.append(_message(CINEMA_SALES, sale_id, {
-                "eventType": "payment.confirmed", "saleId": sale_id, "totalAmount": wire.amount(sale["total_amount"]),
+                "eventType": "payment.confirmed", "saleId": sale_id, "totalAmount": shapes.amount(sale["total_amount"]),
                 "confirmedAt": confirmed, "reservationId": reservation_id, "userId": str(event["userId"]),
                 "sessionId": str(event["sessionId"])}, committed_ms))
             out.append(_message(CINEMA_SEATS, str(event["sessionId"]), {

@@ -13,9 +13,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import RecordMetadata
 
+from core.aio import internal_cancel_as, stop_if_cancelled, stop_task, within
+from core.settings import Settings
 from realtime.integration import TOPICS as INTEGRATION_TOPICS
-from storage.aio import internal_cancel_as, stop_if_cancelled, stop_task, within
-from storage.settings import Settings
 
 log = logging.getLogger("boxoffice.kafka")
 REFRESH_TIMEOUT = 5.0

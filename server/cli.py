@@ -1,4 +1,9 @@
-"""The `boxoffice` command: serve, dev, cluster, migrate, seed, rush."""
+"""The `boxoffice` command: serve, dev, cluster, migrate, seed, and the commands other packages register.
+
+A package adds a subcommand through the entry-point group `boxoffice.commands`: each entry point is a
+function that takes the subparsers and adds its own (the load tests register `rush` this way), so this
+module imports nothing of theirs.
+"""
 
 from __future__ import annotations
 
@@ -13,18 +18,20 @@ import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
+from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
 
 from aiohttp import web
 
+from core.settings import Settings, read_dotenv
 from server.embedded import EmbeddedStack, ServiceStartError
 from server.logs import setup_logging
 from storage import db
-from storage.settings import Settings, read_dotenv
 
 log = logging.getLogger("boxoffice.cli")
 STATE_DIR = Path(os.environ.get("BOXOFFICE_STATE_DIR", ".boxoffice"))
+COMMANDS_GROUP = "boxoffice.commands"  # entry points: register(subparsers) adds a subcommand
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -67,14 +74,14 @@ def services(state_dir: Path = STATE_DIR) -> Iterator[dict[str, str]]:
 
 
 def prepare_database(dsn: str, demo: bool) -> dict[str, str]:
-    from storage.seed import seed  # noqa: PLC0415
+    from storage.seed import seed
 
     asyncio.run(db.migrate(dsn))
     return asyncio.run(seed(dsn)) if demo else {}
 
 
 def serve(settings: Settings, ready_message: str = "") -> None:
-    from server.app import create_app  # noqa: PLC0415
+    from server.app import create_app
 
     if not port_free(settings.host, settings.port):
         print(f"boxoffice: {settings.host}:{settings.port} is already in use; "
@@ -105,7 +112,7 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     if kind != "uvloop":
         print(f"boxoffice: EVENT_LOOP must be uvloop or asyncio, not {kind!r}", file=sys.stderr)
         raise SystemExit(2)
-    import uvloop  # noqa: PLC0415
+    import uvloop
 
     return uvloop.new_event_loop()
 
@@ -165,15 +172,9 @@ def cmd_seed(args: argparse.Namespace) -> None:
 
 
 def cmd_cluster(args: argparse.Namespace) -> None:
-    from server.cluster import run_cluster  # noqa: PLC0415
+    from server.cluster import run_cluster
 
     raise SystemExit(run_cluster(args.nodes, args.port))
-
-
-def cmd_rush(args: argparse.Namespace) -> None:
-    from loadtests.rush import main as rush_main  # noqa: PLC0415
-
-    raise SystemExit(rush_main(args))
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -203,14 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="apply schema migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("seed", help="load the demo room and session").set_defaults(func=cmd_seed)
 
-    p = sub.add_parser("rush", help="a bounded Locust rush, then the invariant check")
-    p.add_argument("--scenario", default="rush")
-    p.add_argument("--users", type=int, default=None)
-    p.add_argument("--duration", type=int, default=None)
-    p.add_argument("--nodes", type=int, default=2)
-    p.add_argument("--host", default=None)
-    p.add_argument("--out", default=None)
-    p.set_defaults(func=cmd_rush)
+    for entry_point in entry_points(group=COMMANDS_GROUP):
+        entry_point.load()(sub)
     return parser
 
 

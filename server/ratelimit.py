@@ -9,41 +9,16 @@ from __future__ import annotations
 import ipaddress
 import math
 import socket
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from core.ratelimit import TokenBuckets
 from server.middlewares import error_response
-from storage.appkeys import SETTINGS
+from server.typedefs import SETTINGS
 from storage.auth import hash_token
 
 LIMITED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-class TokenBuckets:
-    """rate tokens/s up to `burst`, per key; at most `max_keys` keys (least recently used dropped)."""
-
-    def __init__(self, rate: float, burst: int, max_keys: int = 100_000) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.max_keys = max_keys
-        self._buckets: OrderedDict[str | bytes, tuple[float, float]] = OrderedDict()
-
-    def take(self, key: str | bytes, now: float | None = None) -> float:
-        """Take one token; return 0 if allowed, else the seconds until one is available."""
-        now = time.monotonic() if now is None else now
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens >= 1:
-            self._buckets[key] = (tokens - 1, now)
-            self._buckets.move_to_end(key)
-            if len(self._buckets) > self.max_keys:
-                self._buckets.popitem(last=False)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (1 - tokens) / self.rate
 
 
 def from_local_proxy(request: web.Request) -> bool:
@@ -68,7 +43,7 @@ def client_ip(request: web.Request) -> str:
 
 
 def rate_limiter(app: web.Application) -> Callable[[web.Request], Awaitable[web.Response | None]]:
-    """An admission check (`storage.appkeys.ADMISSION`): a 429 for a caller over its rate, else None."""
+    """An admission check (`server.typedefs.ADMISSION`): a 429 for a caller over its rate, else None."""
     settings = app[SETTINGS]
     users = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
     anonymous = TokenBuckets(settings.rate_limit_anon_per_second, settings.rate_limit_anon_burst)

@@ -11,9 +11,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import asyncpg
-from aiohttp import web
-
-from storage.appkeys import SETTINGS, TOKENS
 
 
 def new_token() -> str:
@@ -57,12 +54,6 @@ async def resolve_principal(token: str | None, admin_token: str, tokens: TokenCa
         return ADMIN
     user_id = await tokens.user_for(token)
     return None if user_id is None else Principal(user_id=user_id)
-
-
-async def principal_for_token(app: web.Application, token: str | None) -> Principal | None:
-    """`resolve_principal` with the node's admin token and token cache: the one lookup behind the REST
-    bearer header (handlers.auth) and the WebSocket `?token=` (realtime.channel)."""
-    return await resolve_principal(token, app[SETTINGS].admin_token, app[TOKENS])
 
 
 class TokenCache:

@@ -1,6 +1,6 @@
 """The booking logic: hold, confirm, release, expire. The one implementation REST and WebSocket both call.
 
-Each transition is one atomic PostgreSQL statement (the `bx_*` functions of migration 002) that also
+Each transition is one atomic PostgreSQL statement (the `bx_*` functions of storage/migrations) that also
 writes its outbox event; the Redis gate in front turns losers away before they reach the database.
 This module knows nothing of Kafka or sockets: after each commit it calls `on_commit`, which the app
 wires to the outbox relay.
@@ -13,15 +13,13 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
 
 import asyncpg
 import redis.exceptions
 
-from storage import details, ids, metrics
-from storage.aio import within
-from storage.errors import (
+from core import ids, metrics
+from core.aio import within
+from core.errors import (
     DomainError,
     Forbidden,
     HoldExpired,
@@ -33,12 +31,13 @@ from storage.errors import (
     Unprocessable,
     ValidationFailed,
 )
+from storage import details
 from storage.group_commit import HoldWriter
-from storage.redis_gate import RedisGate
+from storage.redis_gate import GateEntry, SeatGate
+from storage.redis_keys import seat_value, sold_until_ms
+from storage.rows import Released, Reservation, Sale
 
 log = logging.getLogger("boxoffice.booking")
-
-SOLD_KEY_GRACE = timedelta(hours=1)  # sold keys live until the show ends, plus this
 
 
 class ReservationNotFound(NotFound):
@@ -103,8 +102,8 @@ class Actor:
 
 
 class Booking:
-    def __init__(self, pool: asyncpg.Pool, gate: RedisGate, *, hold_ttl_seconds: int, max_seats_per_hold: int,
-                 max_seats_per_user: int = 0, use_gate: bool = True, gate_timeout: float = 0.5,
+    def __init__(self, pool: asyncpg.Pool, gate: SeatGate, *, hold_ttl_seconds: int, max_seats_per_hold: int,
+                 max_seats_per_user: int = 0, gate_timeout: float = 0.5,
                  on_commit: Callable[[], None] | None = None, hold_batch_max: int = 32,
                  hold_writers: int = 4) -> None:
         self.pool = pool
@@ -112,19 +111,15 @@ class Booking:
         self.hold_ttl_ms = hold_ttl_seconds * 1000
         self.max_seats_per_hold = max_seats_per_hold
         self.max_seats_per_user = max_seats_per_user
-        self.use_gate = use_gate
         self.gate_timeout = gate_timeout  # a hold never waits longer than this on Redis: it fails fast instead
         self.on_commit = on_commit or (lambda: None)
-        # OUTBOX_PUBLISH=direct plugs its publisher in here (jobs.outbox): the reservation of a committed
-        # hold or release, whose outbox event is then produced at once (the relay's sweeper covers the rest)
-        self.on_event: Callable[[uuid.UUID], None] | None = None
         self.writer = HoldWriter(pool, hold_ttl_ms=self.hold_ttl_ms, max_seats_per_user=max_seats_per_user,
                                  max_batch=hold_batch_max,
                                  # without the gate, concurrent batches could take overlapping seats in
                                  # opposite orders and deadlock: one batch in flight at a time then
-                                 max_inflight=hold_writers if use_gate else 1,
+                                 max_inflight=hold_writers if gate.screens_holds else 1,
                                  # behind the gate a batch is almost always granted whole (bx_hold_set)
-                                 set_based=use_gate)
+                                 set_based=gate.screens_holds)
 
     # ------------------------------------------------------------------ hold
 
@@ -140,29 +135,27 @@ class Booking:
         return list(seat_ids)
 
     async def hold(self, user_id: uuid.UUID, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID],
-                   idempotency_key: str | None = None) -> dict[str, Any]:
-        """Hold every seat for the user, or none. Returns the reservation (contract shape)."""
+                   idempotency_key: str | None = None) -> Reservation:
+        """Hold every seat for the user, or none. Returns the reservation."""
         seats = self.check_seat_list(seat_ids)
         if idempotency_key:
             prior = await self._prior_hold(user_id, session_id, idempotency_key)
             if prior is not None:
                 return prior
         reservation_id = ids.uuid4()
-        if self.use_gate:
-            try:
-                await self._gate_hold(session_id, seats, reservation_id, user_id, idempotency_key)
-            except _PriorHold as prior:
-                return prior.reservation
+        try:
+            await self._gate_hold(session_id, seats, reservation_id, user_id, idempotency_key)
+        except _PriorHold as prior:
+            return prior.reservation
         try:
             await self.writer.write(reservation_id, user_id, session_id, seats, idempotency_key)
         except BaseException as exc:
-            if self.use_gate:
-                await self._gate_release_quietly(session_id, seats, reservation_id)
+            await self._gate_release_quietly(session_id, seats, reservation_id)
             error = self._map_db_error(exc)
             if isinstance(error, SeatsUnavailable):
                 metrics.HOLDS.labels("conflict_db").inc()
-                if self.use_gate:  # the gate was wrong about these seats: teach it what PostgreSQL knows
-                    await self._repair_gate(session_id, [uuid.UUID(c) for c in error.conflicts])
+                # the gate was wrong about these seats: teach it what PostgreSQL knows
+                await self._repair_gate(session_id, [uuid.UUID(c) for c in error.conflicts])
             if idempotency_key and isinstance(exc, asyncpg.UniqueViolationError):
                 concurrent = await self._prior_hold(user_id, session_id, idempotency_key)
                 if concurrent is not None:  # a concurrent retry of this hold committed first
@@ -172,8 +165,6 @@ class Booking:
             raise error from None
         metrics.HOLDS.labels("ok").inc()
         self.on_commit()
-        if self.on_event is not None:
-            self.on_event(reservation_id)
         held = await details.held(self.pool, reservation_id, idempotency_key or None)
         if held is None:  # it was committed above; a reservation is never deleted
             raise ReservationNotFound()
@@ -206,24 +197,22 @@ class Booking:
         flush or restart of Redis), so the next buyers are turned away in Redis again."""
         if not seat_ids:
             return
-        try:
+
+        async def true_owners() -> list[GateEntry]:
             rows = await self.pool.fetch(
                 "SELECT ss.id, ss.status, ss.reservation_id, r.expires_at, s.end_show_time FROM session_seats ss"
                 " JOIN reservations r ON r.id = ss.reservation_id JOIN sessions s ON s.id = ss.session_id"
                 " WHERE ss.id = ANY($1::uuid[]) AND ss.session_id = $2", seat_ids, session_id)
-            entries = [
-                (session_id, r["id"], f"H:{r['reservation_id']}", int(r["expires_at"].timestamp() * 1000))
-                if r["status"] == "RESERVED" else
-                (session_id, r["id"], f"S:{r['reservation_id']}",
-                 int((r["end_show_time"] + SOLD_KEY_GRACE).timestamp() * 1000))
-                for r in rows
-            ]
-            await within(self.gate_timeout, self.gate.restore(entries))
+            return [(session_id, r["id"], *seat_value(r["status"], r["reservation_id"], r["expires_at"],
+                                                      r["end_show_time"])) for r in rows]
+
+        try:
+            await within(self.gate_timeout, self.gate.repair(true_owners))
         except (TimeoutError, redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
             log.warning("could not repair the gate for %d seats: %r", len(seat_ids), exc)
 
     async def _prior_hold(self, user_id: uuid.UUID, session_id: uuid.UUID, key: str,
-                          wait: float = 0.0) -> dict[str, Any] | None:
+                          wait: float = 0.0) -> Reservation | None:
         for attempt in range(2 if wait else 1):
             if attempt:
                 await asyncio.sleep(wait)
@@ -240,7 +229,7 @@ class Booking:
     # ------------------------------------------------------------------ confirm
 
     async def confirm(self, actor: Actor, reservation_id: uuid.UUID,
-                      idempotency_key: str | None = None) -> dict[str, Any]:
+                      idempotency_key: str | None = None) -> Sale:
         """Buy the held seats: one sale, however often it is retried with the same key."""
         try:
             row = await self.pool.fetchrow(
@@ -256,21 +245,19 @@ class Booking:
         if row["created"]:
             metrics.CONFIRMS.labels("ok").inc()
             self.on_commit()
-            if self.use_gate:
-                until = row["sold_until"] + SOLD_KEY_GRACE
-                try:
-                    sold = self.gate.mark_sold(row["session_id"], row["seat_ids"], reservation_id,
-                                               int(until.timestamp() * 1000))
-                    await within(self.gate_timeout, sold)
-                except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # reconciliation restores it
-                    log.warning("could not mark seats sold in Redis for %s: %r", reservation_id, exc)
+            try:
+                sold = self.gate.mark_sold(row["session_id"], row["seat_ids"], reservation_id,
+                                           sold_until_ms(row["sold_until"]))
+                await within(self.gate_timeout, sold)
+            except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # reconciliation restores it
+                log.warning("could not mark seats sold in Redis for %s: %r", reservation_id, exc)
         else:
             metrics.CONFIRMS.labels("replay").inc()
         return await self.get_sale(row["sale_id"], Actor(None, check_owner=False))
 
     # ------------------------------------------------------------------ release / expire
 
-    async def release(self, actor: Actor, reservation_id: uuid.UUID) -> dict[str, Any]:
+    async def release(self, actor: Actor, reservation_id: uuid.UUID) -> Released:
         """Cancel a PENDING reservation and free its seats."""
         try:
             row = await self.pool.fetchrow(
@@ -284,12 +271,8 @@ class Booking:
             raise error from None
         metrics.CANCELLED.inc()
         self.on_commit()
-        if self.on_event is not None:
-            self.on_event(reservation_id)
-        if self.use_gate:
-            await self._gate_release_quietly(row["session_id"], row["seat_ids"], reservation_id)
-        return {"reservationId": str(reservation_id), "sessionId": str(row["session_id"]),
-                "seatIds": [str(s) for s in row["seat_ids"]]}
+        await self._gate_release_quietly(row["session_id"], row["seat_ids"], reservation_id)
+        return Released(reservation_id, row["session_id"], list(row["seat_ids"]))
 
     async def expire_due(self, limit: int = 500) -> int:
         """Expire every PENDING reservation past its time (safe on many nodes at once)."""
@@ -298,25 +281,24 @@ class Booking:
             return 0
         metrics.EXPIRED.inc(len(rows))
         self.on_commit()
-        if self.use_gate:
-            for row in rows:
-                await self._gate_release_quietly(row["session_id"], row["seat_ids"], row["reservation_id"])
+        for row in rows:
+            await self._gate_release_quietly(row["session_id"], row["seat_ids"], row["reservation_id"])
         return len(rows)
 
     # ------------------------------------------------------------------ reads
 
-    async def get_reservation(self, reservation_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
+    async def get_reservation(self, reservation_id: uuid.UUID, actor: Actor) -> Reservation:
         found = await details.reservation(self.pool, reservation_id)
         if found is None:
             raise ReservationNotFound()
-        if actor.check_owner and found["userId"] != str(actor.user_id):
+        if actor.check_owner and found.user_id != actor.user_id:
             raise Forbidden("This reservation belongs to another user", code="not_owner")
         return found
 
     async def list_reservations(self, actor: Actor, session_id: uuid.UUID | None, status: str | None,
-                                limit: int, offset: int) -> list[dict[str, Any]]:
-        """The actor's reservations (all of them for the admin), newest first, optionally of one session
-        and one status."""
+                                limit: int, offset: int) -> list[Reservation]:
+        """The actor's reservations (everyone's for the admin), newest first, optionally of one session and
+        one status."""
         where, args = ["true"], []
         for column, value in (("r.user_id", actor.user_id if actor.check_owner else None),
                               ("r.session_id", session_id), ("r.status", status)):
@@ -325,20 +307,20 @@ class Booking:
                 where.append(f"{column} = ${len(args)}")
         return await details.reservations(self.pool, " AND ".join(where), args, limit, offset)
 
-    async def get_sale(self, sale_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
+    async def get_sale(self, sale_id: uuid.UUID, actor: Actor) -> Sale:
         found = await details.sales(self.pool, "sa.id = $1", [sale_id], 1)
         if not found:
             raise SaleNotFound()
         sale = found[0]
-        if actor.check_owner and sale["userId"] != str(actor.user_id):
+        if actor.check_owner and sale.user_id != actor.user_id:
             raise Forbidden("This sale belongs to another user", code="not_owner")
         return sale
 
-    async def user_sales(self, user_id: uuid.UUID, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    async def user_sales(self, user_id: uuid.UUID, limit: int = 100, offset: int = 0) -> list[Sale]:
         return await details.sales(self.pool, "sa.user_id = $1", [user_id], limit, offset)
 
-    async def list_sales(self, actor: Actor, limit: int, offset: int) -> list[dict[str, Any]]:
-        """The actor's sales (all of them for the admin), newest first."""
+    async def list_sales(self, actor: Actor, limit: int, offset: int) -> list[Sale]:
+        """The actor's sales (everyone's for the admin), newest first."""
         if actor.check_owner:
             return await self.user_sales(actor.user_id, limit, offset)  # type: ignore[arg-type]
         return await details.sales(self.pool, "true", [], limit, offset)
@@ -361,6 +343,6 @@ class Booking:
 class _PriorHold(Exception):
     """Internal: a concurrent retry with the same idempotency key already holds these seats."""
 
-    def __init__(self, reservation: dict[str, Any]) -> None:
+    def __init__(self, reservation: Reservation) -> None:
         super().__init__("prior hold")
         self.reservation = reservation

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 import asyncpg
 
-from storage import details, wire
+from core.errors import Conflict, NotFound, Unprocessable
+from storage import details
 from storage.auth import hash_token, new_token
-from storage.errors import Conflict, NotFound, Unprocessable
+from storage.rows import Reservation, Room, Seat, SeatMap, Session, User, session_seat
 
 MIN_SESSION_SEATS = 16
 SEATS_PER_ROW_FOR_CAPACITY = 16
@@ -61,17 +61,6 @@ def seat_layout(rows: int | None, seats_per_row: int | None, capacity: int | Non
 
 # ---------------------------------------------------------------- users
 
-@dataclass(frozen=True)
-class User:
-    id: uuid.UUID
-    name: str
-    email: str
-    created_at: datetime
-
-    def to_json(self) -> dict[str, Any]:
-        return wire.user_json(self.__dict__)
-
-
 async def create_user(pool: asyncpg.Pool, name: str, email: str) -> tuple[User, str]:
     token = new_token()
     try:
@@ -95,19 +84,17 @@ async def get_user(pool: asyncpg.Pool, user_id: uuid.UUID) -> User:
 USER_RESERVATIONS = 100  # GET /users/{id} lists the user's newest reservations, at most this many
 
 
-async def get_user_detail(pool: asyncpg.Pool, user_id: uuid.UUID) -> dict[str, Any]:
+async def get_user_detail(pool: asyncpg.Pool, user_id: uuid.UUID) -> tuple[User, list[Reservation]]:
     """A user with their newest reservations (any status), each with its seats and session."""
     async with pool.acquire() as con:
         row = await con.fetchrow("SELECT id, name, email, created_at FROM users WHERE id = $1", user_id)
         if row is None:
             raise UserNotFound()
         found = await details.reservations(con, "r.user_id = $1", [user_id], USER_RESERVATIONS)
-    for reservation in found:
-        del reservation["user"]
-    return {**wire.user_json(row), "reservations": found}
+    return User(**dict(row)), found
 
 
-async def list_users(pool: asyncpg.Pool, limit: int, offset: int) -> list[dict[str, Any]]:
+async def list_users(pool: asyncpg.Pool, limit: int, offset: int) -> list[User]:
     return await details.users(pool, limit, offset)
 
 
@@ -116,15 +103,11 @@ async def list_users(pool: asyncpg.Pool, limit: int, offset: int) -> list[dict[s
 ROOM_COLUMNS = "id, name, capacity, created_at"
 
 
-def _room_json(room: asyncpg.Record, seats: list[asyncpg.Record] | None) -> dict[str, Any]:
-    out = wire.room_json(room)
-    if seats is not None:
-        out["seats"] = [wire.seat_json(s["id"], s["row_label"], s["seat_number"], room["id"], room["created_at"])
-                        for s in seats]
-    return out
+def _room(row: asyncpg.Record, seats: list[Seat] | None = None, seat_count: int | None = None) -> Room:
+    return Room(row["id"], row["name"], row["capacity"], row["created_at"], seats, seat_count)
 
 
-async def create_room(pool: asyncpg.Pool, name: str, layout: list[tuple[str, int]]) -> dict[str, Any]:
+async def create_room(pool: asyncpg.Pool, name: str, layout: list[tuple[str, int]]) -> Room:
     room_id = uuid.uuid4()
     seat_rows = [(uuid.uuid4(), room_id, label, number, pos) for pos, (label, number) in enumerate(layout)]
     async with pool.acquire() as con, con.transaction():
@@ -135,19 +118,18 @@ async def create_room(pool: asyncpg.Pool, name: str, layout: list[tuple[str, int
         await con.copy_records_to_table(
             "seats", records=seat_rows, columns=["id", "room_id", "row_label", "seat_number", "position"]
         )
-    seats = [{"id": r[0], "row_label": r[2], "seat_number": r[3]} for r in seat_rows]
-    return _room_json(room, seats)  # type: ignore[arg-type]
+    return _room(room, [Seat(r[0], r[2], r[3]) for r in seat_rows])
 
 
-async def list_rooms(pool: asyncpg.Pool, limit: int, offset: int) -> list[dict[str, Any]]:
+async def list_rooms(pool: asyncpg.Pool, limit: int, offset: int) -> list[Room]:
     rows = await pool.fetch(
         f"SELECT {ROOM_COLUMNS}, (SELECT count(*) FROM seats s WHERE s.room_id = rooms.id) AS seat_count"
         " FROM rooms ORDER BY created_at, id LIMIT $1 OFFSET $2", limit, offset
     )
-    return [{**_room_json(r, None), "_count": {"seats": r["seat_count"]}} for r in rows]
+    return [_room(r, seat_count=r["seat_count"]) for r in rows]
 
 
-async def get_room(pool: asyncpg.Pool, room_id: uuid.UUID) -> dict[str, Any]:
+async def get_room(pool: asyncpg.Pool, room_id: uuid.UUID) -> Room:
     async with pool.acquire() as con:
         room = await con.fetchrow(f"SELECT {ROOM_COLUMNS} FROM rooms WHERE id = $1", room_id)
         if room is None:
@@ -155,17 +137,21 @@ async def get_room(pool: asyncpg.Pool, room_id: uuid.UUID) -> dict[str, Any]:
         seats = await con.fetch(
             "SELECT id, row_label, seat_number FROM seats WHERE room_id = $1 ORDER BY position", room_id
         )
-    return _room_json(room, seats)
+    return _room(room, [Seat(r["id"], r["row_label"], r["seat_number"]) for r in seats])
 
 
 # ---------------------------------------------------------------- sessions
 
 SESSION_COLUMNS = "id, movie_title, start_show_time, end_show_time, room_id, ticket_price, created_at"
-session_json = wire.session_json
+
+
+def _session(row: asyncpg.Record) -> Session:
+    return Session(row["id"], row["movie_title"], row["start_show_time"], row["end_show_time"], row["room_id"],
+                   row["ticket_price"], row["created_at"])
 
 
 async def create_session(pool: asyncpg.Pool, movie_title: str, start: datetime, end: datetime,
-                         room_id: uuid.UUID, ticket_price: Decimal) -> dict[str, Any]:
+                         room_id: uuid.UUID, ticket_price: Decimal) -> Session:
     if end <= start:
         raise InvalidShowTimes()
     session_id = uuid.uuid4()
@@ -188,10 +174,10 @@ async def create_session(pool: asyncpg.Pool, movie_title: str, start: datetime, 
             " SELECT gen_random_uuid(), $1, id, position FROM seats WHERE room_id = $2",
             session_id, room_id,
         )
-    return session_json(row)
+    return _session(row)
 
 
-async def list_sessions(pool: asyncpg.Pool, limit: int, offset: int) -> list[dict[str, Any]]:
+async def list_sessions(pool: asyncpg.Pool, limit: int, offset: int) -> list[Session]:
     rows = await pool.fetch(
         f"SELECT {', '.join('se.' + c.strip() for c in SESSION_COLUMNS.split(','))},"
         " ro.name AS room_name, ro.capacity AS room_capacity, ro.created_at AS room_created_at,"
@@ -199,13 +185,8 @@ async def list_sessions(pool: asyncpg.Pool, limit: int, offset: int) -> list[dic
         " FROM sessions se JOIN rooms ro ON ro.id = se.room_id"
         " ORDER BY se.start_show_time, se.id LIMIT $1 OFFSET $2", limit, offset
     )
-    return [{**session_json(r), "room": _room_of(r), "_count": {"sessionSeats": r["free"]}} for r in rows]
-
-
-def _room_of(row: asyncpg.Record) -> dict[str, Any]:
-    """The room of a session row that carries room_id, room_name, room_capacity, room_created_at."""
-    return wire.room_json({"id": row["room_id"], "name": row["room_name"], "capacity": row["room_capacity"],
-                           "created_at": row["room_created_at"]})
+    return [replace(_session(r), room=Room(r["room_id"], r["room_name"], r["room_capacity"], r["room_created_at"]),
+                    free_seats=r["free"]) for r in rows]
 
 
 async def get_session_row(con: asyncpg.Connection | asyncpg.Pool, session_id: uuid.UUID) -> asyncpg.Record:
@@ -215,10 +196,10 @@ async def get_session_row(con: asyncpg.Connection | asyncpg.Pool, session_id: uu
     return row
 
 
-async def get_session(pool: asyncpg.Pool, session_id: uuid.UUID) -> dict[str, Any]:
+async def get_session(pool: asyncpg.Pool, session_id: uuid.UUID) -> Session:
     """A session with its room and every seat of it."""
     seats = await seat_map(pool, session_id, None)
-    return {**seats["session"], "sessionSeats": seats["seats"]}
+    return replace(seats.session, room=seats.room, seats=seats.seats)
 
 
 SEAT_MAP_SQL = """
@@ -234,18 +215,14 @@ ORDER BY ss.position
 
 async def seat_rows(con: asyncpg.Connection | asyncpg.Pool, session_id: uuid.UUID,
                     status: str | None = None) -> list[asyncpg.Record]:
-    """The seat map rows of a session (also used by the WebSocket snapshot)."""
+    """The seat map rows of a session, as plain records: the WebSocket snapshot renders thousands of them
+    straight to its frame (realtime.snapshot)."""
     return list(await con.fetch(SEAT_MAP_SQL, session_id, status))
 
 
-async def seat_map(pool: asyncpg.Pool, session_id: uuid.UUID, status: str | None) -> dict[str, Any]:
+async def seat_map(pool: asyncpg.Pool, session_id: uuid.UUID, status: str | None) -> SeatMap:
     async with pool.acquire() as con:
         session = await get_session_row(con, session_id)
         room = await con.fetchrow(f"SELECT {ROOM_COLUMNS} FROM rooms WHERE id = $1", session["room_id"])
         rows = await seat_rows(con, session_id, status)
-    room_json = _room_json(room, None)
-    return {
-        "session": {**session_json(session), "room": room_json},
-        "room": room_json,
-        "seats": [wire.session_seat_json(r, room["created_at"]) for r in rows],
-    }
+    return SeatMap(_session(session), _room(room), [session_seat(r, room["created_at"]) for r in rows])

@@ -21,9 +21,9 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from loadtests.invariants import broken, wait_for_invariants
 from server.cluster import LocalCluster
 from server.embedded import EmbeddedStack, find_haproxy
-from storage.invariants import broken, wait_for_invariants
 from tests import conftest
 
 CLUSTER_NODES = 3

@@ -64,3 +64,17 @@ async def test_a_failing_migration_is_rolled_back_and_not_recorded(
         assert await db.migrate(empty_database) == ["002_bad.sql"]
     finally:
         await con.close()
+
+
+async def test_a_database_of_another_migration_history_is_refused(empty_database: str) -> None:
+    """A database whose recorded migrations do not include the baseline (made by an older layout of the files)
+    is refused with a clear error instead of failing half-way through the baseline."""
+    con = await asyncpg.connect(empty_database)
+    try:
+        await con.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY, applied_at timestamptz)")
+        await con.execute("INSERT INTO schema_migrations (version) VALUES ('001_schema.sql')")
+        with pytest.raises(db.MigrationHistoryMismatch):
+            await db.migrate(empty_database)
+        assert await con.fetchval("SELECT to_regclass('users')") is None  # nothing was applied
+    finally:
+        await con.close()

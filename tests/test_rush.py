@@ -17,9 +17,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from loadtests.contract_client import SeatMap, pick_best_seats
+from loadtests.invariants import broken, check_invariants
+from loadtests.seats import SeatMap, pick_best_seats
 from server.embedded import EmbeddedStack, find_haproxy
-from storage.invariants import broken, check_invariants
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED_ERRORS = {"409 seats_unavailable", "410 hold_expired", "409 not_pending"}

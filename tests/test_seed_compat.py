@@ -25,9 +25,9 @@ from aiohttp.test_utils import TestClient
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from core.settings import Settings
 from server.app import create_app
 from storage import db, seed
-from storage.settings import Settings
 from tests.conftest import ADMIN, bearer, with_settings
 
 # ------------------------------------------------------------------ the shapes of SEED_API.md section 2
@@ -432,12 +432,9 @@ async def read_events(consumer: AIOKafkaConsumer, wanted: int, ours: Callable[[d
     return got
 
 
-@pytest.mark.parametrize("publish", ["relay", "direct"])
 async def test_integration_events_for_a_hold_a_cancel_an_expiry_and_a_confirm(
-        aiohttp_client: Any, settings: Settings, publish: str) -> None:
-    """Both publishers (the relay, and OUTBOX_PUBLISH=direct's) send them; a plain consumer reads them."""
-    app_settings = with_settings(settings, integration_events=True, hold_ttl_seconds=1, expiry_sweep_interval=0.1,
-                                 outbox_publish=publish)
+        aiohttp_client: Any, settings: Settings) -> None:
+    app_settings = with_settings(settings, integration_events=True, hold_ttl_seconds=1, expiry_sweep_interval=0.1)
     client = await aiohttp_client(create_app(app_settings))
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()

@@ -1,4 +1,4 @@
-"""Typed application keys: every shared resource of a node, declared once."""
+"""Typed application keys: every shared resource of a node, declared once beside the app factory."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
 
-from storage.settings import Settings
+from core.settings import Settings
 
-if TYPE_CHECKING:  # names for the annotations only: storage never imports the layers above it at run time
+if TYPE_CHECKING:  # names for the annotations only: this module imports no layer of ours at run time
+    from realtime.consumer import SeatEventConsumer
+    from realtime.hub import Hub
     from realtime.kafka import KafkaLink
+    from realtime.relay import OutboxRelay
+    from realtime.snapshot import SnapshotReader
     from storage.auth import TokenCache
     from storage.booking import Booking
     from storage.redis_gate import RedisGate
@@ -33,3 +37,8 @@ BOOKING: web.AppKey[Booking] = web.AppKey("booking")
 ADMISSION = web.AppKey("admission", tuple[Callable[[web.Request], Awaitable[web.StreamResponse | None]], ...])
 # Set after every booking commit: wakes the outbox relay so events leave right after the commit.
 OUTBOX_WAKE = web.AppKey("outbox_wake", asyncio.Event)
+# The socket fan-out (realtime): the hub of the node's sockets, its snapshot reader, the Kafka consumer feeding it
+HUB: web.AppKey[Hub] = web.AppKey("realtime_hub")
+SNAPSHOTS: web.AppKey[SnapshotReader] = web.AppKey("realtime_snapshots")
+CONSUMER: web.AppKey[SeatEventConsumer] = web.AppKey("seat_event_consumer")
+RELAY: web.AppKey[OutboxRelay] = web.AppKey("outbox_relay")

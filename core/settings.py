@@ -1,0 +1,132 @@
+"""Settings: one dataclass read from the environment (and a `.env` file if present)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+def read_dotenv(path: Path = Path(".env")) -> None:
+    """Load KEY=VALUE lines from `path` into os.environ without overriding what is already set."""
+    if not path.is_file():
+        return
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        value = value.strip().strip('"').strip("'")
+        os.environ.setdefault(key, value)
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _origins(value: str) -> tuple[str, ...]:
+    return tuple(o.strip() for o in value.split(",") if o.strip())
+
+
+def env(name: str, parse: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """A field's metadata: read from the environment variable `name` (blank or unset: the field's default),
+    with `parse` (by default the type of the default: int, float, bool or str)."""
+    return {"env": name, "parse": parse}
+
+
+# Broadcast frames per second one machine carries best, node, proxy and clients together (bench_broadcast,
+# 2,000 sockets on the 2-core box: one node at this budget, or three nodes at a third of it each, gave the
+# lowest p99; one node is CPU-bound near 21,000 frames/s there). A node alone on its machine gets all of it;
+# nodes sharing one machine (`boxoffice cluster`) share it.
+WS_FRAMES_PER_MACHINE = 21_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of a node, each default written once; `from_env` reads the fields that name a variable."""
+
+    database_url: str = field(default="", metadata=env("DATABASE_URL"))
+    redis_url: str = field(default="", metadata=env("REDIS_URL"))
+    kafka_bootstrap_servers: str = field(default="", metadata=env("KAFKA_BOOTSTRAP_SERVERS"))
+    hold_ttl_seconds: int = field(default=30, metadata=env("HOLD_TTL_SECONDS"))
+    max_seats_per_hold: int = field(default=10, metadata=env("MAX_SEATS_PER_HOLD"))
+    max_seats_per_user: int = field(default=20, metadata=env("MAX_SEATS_PER_USER"))
+    # ADMIN_TOKEN; when unset, a random one for the life of the process (and admin_token_generated)
+    admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    admin_token_generated: bool = True
+    auth_required: bool = field(default=True, metadata=env("AUTH_REQUIRED"))
+    node_id: str = field(default="", metadata=env("NODE_ID"))
+    host: str = field(default="127.0.0.1", metadata=env("HOST"))
+    port: int = field(default=8080, metadata=env("PORT"))
+    # a Unix socket the node also listens on, for a proxy on the same machine (see server.cluster)
+    unix_socket: str = field(default="", metadata=env("UNIX_SOCKET", str.strip))
+    log_level: str = field(default="INFO", metadata=env("LOG_LEVEL", str.upper))
+    log_format: str = field(default="json", metadata=env("LOG_FORMAT"))
+    allowed_origins: tuple[str, ...] = field(default=(), metadata=env("ALLOWED_ORIGINS", _origins))
+    # Kafka
+    kafka_topic: str = field(default="seat-events", metadata=env("KAFKA_TOPIC"))
+    kafka_partitions: int = field(default=6, metadata=env("KAFKA_PARTITIONS"))
+    kafka_idempotence: bool = field(default=False, metadata=env("KAFKA_IDEMPOTENCE"))
+    kafka_fetch_max_wait_ms: int = field(default=10, metadata=env("KAFKA_FETCH_MAX_WAIT_MS"))
+    # the StarSoft API's business events on its topics, beside seat-events (realtime.integration)
+    integration_events: bool = field(default=False, metadata=env("INTEGRATION_EVENTS"))
+    # Jobs
+    expiry_sweep_interval: float = field(default=0.25, metadata=env("EXPIRY_SWEEP_INTERVAL"))
+    outbox_sweep_interval: float = field(default=1.0, metadata=env("OUTBOX_SWEEP_INTERVAL"))
+    # Realtime
+    ws_broadcast_tick_ms: int = field(default=20, metadata=env("WS_BROADCAST_TICK_MS"))
+    ws_max_frames_per_second: int = field(default=WS_FRAMES_PER_MACHINE, metadata=env("WS_MAX_FRAMES_PER_SECOND"))
+    ws_queue_size: int = 256
+    ws_max_msg_size: int = 16 * 1024
+    ws_rate_per_second: float = field(default=20.0, metadata=env("WS_RATE_PER_SECOND"))
+    ws_rate_burst: int = field(default=40, metadata=env("WS_RATE_BURST"))
+    ws_heartbeat: float = 20.0
+    ws_idle_timeout: float = 300.0
+    # HTTP
+    max_body_bytes: int = 64 * 1024
+    db_pool_min: int = field(default=2, metadata=env("DB_POOL_MIN"))
+    db_pool_max: int = field(default=20, metadata=env("DB_POOL_MAX"))
+    redis_gate: bool = field(default=True, metadata=env("REDIS_GATE"))
+    redis_timeout: float = field(default=0.5, metadata=env("REDIS_TIMEOUT"))
+    # holds written to PostgreSQL in one transaction at most (1: no batching)
+    hold_batch_max: int = field(default=32, metadata=env("HOLD_BATCH_MAX"))
+    # hold writes in flight at once per node; holds arriving meanwhile are batched
+    hold_writers: int = field(default=4, metadata=env("HOLD_WRITERS"))
+    # "asyncio" for the standard library's loop
+    event_loop: str = field(default="uvloop", metadata=env("EVENT_LOOP", str.lower))
+    # writes per second per user token (and per client IP when anonymous); 0 turns a limit off
+    rate_limit_per_second: float = field(default=0.0, metadata=env("RATE_LIMIT_PER_SECOND"))
+    rate_limit_burst: int = field(default=20, metadata=env("RATE_LIMIT_BURST"))
+    rate_limit_anon_per_second: float = field(default=0.0, metadata=env("RATE_LIMIT_ANON_PER_SECOND"))
+    rate_limit_anon_burst: int = field(default=60, metadata=env("RATE_LIMIT_ANON_BURST"))
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
+        if env is None:
+            read_dotenv()
+            env = dict(os.environ)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata.get("env")
+            raw = env.get(name, "") if name else ""
+            if raw.strip():
+                parse = f.metadata["parse"] or _PARSERS[type(f.default)]
+                values[f.name] = parse(raw)
+        admin = env.get("ADMIN_TOKEN", "")
+        if admin:
+            values.update(admin_token=admin, admin_token_generated=False)
+        values.update(overrides)
+        return cls(**values)
+
+    def with_node_id(self) -> Settings:
+        if self.node_id:
+            return self
+        return replace(self, node_id=f"{socket.gethostname()}:{self.port}")
+
+
+_PARSERS: dict[type, Callable[[str], Any]] = {int: int, float: float, bool: _bool, str: str}
