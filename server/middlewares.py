@@ -100,12 +100,12 @@ def cors_origin(request: web.Request) -> str | None:
 
 def add_cors(request: web.Request, headers: Any) -> None:
     origin = cors_origin(request)
+    if origin != "*":  # the answer depends on the Origin: caches must keep one per origin
+        headers.add("Vary", "Origin")
     if origin is None:
         return
     headers["Access-Control-Allow-Origin"] = origin
     headers["Access-Control-Expose-Headers"] = CORS_EXPOSED
-    if origin != "*":
-        headers.add("Vary", "Origin")
 
 
 def preflight(request: web.Request) -> web.Response:
