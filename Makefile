@@ -1,12 +1,17 @@
 # boxoffice: `make run` serves a node on the embedded stack, `make test` runs the whole suite.
+# Both install first what they need: the Debian packages (scripts/install-system-deps.sh), then the venv.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+AXE    := tests/browser/node_modules/axe-core/axe.min.js
 
-.PHONY: run test install cluster rush lint bench clean
+.PHONY: run test install system-deps cluster rush lint bench clean
 
-install: $(STAMP)
+install: system-deps $(STAMP) $(AXE)
+
+system-deps:
+	@scripts/install-system-deps.sh
 
 # The venv is made once; the packages are (re)installed only when pyproject.toml is newer than the
 # stamp, so `make install` is a no-op (well under a second) when nothing changed.
@@ -17,14 +22,21 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[all]'
 	touch $(STAMP)
+
+# axe-core, the accessibility engine the browser tests inject, from npm at the version in the lock file;
+# a no-op once installed.
+$(AXE): tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 run: install
 	$(BIN)/boxoffice dev
 
+# the suite under coverage; coverage.xml, an HTML report and the total in test-output/coverage/
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	scripts/run-tests.sh $(PYTEST_ARGS)
 
 cluster: install
 	$(BIN)/boxoffice cluster --nodes 3

@@ -67,6 +67,10 @@ class Settings:
     unix_socket: str = field(default="", metadata=env("UNIX_SOCKET", str.strip))
     log_level: str = field(default="INFO", metadata=env("LOG_LEVEL", str.upper))
     log_format: str = field(default="json", metadata=env("LOG_FORMAT"))
+    # with LOG_DIR set, each node also logs JSON lines to <LOG_DIR>/boxoffice-<node>.log, rolled over daily
+    # (midnight UTC) into boxoffice-<node>-YYYY-MM-DD.log.gz, of which the newest LOG_RETENTION_DAYS are kept
+    log_dir: str = field(default="", metadata=env("LOG_DIR", str.strip))
+    log_retention_days: int = field(default=14, metadata=env("LOG_RETENTION_DAYS"))
     allowed_origins: tuple[str, ...] = field(default=(), metadata=env("ALLOWED_ORIGINS", _origins))
     # Kafka
     kafka_topic: str = field(default="seat-events", metadata=env("KAFKA_TOPIC"))

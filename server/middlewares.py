@@ -23,6 +23,9 @@ from server.typedefs import ADMISSION, NODE_ID, SETTINGS
 
 log = logging.getLogger("boxoffice.http")
 
+# The seat picker's own text files; fonts and images are compressed formats already.
+COMPRESSED_SUFFIXES = frozenset({".html", ".js", ".css", ".svg"})
+
 HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -156,9 +159,13 @@ async def http_middleware(request: web.Request, handler: Handler) -> web.StreamR
                         break
                 else:
                     response = await handler(request)
-            if isinstance(response, web.FileResponse) and not await _is_file(response):
-                # A static file that is missing: FileResponse would answer an empty 404 only when sent.
-                response = error_response(404, "not_found", "Not Found")
+            if isinstance(response, web.FileResponse):
+                if not await _is_file(response):
+                    # A static file that is missing: FileResponse would answer an empty 404 only when sent.
+                    response = error_response(404, "not_found", "Not Found")
+                elif Path(getattr(response, "_path", "")).suffix in COMPRESSED_SUFFIXES:
+                    # gzip or deflate if the client accepts it: the page's text goes out at a quarter of its size
+                    response.enable_compression()
         except Exception as exc:  # noqa: BLE001 - `failure` maps every one (or raises it on: redirects)
             response = failure(request, exc)
         status = response.status

@@ -48,8 +48,7 @@ def cluster_env(stack: EmbeddedStack, **extra: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def cluster(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """Three real node processes and HAProxy, sharing the session's PostgreSQL, Redis and Kafka."""
-    if find_haproxy() is None:
-        pytest.skip("haproxy is not installed (Debian package haproxy)")
+    haproxy_binary()
     state = tmp_path_factory.mktemp("cluster")
     with LocalCluster(CLUSTER_NODES, env=cluster_env(stack), state_dir=state) as running:
         yield running

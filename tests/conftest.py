@@ -23,7 +23,7 @@ from server.app import create_app
 from server.embedded import EmbeddedStack
 from storage import db
 
-pytest_plugins = ["tests.cluster_support"]
+pytest_plugins = ["tests.cluster_support", "tests.skips"]
 
 ADMIN_TOKEN = "test-admin-token"
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import replace
 from typing import Any
 
@@ -204,6 +205,23 @@ async def test_api_docs_page_is_swagger_ui(client: TestClient) -> None:
     assert resp.headers["X-Node-Id"] == "test-node"
     asset = await client.get("/api-docs/static/swagger-ui-bundle.js")
     assert asset.status == 200
+
+
+async def test_page_text_is_sent_compressed(client: TestClient) -> None:
+    """The page, its scripts and styles go out compressed (deflate or gzip, as the browser accepts), as they are
+    otherwise; fonts (compressed already) are sent as they are."""
+    for path in ("/", "/static/js/picker.js", "/static/app.css"):
+        plain = await client.get(path, headers={"Accept-Encoding": "identity"}, auto_decompress=False)
+        body = await plain.read()
+        assert plain.status == 200 and "Content-Encoding" not in plain.headers, path
+        packed = await client.get(path, headers={"Accept-Encoding": "gzip, deflate, br"}, auto_decompress=False)
+        assert packed.status == 200 and packed.headers["Content-Encoding"] in {"deflate", "gzip"}, path
+        raw = await packed.read()
+        assert zlib.decompress(raw, zlib.MAX_WBITS | 32) == body and len(raw) < len(body) / 2, (path, len(raw))
+    font = await client.get("/static/fonts/inter-latin-wght-normal.woff2", headers={"Accept-Encoding": "gzip"},
+                            auto_decompress=False)
+    assert font.status == 200 and "Content-Encoding" not in font.headers
+    await font.read()
 
 
 # ------------------------------------------------------------------ headers and error bodies

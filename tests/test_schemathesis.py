@@ -68,7 +68,10 @@ def test_generated_requests_never_break_the_contract(node: str, who: str) -> Non
         [binary, "run", f"{node}/api-docs/swagger.json", "-H", f"Authorization: Bearer {token}", *CHECKS,
          "--max-examples", "15", "--phases", "coverage,fuzzing", "--seed", "7", "--max-failures", "20",
          "--report", "junit", "--report-dir", str(report / who)],
-        cwd=ROOT, capture_output=True, text=True, timeout=280,
+        # the fuzzer is not ours to measure: under `make test` only the node it drives is (coverage in the
+        # fuzzer too slowed it past the timeout on a busy machine)
+        cwd=ROOT, env={k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")},
+        capture_output=True, text=True, timeout=280,
     )
     summary = result.stdout[-3000:]
     assert result.returncode == 0, summary

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import loadtests.rush as package
@@ -41,7 +42,11 @@ def main(args: argparse.Namespace) -> int:
     if options.users < 1 or options.duration < 1 or not 1 <= options.nodes <= 8:
         say("boxoffice rush: --users and --duration must be positive, --nodes between 1 and 8")
         return 2
-    from loadtests.rush.run import run  # Locust's and the launcher's imports: only when a rush runs
+    try:
+        from loadtests.rush.run import run  # Locust's and the launcher's imports: only when a rush runs
+    except ImportError as exc:  # a node installed without the `load` extra
+        print(f"boxoffice rush: {exc.name} is not installed: pip install 'boxoffice[load]'", file=sys.stderr)
+        return 2
 
     try:
         return run(options)

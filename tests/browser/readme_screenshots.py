@@ -1,4 +1,4 @@
-"""Retake the README screenshots (docs/seat-picker.png, docs/seat-picker-phone.png) from a running node.
+"""Retake the README screenshots (docs/seat-picker.png, docs/seat-picker-phone*.png) from a running node.
 
 Not a test: run it against `boxoffice dev` (demo data), after making the map look lived-in:
     .venv/bin/python tests/browser/readme_screenshots.py http://127.0.0.1:8080
@@ -46,13 +46,19 @@ def main(base: str) -> None:
         desktop.screenshot(path=str(DOCS / "seat-picker.png"))
         desktop.click('[data-action="release"]')
 
-        phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+        # A 360 px phone: the whole room as an overview, then zoomed in where the buyer tapped, two seats picked.
+        phone = browser.new_context(viewport={"width": 360, "height": 740}, device_scale_factor=2, is_mobile=True,
                                     has_touch=True).new_page()
         phone.goto(f"{base}/?session={session_id}")
         phone.wait_for_selector('body[data-conn="live"]')
+        phone.evaluate("window.scrollBy(0, document.querySelector('.stage').getBoundingClientRect().top - 60)")
+        phone.wait_for_timeout(300)
+        phone.screenshot(path=str(DOCS / "seat-picker-phone-overview.png"))
+        seat(phone, "I8").tap()  # type: ignore[attr-defined]  # zooms in around I8
+        phone.wait_for_timeout(500)
         for code in ("I7", "I8"):
             seat(phone, code).tap()  # type: ignore[attr-defined]
-        phone.wait_for_timeout(300)
+        phone.wait_for_timeout(400)
         phone.screenshot(path=str(DOCS / "seat-picker-phone.png"))
         browser.close()
 

@@ -8,176 +8,21 @@ Every step leaves a screenshot in test-output/browser/<test name>/.
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
 import signal
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from server.cluster import LocalCluster
-from server.embedded import EmbeddedStack, find_haproxy
-from tests.cluster_support import all_nodes_up
-from tests.conftest import OUTPUT
+from tests.browser.support import HOLD_TTL_SECONDS, Buyer, call, new_session, seat_statuses
 
 pytestmark = [pytest.mark.browser, pytest.mark.cluster]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-ADMIN_TOKEN = "browser-admin-token"
-HOLD_TTL_SECONDS = 8  # long enough to buy (or reload) within it on a loaded machine, short enough to wait out
 LIVE_WITHIN_MS = 1000  # the issue: B sees A's hold "within 1 s"
-SCREENS = OUTPUT / "browser"
-
-playwright_sync = pytest.importorskip("playwright.sync_api")
-
-
-# ------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def browser_cluster(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """Two real nodes and HAProxy on the session's PostgreSQL, Redis and Kafka, with short holds."""
-    if find_haproxy() is None:
-        pytest.skip("haproxy is not installed (Debian package haproxy)")
-    env = {**stack.urls, "ADMIN_TOKEN": ADMIN_TOKEN,  # type: ignore[attr-defined]
-           "HOLD_TTL_SECONDS": str(HOLD_TTL_SECONDS), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
-    with LocalCluster(2, env=env, state_dir=tmp_path_factory.mktemp("browser-cluster")) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (Debian package chromium)")
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def cluster(browser_cluster: LocalCluster) -> LocalCluster:
-    """The cluster with both nodes up and routed (the node-kill test restarts what it killed)."""
-    return all_nodes_up(browser_cluster)
-
-
-@pytest.fixture
-def shots(request: pytest.FixtureRequest) -> Path:
-    folder = SCREENS / request.node.name
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    return folder
-
-
-# ------------------------------------------------------------------ helpers
-
-
-def call(base: str, method: str, path: str, body: Any = None, token: str | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    sent = {"Content-Type": "application/json", **(headers or {})}
-    if token:
-        sent["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base + path, method=method, headers=sent, data=data)  # noqa: S310
-    try:
-        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback
-            raw = resp.read()
-            return resp.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-
-
-def new_session(base: str) -> str:
-    """A fresh room (6 rows x 10 seats) and session, so every test starts from an empty map."""
-    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    room_body = {"name": f"Browser {uuid.uuid4().hex[:6]}", "rows": 6, "seatsPerRow": 10}
-    status, room = call(base, "POST", "/rooms", room_body, headers=admin)
-    assert status == 201, room
-    start = datetime.now(UTC) + timedelta(days=2)
-    status, session = call(base, "POST", "/sessions", {
-        "movieTitle": "The Browser Test", "startShowTime": start.isoformat(),
-        "endShowTime": (start + timedelta(hours=2)).isoformat(), "roomId": room["id"], "ticketPrice": 12.5,
-    }, headers=admin)
-    assert status == 201, session
-    return str(session["id"])
-
-
-def seat_statuses(base: str, session_id: str) -> dict[str, str]:
-    status, body = call(base, "GET", f"/sessions/{session_id}/seats")
-    assert status == 200
-    return {f"{s['seat']['rowLabel']}{s['seat']['seatNumber']}": s["status"] for s in body["seats"]}
-
-
-class Buyer:
-    """One browser context on the seat picker, with the selectors a user would look at."""
-
-    def __init__(self, browser: Any, name: str, shots: Path, *, phone: bool = False) -> None:
-        options: dict[str, Any] = {"viewport": {"width": 1280, "height": 900}}
-        if phone:
-            options = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
-        self.context = browser.new_context(**options)
-        self.page = self.context.new_page()
-        self.name = name
-        self.shots = shots
-        self.errors: list[str] = []
-        self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-
-    def open(self, base: str, session_id: str) -> None:
-        self.page.goto(f"{base}/?session={session_id}")
-        self.wait_live()
-
-    def wait_live(self, timeout: float = 15_000) -> None:
-        self.page.wait_for_selector('body[data-conn="live"] button.seat', timeout=timeout)
-
-    def seat(self, code: str) -> Any:
-        row, number = code[0], code[1:]
-        return self.page.locator(f'button.seat[data-row="{row}"][data-number="{number}"]')
-
-    def state(self, code: str) -> str:
-        return str(self.seat(code).get_attribute("data-state"))
-
-    def wait_state(self, codes: list[str], state: str, timeout: float) -> float:
-        """Wait until every seat shows `state`; returns the milliseconds it took."""
-        selectors = [f'button.seat[data-row="{c[0]}"][data-number="{c[1:]}"]' for c in codes]
-        started = time.perf_counter()
-        self.page.wait_for_function(
-            "([sels, state]) => sels.every((s) => document.querySelector(s)?.dataset.state === state)",
-            arg=[selectors, state], timeout=timeout, polling="raf")
-        return (time.perf_counter() - started) * 1000
-
-    def click(self, action: str) -> None:
-        self.page.click(f'[data-action="{action}"]')
-
-    def toasts(self) -> str:
-        return str(self.page.locator("#toasts").inner_text())
-
-    def guest(self) -> dict[str, str]:
-        return json.loads(self.page.evaluate("localStorage.getItem('boxoffice.guest')"))
-
-    def node_id(self) -> str:
-        return str(self.page.get_attribute("body", "data-node-id"))
-
-    def shot(self, step: str) -> None:
-        self.page.screenshot(path=str(self.shots / f"{step}-{self.name}.png"))
-
-    def __enter__(self) -> Buyer:
-        return self
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is not None:  # closing after a failure: keep what the page showed
-            self.page.screenshot(path=str(self.shots / f"failure-{self.name}.png"), full_page=True)
-        self.context.close()
-        assert self.errors == [], f"{self.name}: JavaScript errors {self.errors}"
 
 
 # ------------------------------------------------------------------ tests
@@ -186,7 +31,7 @@ class Buyer:
 def test_two_buyers_see_each_other_live(cluster: LocalCluster, chromium: Any, shots: Path) -> None:
     base = cluster.url
     session_id = new_session(base)
-    with Buyer(chromium, "A", shots) as a, Buyer(chromium, "B", shots, phone=True) as b:
+    with Buyer(chromium, "A", shots) as a, Buyer(chromium, "B", shots, width=390) as b:
         a.open(base, session_id)
         b.open(base, session_id)
         a.shot("01-both-open")
@@ -209,7 +54,8 @@ def test_two_buyers_see_each_other_live(cluster: LocalCluster, chromium: Any, sh
         b.seat("C4").click()
         b.page.wait_for_selector("#toasts >> text=just taken")
         assert b.state("C4") == "other"
-        assert a.page.locator(".timer-clock").inner_text().startswith("0:0")
+        left = a.page.locator(".timer-clock").inner_text()
+        assert re.fullmatch(r"0:\d\d", left) and 0 < int(left[2:]) <= HOLD_TTL_SECONDS, left
         b.shot("03-B-just-taken")
 
         # A double click on Buy buys once: the button is disabled from the first click until the answer.
@@ -252,10 +98,13 @@ def test_hold_expires_on_both_pages(cluster: LocalCluster, chromium: Any, shots:
         assert a.state("B2") == a.state("B3") == "selected"
         a.shot("01-A-keyboard-selected")
 
+        # B is looking at B2 (it has the focus) when A holds it: B's screen reader is told.
+        b.seat("B2").focus()
         a.click("hold")
         a.wait_state(["B2", "B3"], "mine", timeout=5000)
         held_at = time.monotonic()
         b.wait_state(["B2", "B3"], "other", timeout=5000)
+        b.wait_announced("Row B, seat 2 was just taken by someone else")
 
         # A reload keeps the guest and the hold: the seats are still A's, with the countdown.
         a.page.reload()
@@ -267,10 +116,14 @@ def test_hold_expires_on_both_pages(cluster: LocalCluster, chromium: Any, shots:
         a.shot("02-A-held-after-reload")
         b.shot("02-B-sees-held")
 
+        # Ten seconds before the end A is warned, in words as well as by the red clock.
+        a.wait_announced("seconds left to buy Row B, seat 2 and Row B, seat 3", timeout=HOLD_TTL_SECONDS * 1000)
+
         # Wait out the TTL: both pages show the seats free again, and A is told why.
         a.wait_state(["B2", "B3"], "available", timeout=(HOLD_TTL_SECONDS + 6) * 1000)
         b.wait_state(["B2", "B3"], "available", timeout=6000)
         a.page.wait_for_selector("#toasts >> text=hold expired")
+        a.wait_announced("Hold expired. Your hold expired, so Row B, seat 2 and Row B, seat 3 went back on sale")
         a.shot("03-A-expired")
         b.shot("03-B-available-again")
         statuses = seat_statuses(base, session_id)

@@ -218,6 +218,8 @@ class SessionPage {
     const takenFromSelection = [];
     const holdLost = [];
     const holdSold = [];
+    const looking = this.map.lookingAt();
+    let takenWhileLooking = null;
     for (const change of msg.changes || []) {
       const seat = this.seats.get(change.id);
       if (!seat || !(change.version > seat.version)) continue;
@@ -232,7 +234,9 @@ class SessionPage {
       else if (change.status === "RESERVED") {
         seat.mine = inHold && (!change.reservationId || change.reservationId === this.hold.id);
       } else seat.mine = wasMine || inHold;
-      this.map.refresh(seat.id, { flash: before !== this.viewOf(seat) });
+      const after = this.viewOf(seat);
+      this.map.refresh(seat.id, { flash: before !== after });
+      if (seat.id === looking && before === "available" && (after === "other" || after === "sold")) takenWhileLooking = seat;
 
       if (this.selection.has(seat.id) && change.status !== "AVAILABLE" && !this.inflight.has(seat.id)) {
         this.selection.delete(seat.id);
@@ -244,6 +248,9 @@ class SessionPage {
     }
     if (takenFromSelection.length) {
       toast(`${seatList(takenFromSelection)} ${takenFromSelection.length === 1 ? "was" : "were"} just taken by someone else, so we removed ${takenFromSelection.length === 1 ? "it" : "them"} from your selection.`,
+        { tone: "warn", key: "taken" });
+    } else if (takenWhileLooking) {
+      toast(`${seatName(takenWhileLooking)} was just ${takenWhileLooking.status === "SOLD" ? "sold" : "taken"} by someone else.`,
         { tone: "warn", key: "taken" });
     }
     if (this.hold && this.phase === "held") {
@@ -500,6 +507,8 @@ class SessionPage {
       id: reservation.id, expiresAtMs, totalMs: ttlMs, idempotencyKey,
       seatIds: new Set(reservation.seats.map((s) => s.id)),
       seats: reservation.seats,
+      // A fresh hold's own message already gives its time; the warning is for a clock that runs down to it.
+      warned: announce && expiresAtMs - serverNow <= URGENT_MS,
     };
     for (const s of reservation.seats) {
       const seat = this.seats.get(s.id);
@@ -666,6 +675,11 @@ class SessionPage {
     const left = this.hold.expiresAtMs - (Date.now() + this.skewMs);
     this.renderTimer(left);
     if (left <= 0 && this.phase === "held") this.endHold("expired");
+    else if (left <= URGENT_MS && !this.hold.warned && this.phase === "held") {
+      this.hold.warned = true;
+      toast(`${plural(Math.ceil(left / 1000), "second")} left to buy ${seatList(this.hold.seats)}. Then ${this.hold.seats.length === 1 ? "it goes" : "they go"} back on sale.`,
+        { tone: "warn", key: "hold", title: "Seconds left" });
+    }
   }
 
   // ------------------------------------------------------------------ rendering
