@@ -92,6 +92,8 @@ class Settings:
     kafka_partitions: int = field(default=6, metadata=env("KAFKA_PARTITIONS"))
     kafka_idempotence: bool = field(default=False, metadata=env("KAFKA_IDEMPOTENCE"))
     kafka_fetch_max_wait_ms: int = field(default=10, metadata=env("KAFKA_FETCH_MAX_WAIT_MS"))
+    # the StarSoft API's business events on its topics, beside seat-events (realtime.integration)
+    integration_events: bool = field(default=False, metadata=env("INTEGRATION_EVENTS"))
     # Jobs
     expiry_sweep_interval: float = field(default=0.25, metadata=env("EXPIRY_SWEEP_INTERVAL"))
     outbox_sweep_interval: float = field(default=1.0, metadata=env("OUTBOX_SWEEP_INTERVAL"))

@@ -28,16 +28,27 @@ async def create_user(request: web.Request) -> web.Response:
     return web.json_response({**shapes.user(user), "token": token}, status=201)
 
 
-@docs(tags=["users"], summary="Read a user (owner or admin)",
+@docs(tags=["users"], summary="List users, newest first (admin)", responses={**INVALID, **ADMIN_ONLY},
+      security=[{"bearer": []}])
+@querystring_schema(s.PageQuerySchema)
+@response_schema(s.UserSchema(many=True), 200)
+@admin_only
+async def list_users(request: web.Request) -> web.Response:
+    page = request["querystring"]
+    users = await catalog.list_users(request.app[PG_POOL], page["limit"], page["offset"])
+    return web.json_response([shapes.user(user) for user in users])
+
+
+@docs(tags=["users"], summary="Read a user with their newest reservations (owner or admin)",
       responses={**INVALID, **OWNER_ONLY, **not_found("user_not_found")})
 @match_info_schema(s.IdPathSchema)
-@response_schema(s.UserSchema, 200)
+@response_schema(s.UserDetailSchema, 200)
 @signed_in
 async def get_user(request: web.Request) -> web.Response:
     user_id = request["match_info"]["id"]
     await require_owner_or_admin(request, user_id)
-    user = await catalog.get_user(request.app[PG_POOL], user_id)
-    return web.json_response(shapes.user(user))
+    user, reservations = await catalog.get_user_detail(request.app[PG_POOL], user_id)
+    return web.json_response(shapes.user_detail(user, reservations))
 
 
 @docs(tags=["rooms"], summary="Create a room (admin): rows x seatsPerRow, or capacity",
@@ -86,7 +97,7 @@ async def create_session(request: web.Request) -> web.Response:
 
 @docs(tags=["sessions"], summary="List sessions", responses=INVALID)
 @querystring_schema(s.PageQuerySchema)
-@response_schema(s.SessionSchema(many=True), 200)
+@response_schema(s.SessionDetailSchema(many=True), 200)
 async def list_sessions(request: web.Request) -> web.Response:
     page = request["querystring"]
     sessions = await catalog.list_sessions(request.app[PG_POOL], page["limit"], page["offset"])
@@ -95,7 +106,7 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 @docs(tags=["sessions"], summary="Read a session", responses={**INVALID, **not_found("session_not_found")})
 @match_info_schema(s.IdPathSchema)
-@response_schema(s.SessionSchema, 200)
+@response_schema(s.SessionDetailSchema, 200)
 async def get_session(request: web.Request) -> web.Response:
     session = await catalog.get_session(request.app[PG_POOL], request["match_info"]["id"])
     return web.json_response(shapes.session(session))
@@ -114,6 +125,7 @@ async def seat_map(request: web.Request) -> web.Response:
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/users", create_user)
+    app.router.add_get("/users", list_users)
     app.router.add_get("/users/{id}", get_user)
     app.router.add_post("/rooms", create_room)
     app.router.add_get("/rooms", list_rooms)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from aiohttp_apigami import docs, headers_schema, match_info_schema, querystring_schema, request_schema, response_schema
+from marshmallow import Schema
 
 from contract import shapes
 from handlers import schemas as s
 from handlers.auth import acting_user, actor, require_owner_or_admin, signed_in
-from handlers.openapi import OWNER_ONLY, USER_ONLY, E, not_found
+from handlers.openapi import INVALID, OWNER_ONLY, USER_ONLY, E, not_found
 from server.typedefs import BOOKING
 
 HOLD_ERRORS = {
@@ -53,6 +56,25 @@ async def get_reservation(request: web.Request) -> web.Response:
     return web.json_response(shapes.reservation(reservation))
 
 
+def own_or_all(tag: str, query: type[Schema], item: type[Schema]) -> Callable[[Handler], Handler]:
+    """A list route of one's own items (everyone's with the admin token): its docs, query and token rule."""
+    def wrap(handler: Handler) -> Handler:
+        for decorate in (signed_in, response_schema(item(many=True), 200), querystring_schema(query),
+                         docs(tags=[tag], summary=f"List {tag}, newest first: one's own (everyone's with the admin"
+                              " token)", responses={**INVALID, **OWNER_ONLY})):
+            handler = decorate(handler)
+        return handler
+    return wrap
+
+
+@own_or_all("reservations", s.ReservationListQuerySchema, s.ReservationSchema)
+async def list_reservations(request: web.Request) -> web.Response:
+    query = request["querystring"]
+    found = await request.app[BOOKING].list_reservations(
+        await actor(request), query.get("sessionId"), query.get("status"), query["limit"], query["offset"])
+    return web.json_response([shapes.reservation(reservation) for reservation in found])
+
+
 @docs(tags=["reservations"], summary="Buy the held seats (idempotent with Idempotency-Key)",
       responses={**OWNER_ONLY, **not_found("reservation_not_found"),
                  409: {"schema": E, "description": "not_pending"}, 410: {"schema": E, "description": "hold_expired"},
@@ -86,6 +108,13 @@ async def get_sale(request: web.Request) -> web.Response:
     return web.json_response(shapes.sale(sale))
 
 
+@own_or_all("sales", s.PageQuerySchema, s.SaleSchema)
+async def list_sales(request: web.Request) -> web.Response:
+    page = request["querystring"]
+    sales = await request.app[BOOKING].list_sales(await actor(request), page["limit"], page["offset"])
+    return web.json_response([shapes.sale(sale) for sale in sales])
+
+
 class UserIdPathSchema(s.LooseSchema):
     userId = s.fields.UUID(required=True)
 
@@ -117,9 +146,11 @@ async def user_purchases(request: web.Request) -> web.Response:
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/reservations", create_reservation)
+    app.router.add_get("/reservations", list_reservations)
     app.router.add_get("/reservations/{id}", get_reservation)
     app.router.add_post("/reservations/{id}/confirm", confirm_reservation)
     app.router.add_delete("/reservations/{id}", cancel_reservation)
+    app.router.add_get("/sales", list_sales)
     app.router.add_get("/sales/{id}", get_sale)
     app.router.add_get("/sales/user/{userId}", user_sales)
     app.router.add_get("/users/{id}/purchases", user_purchases)

@@ -41,11 +41,19 @@ class UserCreateSchema(StrictSchema):
     email = fields.Email(required=True, validate=validate.Length(max=MAX_EMAIL))
 
 
+TIMESTAMP = "UTC with milliseconds and Z, e.g. 2026-02-01T19:00:00.000Z"
+
+
+def Timestamp(**kw: object) -> fields.DateTime:  # noqa: N802 - used like a field class
+    return fields.DateTime(required=True, metadata={"description": TIMESTAMP}, **kw)  # type: ignore[arg-type]
+
+
 class UserSchema(Schema):
     id = fields.UUID(required=True)
     name = fields.String(required=True)
     email = fields.String(required=True)
-    createdAt = fields.DateTime(required=True)
+    createdAt = Timestamp()
+    updatedAt = Timestamp()
 
 
 class UserCreatedSchema(UserSchema):
@@ -59,9 +67,15 @@ class UserPathSchema(LooseSchema):
 IdPathSchema = UserPathSchema
 
 
+DEFAULT_PAGE = 100
+MAX_OFFSET = 1_000_000
+
+
 class PageQuerySchema(LooseSchema):
-    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=MAX_PAGE))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=1_000_000))
+    limit = fields.Integer(load_default=DEFAULT_PAGE, validate=validate.Range(min=1, max=MAX_PAGE),
+                           metadata={"description": f"page size (default {DEFAULT_PAGE}, at most {MAX_PAGE})"})
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_OFFSET),
+                            metadata={"description": "items to skip"})
 
 
 # ------------------------------------------------------------ rooms
@@ -92,15 +106,29 @@ class RoomCreateSchema(StrictSchema):
 
 class SeatSchema(Schema):
     id = fields.UUID(required=True)
+    roomId = fields.UUID(required=True)
     rowLabel = fields.String(required=True)
     seatNumber = fields.Integer(required=True)
+    createdAt = Timestamp()
+    updatedAt = Timestamp()
 
 
-class RoomSchema(Schema):
+class RoomCountSchema(Schema):
+    seats = fields.Integer(required=True)
+
+
+class RoomSummarySchema(Schema):
     id = fields.UUID(required=True)
     name = fields.String(required=True)
     capacity = fields.Integer(required=True)
-    seats = fields.List(fields.Nested(SeatSchema))
+    status = fields.String(required=True, validate=validate.OneOf(("ACTIVE", "MAINTENANCE", "INACTIVE")))
+    createdAt = Timestamp()
+    updatedAt = Timestamp()
+
+
+class RoomSchema(RoomSummarySchema):
+    seats = fields.List(fields.Nested(SeatSchema), metadata={"description": "one room (GET /rooms/{id}, POST)"})
+    count = fields.Nested(RoomCountSchema, data_key="_count", metadata={"description": "in the list"})
 
 
 # ------------------------------------------------------------ sessions
@@ -140,10 +168,16 @@ class SessionCreateSchema(StrictSchema):
 class SessionSchema(Schema):
     id = fields.UUID(required=True)
     movieTitle = fields.String(required=True)
-    startShowTime = fields.DateTime(required=True)
-    endShowTime = fields.DateTime(required=True)
+    startShowTime = Timestamp()
+    endShowTime = Timestamp()
     roomId = fields.UUID(required=True)
     ticketPrice = fields.Float(required=True)
+    createdAt = Timestamp()
+    updatedAt = Timestamp()
+
+
+class SessionCountSchema(Schema):
+    sessionSeats = fields.Integer(required=True, metadata={"description": "seats still AVAILABLE"})
 
 
 SEAT_STATUSES = ("AVAILABLE", "RESERVED", "SOLD")
@@ -155,19 +189,21 @@ class SeatMapQuerySchema(LooseSchema):
 
 class SessionSeatSchema(Schema):
     id = fields.UUID(required=True, metadata={"description": "session-seat id, used in reservations"})
+    sessionId = fields.UUID(required=True)
+    seatId = fields.UUID(required=True)
     status = fields.String(required=True, validate=validate.OneOf(SEAT_STATUSES))
     version = fields.Integer(required=True)
     seat = fields.Nested(SeatSchema, required=True)
 
 
-class RoomSummarySchema(Schema):
-    id = fields.UUID(required=True)
-    name = fields.String(required=True)
-    capacity = fields.Integer(required=True)
+class SessionDetailSchema(SessionSchema):
+    room = fields.Nested(RoomSummarySchema, metadata={"description": "GET /sessions, GET /sessions/{id}"})
+    count = fields.Nested(SessionCountSchema, data_key="_count", metadata={"description": "in the list"})
+    sessionSeats = fields.List(fields.Nested(SessionSeatSchema), metadata={"description": "GET /sessions/{id}"})
 
 
 class SeatMapSchema(Schema):
-    session = fields.Nested(SessionSchema, required=True)
+    session = fields.Nested(SessionDetailSchema, required=True)
     room = fields.Nested(RoomSummarySchema, required=True, metadata={"description": "the session's room"})
     seats = fields.List(fields.Nested(SessionSeatSchema), required=True)
 
@@ -212,14 +248,43 @@ class ReservedSeatSchema(Schema):
     seatNumber = fields.Integer(required=True)
 
 
-class ReservationSchema(Schema):
+RESERVATION_STATUSES = ("PENDING", "CONFIRMED", "CANCELLED", "EXPIRED")
+
+
+class ReservationListQuerySchema(PageQuerySchema):
+    sessionId = fields.UUID()
+    status = fields.String(validate=validate.OneOf(RESERVATION_STATUSES))
+
+
+class ReservationSeatSchema(Schema):
+    id = fields.UUID(required=True, metadata={"description": "derived from the reservation and session-seat ids"})
+    reservationId = fields.UUID(required=True)
+    sessionSeatId = fields.UUID(required=True)
+    sessionSeat = fields.Nested(SessionSeatSchema, required=True)
+
+
+class ReservationCoreSchema(Schema):
     id = fields.UUID(required=True)
     userId = fields.UUID(required=True)
     sessionId = fields.UUID(required=True)
-    status = fields.String(required=True, validate=validate.OneOf(("PENDING", "CONFIRMED", "CANCELLED", "EXPIRED")))
-    expiresAt = fields.DateTime(required=True)
-    createdAt = fields.DateTime()
+    status = fields.String(required=True, validate=validate.OneOf(RESERVATION_STATUSES))
+    expiresAt = Timestamp()
+    idempotencyKey = fields.String(required=True, allow_none=True)
+    createdAt = Timestamp()
+    updatedAt = Timestamp()
     seats = fields.List(fields.Nested(ReservedSeatSchema), required=True)
+    reservationSeats = fields.List(fields.Nested(ReservationSeatSchema), required=True)
+    seatLabels = fields.List(fields.String(), required=True, metadata={"description": "rowLabel + seatNumber"})
+    session = fields.Nested(SessionSchema, required=True)
+
+
+class ReservationSchema(ReservationCoreSchema):
+    user = fields.Nested(UserSchema, required=True)
+
+
+class UserDetailSchema(UserSchema):
+    reservations = fields.List(fields.Nested(ReservationCoreSchema), required=True,
+                               metadata={"description": "the newest 100, any status"})
 
 
 class SaleSchema(Schema):
@@ -228,7 +293,10 @@ class SaleSchema(Schema):
     userId = fields.UUID(required=True)
     sessionId = fields.UUID(required=True)
     movieTitle = fields.String(required=True)
-    startShowTime = fields.DateTime(required=True)
+    startShowTime = Timestamp()
     totalAmount = fields.Float(required=True)
-    confirmedAt = fields.DateTime(required=True)
+    confirmedAt = Timestamp()
+    createdAt = Timestamp()
     seats = fields.List(fields.Nested(ReservedSeatSchema), required=True)
+    reservation = fields.Nested(ReservationCoreSchema, required=True)
+    user = fields.Nested(UserSchema, required=True)

@@ -102,7 +102,7 @@ async def upgrade(request: web.Request) -> tuple[web.WebSocketResponse, Peer]:
                                compress=False, timeout=CLOSE_TIMEOUT)  # frames are shared: never per-socket deflate
     if not ws.can_prepare(request).ok:
         raise UpgradeRequired()
-    ws.headers["X-Node-Id"] = app[NODE_ID]
+    ws.headers["X-Node-Id"] = ws.headers["X-Worker-ID"] = app[NODE_ID]
     cap_send_buffer(request)
     await ws.prepare(request)
     user_id = str(who.user_id) if who is not None and who.user_id is not None else None

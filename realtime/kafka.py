@@ -15,6 +15,7 @@ from aiokafka.structs import RecordMetadata
 
 from core.aio import internal_cancel_as, stop_if_cancelled, stop_task, within
 from core.settings import Settings
+from realtime.integration import TOPICS as INTEGRATION_TOPICS
 
 log = logging.getLogger("boxoffice.kafka")
 REFRESH_TIMEOUT = 5.0
@@ -74,15 +75,18 @@ class Echo:
     acknowledged offsets, oldest first, with when they were acknowledged.
     """
 
-    __slots__ = ("pending",)
+    __slots__ = ("pending", "topic")
 
-    def __init__(self) -> None:
+    def __init__(self, topic: str | None = None) -> None:
+        self.topic = topic  # the topic the consumer reads (None: every record is of it)
         # partition -> [offset, acked at] oldest first; acks within ECHO_GRAIN seconds share an entry
         self.pending: dict[int, collections.deque[list[float]]] = {}
 
     def sent(self, records: list[RecordMetadata]) -> None:
         now = time.monotonic()
         for record in records:
+            if self.topic is not None and record.topic != self.topic:
+                continue  # another topic (integration events): not read back
             entries = self.pending.get(record.partition)
             if entries is None:
                 # bounded: a consumer that never gets to check must not make this grow with traffic
@@ -132,7 +136,7 @@ class KafkaLink:
         self.settings = settings
         self.producer: AIOKafkaProducer | None = None
         self.connected = asyncio.Event()
-        self.echo = Echo()  # publishers note their acks, the consumer checks it reads them back
+        self.echo = Echo(settings.kafka_topic)  # publishers note their acks, the consumer checks it reads them back
         self._task: asyncio.Task[None] | None = None
         # the start-up loop and the relay may both (re)connect: one producer at a time, never a leaked one
         self._connect_lock = asyncio.Lock()
@@ -150,16 +154,21 @@ class KafkaLink:
         )
 
     async def ensure_topic(self) -> None:
+        """The events topic, and with INTEGRATION_EVENTS the integration topics (one partition each: that API's
+        consumers read them unkeyed, in order), created if the broker lacks them."""
+        wanted = {self.settings.kafka_topic: self.settings.kafka_partitions}
+        if self.settings.integration_events:
+            wanted |= dict.fromkeys(INTEGRATION_TOPICS, 1)
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers, request_timeout_ms=5000)
         await admin.start()
         try:
             topics = await admin.list_topics()
-            if self.settings.kafka_topic not in topics:
+            for topic, partitions in wanted.items():
+                if topic in topics:
+                    continue
                 with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(
-                        [NewTopic(self.settings.kafka_topic, self.settings.kafka_partitions, 1)]
-                    )
-                log.info("created topic %s", self.settings.kafka_topic)
+                    await admin.create_topics([NewTopic(topic, partitions, 1)])
+                log.info("created topic %s", topic)
         finally:
             with contextlib.suppress(Exception):
                 await within(STOP_TIMEOUT, admin.close())

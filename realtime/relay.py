@@ -22,6 +22,7 @@ from aiokafka.structs import RecordMetadata
 from core import metrics
 from core.aio import internal_cancel_as, stop_if_cancelled, within
 from core.settings import Settings
+from realtime import integration
 from storage.faults import PoolExhausted
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class OutboxRelay:
         self.link = link
         self.wake = wake
         self.topic = settings.kafka_topic
+        self.integration_events = settings.integration_events
         self.sweep_interval = settings.outbox_sweep_interval
 
     async def run(self) -> None:
@@ -120,12 +122,18 @@ class OutboxRelay:
             if producer is None:
                 raise BrokerUnavailable("kafka producer not connected")
             started = time.perf_counter()
+            # INTEGRATION_EVENTS: the messages derived from these rows (realtime.integration), sent with them
+            derived = await integration.messages(con, [row["payload"] for row in rows]) \
+                if self.integration_events else []
             acks: list[asyncio.Future[RecordMetadata]] = []
             try:
                 with internal_cancel_as(KafkaError):  # a producer replaced meanwhile cancels its acks
                     for row in rows:
                         acks.append(await producer.send(self.topic, value=row["payload"].encode(),
                                                         key=str(row["session_id"]).encode()))
+                    for message in derived:
+                        acks.append(await producer.send(message.topic, value=message.value, key=message.key,
+                                                        headers=message.headers))
                     self.link.echo.sent(await within(PUBLISH_TIMEOUT, asyncio.gather(*acks)))
             except (KafkaError, TimeoutError) as exc:
                 for ack in acks:

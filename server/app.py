@@ -109,6 +109,11 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+async def api_docs_json(request: web.Request) -> web.Response:
+    """The OpenAPI document where NestJS serves it (the StarSoft API's clients read it there)."""
+    return web.json_response(request.app[SWAGGER_DICT])
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build a node. No I/O here: connections open in the cleanup contexts when the app starts."""
     settings = settings.with_node_id()
@@ -139,6 +144,7 @@ def create_app(settings: Settings) -> web.Application:
         securityDefinitions={"bearer": {"type": "apiKey", "name": "Authorization", "in": "header"}},
     )
     add_common_errors(app[SWAGGER_DICT])
+    app.router.add_get("/api-docs-json", api_docs_json)
     app[APISPEC_PARSER] = ContractParser()
     return app
 

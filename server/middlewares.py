@@ -17,7 +17,7 @@ from core import ids
 from core.errors import DomainError
 from core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from server.logs import request_id_var
-from server.typedefs import ADMISSION, NODE_ID
+from server.typedefs import ADMISSION, NODE_ID, SETTINGS
 from storage.faults import service_fault
 
 log = logging.getLogger("boxoffice.http")
@@ -74,6 +74,54 @@ def _route_metrics(method: str, route: str, status: int) -> tuple[Any, Any]:
     return HTTP_REQUESTS.labels(method, route, str(status)), HTTP_LATENCY.labels(route)
 
 
+CORS_METHODS = "GET,HEAD,PUT,PATCH,POST,DELETE"
+# what a front end on another origin may read besides the simple headers
+CORS_EXPOSED = "X-Worker-ID, X-Node-Id, X-Request-Id, Retry-After"
+
+
+def cors_origin(request: web.Request) -> str | None:
+    """The Access-Control-Allow-Origin of a response: `*` unless ALLOWED_ORIGINS lists origins, then the
+    request's Origin if listed (None: no CORS headers, the browser keeps the response from the page)."""
+    allowed = request.app[SETTINGS].allowed_origins
+    if not allowed or "*" in allowed:
+        return "*"
+    origin = request.headers.get("Origin", "").strip().rstrip("/")
+    if origin and origin.lower() in {a.strip().rstrip("/").lower() for a in allowed}:
+        return origin
+    return None
+
+
+def add_cors(request: web.Request, headers: Any) -> None:
+    origin = cors_origin(request)
+    if origin != "*":  # the answer depends on the Origin: caches must keep one per origin
+        headers.add("Vary", "Origin")
+    if origin is None:
+        return
+    headers["Access-Control-Allow-Origin"] = origin
+    headers["Access-Control-Expose-Headers"] = CORS_EXPOSED
+
+
+def preflight(request: web.Request) -> web.Response:
+    """A CORS preflight: 204, the methods, and the request headers the browser asks to send (bearer tokens
+    in `Authorization` among them). No credentials mode: cookies are not used."""
+    response = web.Response(status=204)
+    add_cors(request, response.headers)
+    if "Access-Control-Allow-Origin" in response.headers:
+        response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
+        asked = request.headers.get("Access-Control-Request-Headers", "")
+        if asked:
+            response.headers["Access-Control-Allow-Headers"] = asked[:1024]
+        response.headers["Access-Control-Max-Age"] = "600"
+    return response
+
+
+def node_headers(headers: Any, node_id: str, rid: str) -> None:
+    """The node's id under both names (`X-Worker-ID` is the StarSoft API's) and the request id."""
+    headers["X-Node-Id"] = node_id
+    headers["X-Worker-ID"] = node_id
+    headers["X-Request-Id"] = rid
+
+
 @web.middleware
 async def http_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The one layer of every request: the request id (taken from X-Request-Id or made up) and node id
@@ -88,15 +136,19 @@ async def http_middleware(request: web.Request, handler: Handler) -> web.StreamR
     request_id_var.set(rid)
     node_id = request.app[NODE_ID]
     status = 500
+    response: web.StreamResponse
     try:
         try:
-            for admit in request.app[ADMISSION]:
-                early = await admit(request)
-                if early is not None:
-                    response = early
-                    break
+            if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+                response = preflight(request)
             else:
-                response = await handler(request)
+                for admit in request.app[ADMISSION]:
+                    early = await admit(request)
+                    if early is not None:
+                        response = early
+                        break
+                else:
+                    response = await handler(request)
             if isinstance(response, web.FileResponse):
                 if not await _is_file(response):
                     # A static file that is missing: FileResponse would answer an empty 404 only when sent.
@@ -109,8 +161,7 @@ async def http_middleware(request: web.Request, handler: Handler) -> web.StreamR
         status = response.status
     except web.HTTPException as exc:  # a redirect (below 400) passes through
         status = exc.status
-        exc.headers["X-Node-Id"] = node_id
-        exc.headers["X-Request-Id"] = rid
+        node_headers(exc.headers, node_id, rid)
         raise
     finally:
         resource = request.match_info.route.resource
@@ -118,9 +169,11 @@ async def http_middleware(request: web.Request, handler: Handler) -> web.StreamR
         count.inc()
         latency.observe(time.perf_counter() - started)
     if not response.prepared:
-        response.headers["X-Node-Id"] = node_id
-        response.headers["X-Request-Id"] = rid
+        node_headers(response.headers, node_id, rid)
+        if "Access-Control-Allow-Origin" not in response.headers:
+            add_cors(request, response.headers)
     return response
+
 
 
 async def _is_file(response: web.FileResponse) -> bool:

@@ -30,11 +30,12 @@ from core.errors import (
     Unprocessable,
     ValidationFailed,
 )
+from storage import details
 from storage.faults import RedisUnavailable, service_fault
 from storage.group_commit import HoldWriter
 from storage.redis_gate import GateEntry, SeatGate
 from storage.redis_keys import seat_value, sold_until_ms
-from storage.rows import Released, Reservation, Sale, Seat, seats_from_json
+from storage.rows import Released, Reservation, Sale
 
 log = logging.getLogger("boxoffice.booking")
 
@@ -133,7 +134,7 @@ class Booking:
         except _PriorHold as prior:
             return prior.reservation
         try:
-            row = await self.writer.write(reservation_id, user_id, session_id, seats, idempotency_key)
+            await self.writer.write(reservation_id, user_id, session_id, seats, idempotency_key)
         except BaseException as exc:
             await self._gate_release_quietly(session_id, seats, reservation_id)
             error = self._map_db_error(exc)
@@ -150,7 +151,10 @@ class Booking:
             raise error from None
         metrics.HOLDS.labels("ok").inc()
         self.on_commit()
-        return Reservation(reservation_id, user_id, session_id, "PENDING", row.expires_at, row.seats)
+        held = await details.held(self.pool, reservation_id, idempotency_key or None)
+        if held is None:  # it was committed above; a reservation is never deleted
+            raise ReservationNotFound()
+        return held
 
     async def _gate_hold(self, session_id: uuid.UUID, seats: list[uuid.UUID], reservation_id: uuid.UUID,
                          user_id: uuid.UUID, idempotency_key: str | None) -> None:
@@ -275,49 +279,42 @@ class Booking:
     # ------------------------------------------------------------------ reads
 
     async def get_reservation(self, reservation_id: uuid.UUID, actor: Actor) -> Reservation:
-        async with self.pool.acquire() as con:
-            res = await con.fetchrow(
-                "SELECT id, user_id, session_id, status, expires_at, created_at FROM reservations WHERE id = $1",
-                reservation_id)
-            if res is None:
-                raise ReservationNotFound()
-            if actor.check_owner and res["user_id"] != actor.user_id:
-                raise Forbidden("This reservation belongs to another user", code="not_owner")
-            seats = await con.fetch(
-                "SELECT ss.id, st.row_label, st.seat_number FROM reservation_seats rs"
-                " JOIN session_seats ss ON ss.id = rs.session_seat_id JOIN seats st ON st.id = ss.seat_id"
-                " WHERE rs.reservation_id = $1 ORDER BY ss.position", reservation_id)
-        return Reservation(res["id"], res["user_id"], res["session_id"], res["status"], res["expires_at"],
-                           [Seat(s["id"], s["row_label"], s["seat_number"]) for s in seats], res["created_at"])
+        found = await details.reservation(self.pool, reservation_id)
+        if found is None:
+            raise ReservationNotFound()
+        if actor.check_owner and found.user_id != actor.user_id:
+            raise Forbidden("This reservation belongs to another user", code="not_owner")
+        return found
+
+    async def list_reservations(self, actor: Actor, session_id: uuid.UUID | None, status: str | None,
+                                limit: int, offset: int) -> list[Reservation]:
+        """The actor's reservations (everyone's for the admin), newest first, optionally of one session and
+        one status."""
+        where, args = ["true"], []
+        for column, value in (("r.user_id", actor.user_id if actor.check_owner else None),
+                              ("r.session_id", session_id), ("r.status", status)):
+            if value is not None:
+                args.append(value)
+                where.append(f"{column} = ${len(args)}")
+        return await details.reservations(self.pool, " AND ".join(where), args, limit, offset)
 
     async def get_sale(self, sale_id: uuid.UUID, actor: Actor) -> Sale:
-        sales = await self._sales("sa.id = $1", sale_id)
-        if not sales:
+        found = await details.sales(self.pool, "sa.id = $1", [sale_id], 1)
+        if not found:
             raise SaleNotFound()
-        sale = sales[0]
+        sale = found[0]
         if actor.check_owner and sale.user_id != actor.user_id:
             raise Forbidden("This sale belongs to another user", code="not_owner")
         return sale
 
     async def user_sales(self, user_id: uuid.UUID, limit: int = 100, offset: int = 0) -> list[Sale]:
-        return await self._sales("sa.user_id = $1", user_id, limit=limit, offset=offset)
+        return await details.sales(self.pool, "sa.user_id = $1", [user_id], limit, offset)
 
-    async def _sales(self, where: str, arg: uuid.UUID, limit: int = 1, offset: int = 0) -> list[Sale]:
-        rows = await self.pool.fetch(
-            f"""
-            SELECT sa.id, sa.reservation_id, sa.user_id, sa.session_id, sa.total_amount, sa.confirmed_at,
-                   se.movie_title, se.start_show_time,
-                   (SELECT jsonb_agg(jsonb_build_object('id', ss.id, 'row_label', st.row_label,
-                                                        'seat_number', st.seat_number) ORDER BY ss.position)
-                    FROM sale_seats x JOIN session_seats ss ON ss.id = x.session_seat_id
-                    JOIN seats st ON st.id = ss.seat_id WHERE x.sale_id = sa.id) AS seats
-            FROM sales sa JOIN sessions se ON se.id = sa.session_id
-            WHERE {where}
-            ORDER BY sa.confirmed_at DESC, sa.id LIMIT $2 OFFSET $3
-            """, arg, limit, offset)
-        return [Sale(r["id"], r["reservation_id"], r["user_id"], r["session_id"], r["movie_title"],
-                     r["start_show_time"], r["total_amount"], r["confirmed_at"], seats_from_json(r["seats"]))
-                for r in rows]
+    async def list_sales(self, actor: Actor, limit: int, offset: int) -> list[Sale]:
+        """The actor's sales (everyone's for the admin), newest first."""
+        if actor.check_owner:
+            return await self.user_sales(actor.user_id, limit, offset)  # type: ignore[arg-type]
+        return await details.sales(self.pool, "true", [], limit, offset)
 
     # ------------------------------------------------------------------ errors
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
 
 from core.errors import Conflict, NotFound, Unprocessable
+from storage import details
 from storage.auth import hash_token, new_token
-from storage.rows import Room, Seat, SeatMap, Session, SessionSeat, User
+from storage.rows import Reservation, Room, Seat, SeatMap, Session, User, session_seat
 
 MIN_SESSION_SEATS = 16
 SEATS_PER_ROW_FOR_CAPACITY = 16
@@ -79,10 +81,30 @@ async def get_user(pool: asyncpg.Pool, user_id: uuid.UUID) -> User:
     return User(**dict(row))
 
 
+USER_RESERVATIONS = 100  # GET /users/{id} lists the user's newest reservations, at most this many
+
+
+async def get_user_detail(pool: asyncpg.Pool, user_id: uuid.UUID) -> tuple[User, list[Reservation]]:
+    """A user with their newest reservations (any status), each with its seats and session."""
+    async with pool.acquire() as con:
+        row = await con.fetchrow("SELECT id, name, email, created_at FROM users WHERE id = $1", user_id)
+        if row is None:
+            raise UserNotFound()
+        found = await details.reservations(con, "r.user_id = $1", [user_id], USER_RESERVATIONS)
+    return User(**dict(row)), found
+
+
+async def list_users(pool: asyncpg.Pool, limit: int, offset: int) -> list[User]:
+    return await details.users(pool, limit, offset)
+
+
 # ---------------------------------------------------------------- rooms
 
-def _room(row: asyncpg.Record, seats: list[Seat] | None = None) -> Room:
-    return Room(row["id"], row["name"], row["capacity"], seats)
+ROOM_COLUMNS = "id, name, capacity, created_at"
+
+
+def _room(row: asyncpg.Record, seats: list[Seat] | None = None, seat_count: int | None = None) -> Room:
+    return Room(row["id"], row["name"], row["capacity"], row["created_at"], seats, seat_count)
 
 
 async def create_room(pool: asyncpg.Pool, name: str, layout: list[tuple[str, int]]) -> Room:
@@ -90,7 +112,7 @@ async def create_room(pool: asyncpg.Pool, name: str, layout: list[tuple[str, int
     seat_rows = [(uuid.uuid4(), room_id, label, number, pos) for pos, (label, number) in enumerate(layout)]
     async with pool.acquire() as con, con.transaction():
         room = await con.fetchrow(
-            "INSERT INTO rooms (id, name, capacity) VALUES ($1, $2, $3) RETURNING id, name, capacity",
+            f"INSERT INTO rooms (id, name, capacity) VALUES ($1, $2, $3) RETURNING {ROOM_COLUMNS}",
             room_id, name, len(layout),
         )
         await con.copy_records_to_table(
@@ -101,14 +123,15 @@ async def create_room(pool: asyncpg.Pool, name: str, layout: list[tuple[str, int
 
 async def list_rooms(pool: asyncpg.Pool, limit: int, offset: int) -> list[Room]:
     rows = await pool.fetch(
-        "SELECT id, name, capacity FROM rooms ORDER BY created_at, id LIMIT $1 OFFSET $2", limit, offset
+        f"SELECT {ROOM_COLUMNS}, (SELECT count(*) FROM seats s WHERE s.room_id = rooms.id) AS seat_count"
+        " FROM rooms ORDER BY created_at, id LIMIT $1 OFFSET $2", limit, offset
     )
-    return [_room(r) for r in rows]
+    return [_room(r, seat_count=r["seat_count"]) for r in rows]
 
 
 async def get_room(pool: asyncpg.Pool, room_id: uuid.UUID) -> Room:
     async with pool.acquire() as con:
-        room = await con.fetchrow("SELECT id, name, capacity FROM rooms WHERE id = $1", room_id)
+        room = await con.fetchrow(f"SELECT {ROOM_COLUMNS} FROM rooms WHERE id = $1", room_id)
         if room is None:
             raise RoomNotFound()
         seats = await con.fetch(
@@ -119,12 +142,12 @@ async def get_room(pool: asyncpg.Pool, room_id: uuid.UUID) -> Room:
 
 # ---------------------------------------------------------------- sessions
 
-SESSION_COLUMNS = "id, movie_title, start_show_time, end_show_time, room_id, ticket_price"
+SESSION_COLUMNS = "id, movie_title, start_show_time, end_show_time, room_id, ticket_price, created_at"
 
 
 def _session(row: asyncpg.Record) -> Session:
     return Session(row["id"], row["movie_title"], row["start_show_time"], row["end_show_time"], row["room_id"],
-                   row["ticket_price"])
+                   row["ticket_price"], row["created_at"])
 
 
 async def create_session(pool: asyncpg.Pool, movie_title: str, start: datetime, end: datetime,
@@ -142,7 +165,8 @@ async def create_session(pool: asyncpg.Pool, movie_title: str, start: datetime, 
                 details={"capacity": capacity, "minimum": MIN_SESSION_SEATS},
             )
         row = await con.fetchrow(
-            f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) RETURNING {SESSION_COLUMNS}",
+            "INSERT INTO sessions (id, movie_title, start_show_time, end_show_time, room_id, ticket_price)"
+            f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {SESSION_COLUMNS}",
             session_id, movie_title, start, end, room_id, ticket_price,
         )
         await con.execute(
@@ -155,9 +179,14 @@ async def create_session(pool: asyncpg.Pool, movie_title: str, start: datetime, 
 
 async def list_sessions(pool: asyncpg.Pool, limit: int, offset: int) -> list[Session]:
     rows = await pool.fetch(
-        f"SELECT {SESSION_COLUMNS} FROM sessions ORDER BY start_show_time, id LIMIT $1 OFFSET $2", limit, offset
+        f"SELECT {', '.join('se.' + c.strip() for c in SESSION_COLUMNS.split(','))},"
+        " ro.name AS room_name, ro.capacity AS room_capacity, ro.created_at AS room_created_at,"
+        " (SELECT count(*) FROM session_seats ss WHERE ss.session_id = se.id AND ss.status = 'AVAILABLE') AS free"
+        " FROM sessions se JOIN rooms ro ON ro.id = se.room_id"
+        " ORDER BY se.start_show_time, se.id LIMIT $1 OFFSET $2", limit, offset
     )
-    return [_session(r) for r in rows]
+    return [replace(_session(r), room=Room(r["room_id"], r["room_name"], r["room_capacity"], r["room_created_at"]),
+                    free_seats=r["free"]) for r in rows]
 
 
 async def get_session_row(con: asyncpg.Connection | asyncpg.Pool, session_id: uuid.UUID) -> asyncpg.Record:
@@ -168,11 +197,14 @@ async def get_session_row(con: asyncpg.Connection | asyncpg.Pool, session_id: uu
 
 
 async def get_session(pool: asyncpg.Pool, session_id: uuid.UUID) -> Session:
-    return _session(await get_session_row(pool, session_id))
+    """A session with its room and every seat of it."""
+    seats = await seat_map(pool, session_id, None)
+    return replace(seats.session, room=seats.room, seats=seats.seats)
 
 
 SEAT_MAP_SQL = """
-SELECT ss.id, ss.status, ss.version, ss.reservation_id, r.user_id, s.id AS seat_id, s.row_label, s.seat_number
+SELECT ss.id, ss.status, ss.version, ss.reservation_id, r.user_id, s.id AS seat_id, s.row_label, s.seat_number,
+       ss.session_id, s.room_id
 FROM session_seats ss
 JOIN seats s ON s.id = ss.seat_id
 LEFT JOIN reservations r ON r.id = ss.reservation_id
@@ -191,8 +223,6 @@ async def seat_rows(con: asyncpg.Connection | asyncpg.Pool, session_id: uuid.UUI
 async def seat_map(pool: asyncpg.Pool, session_id: uuid.UUID, status: str | None) -> SeatMap:
     async with pool.acquire() as con:
         session = await get_session_row(con, session_id)
-        room = await con.fetchrow("SELECT id, name, capacity FROM rooms WHERE id = $1", session["room_id"])
+        room = await con.fetchrow(f"SELECT {ROOM_COLUMNS} FROM rooms WHERE id = $1", session["room_id"])
         rows = await seat_rows(con, session_id, status)
-    return SeatMap(_session(session), _room(room), [
-        SessionSeat(r["id"], r["status"], r["version"], Seat(r["seat_id"], r["row_label"], r["seat_number"]))
-        for r in rows])
+    return SeatMap(_session(session), _room(room), [session_seat(r, room["created_at"]) for r in rows])

@@ -33,28 +33,58 @@ def seats_from_json(items: list[dict[str, Any]] | None) -> list[Seat]:
 
 @dataclass(frozen=True, slots=True)
 class Room:
+    """Rooms never change once created (so their updatedAt is their created_at); their seats are created with
+    them, at the same time."""
+
     id: uuid.UUID
     name: str
     capacity: int
+    created_at: datetime
     seats: list[Seat] | None = None  # None: not read (room lists)
+    seat_count: int | None = None  # room lists
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSeat:
+    """A seat of one session: the session seat (id, status, version), the room's seat (seat_id, labels) and its
+    room (`room_created_at`: the seat's own creation time)."""
+
+    id: uuid.UUID
+    session_id: uuid.UUID
+    seat_id: uuid.UUID
+    status: str
+    version: int
+    room_id: uuid.UUID
+    row_label: str
+    seat_number: int
+    room_created_at: datetime
+
+
+SESSION_SEAT_COLUMNS = ("ss.id, ss.session_id, ss.seat_id, ss.status, ss.version, st.room_id, st.row_label,"
+                        " st.seat_number")
+
+
+def session_seat(row: Any, room_created_at: datetime | None = None) -> SessionSeat:
+    """From a record of SESSION_SEAT_COLUMNS (and `room_created_at`, unless given)."""
+    return SessionSeat(row["id"], row["session_id"], row["seat_id"], row["status"], row["version"], row["room_id"],
+                       row["row_label"], row["seat_number"],
+                       row["room_created_at"] if room_created_at is None else room_created_at)
 
 
 @dataclass(frozen=True, slots=True)
 class Session:
+    """Sessions never change once created (so their updatedAt is their created_at)."""
+
     id: uuid.UUID
     movie_title: str
     start_show_time: datetime
     end_show_time: datetime
     room_id: uuid.UUID
     ticket_price: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSeat:
-    id: uuid.UUID
-    status: str
-    version: int
-    seat: Seat
+    created_at: datetime
+    room: Room | None = None  # session lists and one session
+    free_seats: int | None = None  # session lists: the seats still AVAILABLE
+    seats: list[SessionSeat] | None = None  # one session
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +101,12 @@ class Reservation:
     session_id: uuid.UUID
     status: str
     expires_at: datetime
-    seats: list[Seat]
-    created_at: datetime | None = None  # None: a hold just written (its answer carries no createdAt)
+    created_at: datetime
+    updated_at: datetime
+    idempotency_key: str | None
+    seats: list[SessionSeat]  # in seat order
+    session: Session | None = None  # None: not read (a hold's answer)
+    user: User | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +115,9 @@ class Sale:
     reservation_id: uuid.UUID
     user_id: uuid.UUID
     session_id: uuid.UUID
-    movie_title: str
-    start_show_time: datetime
     total_amount: Decimal
     confirmed_at: datetime
-    seats: list[Seat]
+    reservation: Reservation  # with its seats, session and user
 
 
 @dataclass(frozen=True, slots=True)

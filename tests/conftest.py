@@ -77,6 +77,19 @@ async def pg(base_settings: Settings) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
+async def empty_database(base_settings: Settings) -> AsyncIterator[str]:
+    """A database of its own on the test server, so the first migrate starts from nothing."""
+    name = f"empty_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(base_settings.database_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield base_settings.database_url.rsplit("/", 1)[0] + f"/{name}"
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
 async def redis_client(base_settings: Settings) -> AsyncIterator[Redis]:
     client = Redis.from_url(base_settings.redis_url)
     yield client

@@ -45,7 +45,7 @@ async def test_create_user_returns_a_token_stored_only_hashed(client: TestClient
 
     assert resp.status == 201
     user = await resp.json()
-    assert set(user) == {"id", "name", "email", "token", "createdAt"}
+    assert set(user) == {"id", "name", "email", "token", "createdAt", "updatedAt"}
     assert user["name"] == "Ana Souza" and user["email"] == email
     uuid.UUID(user["id"])
     datetime.fromisoformat(user["createdAt"])
@@ -68,7 +68,8 @@ async def test_get_user_owner_or_admin_only(client: TestClient) -> None:
     own = await client.get(f"/users/{ana['id']}", headers=bearer(ana["token"]))
     assert own.status == 200
     body = await own.json()
-    assert body == {"id": ana["id"], "name": "Ana", "email": ana["email"], "createdAt": ana["createdAt"]}
+    assert body == {"id": ana["id"], "name": "Ana", "email": ana["email"], "createdAt": ana["createdAt"],
+                    "updatedAt": ana["createdAt"], "reservations": []}
     assert "token" not in body
 
     assert (await client.get(f"/users/{ana['id']}", headers=ADMIN)).status == 200
@@ -139,16 +140,21 @@ async def test_create_session_creates_its_seats_in_the_same_transaction(
 
     assert resp.status == 201
     session = await resp.json()
-    assert set(session) == {"id", "movieTitle", "startShowTime", "endShowTime", "roomId", "ticketPrice"}
+    assert set(session) == {"id", "movieTitle", "startShowTime", "endShowTime", "roomId", "ticketPrice",
+                            "createdAt", "updatedAt"}
     assert session["roomId"] == room["id"] and session["ticketPrice"] == 18.9 and session["movieTitle"] == "Dune"
-    assert datetime.fromisoformat(session["startShowTime"]) == datetime.fromisoformat(body["startShowTime"])
+    sent = datetime.fromisoformat(body["startShowTime"])
+    assert session["startShowTime"].endswith("Z")  # UTC, to the millisecond
+    assert datetime.fromisoformat(session["startShowTime"]) == sent.replace(microsecond=sent.microsecond // 1000 * 1000)
     sid = uuid.UUID(session["id"])
     # one transaction wrote the session and all its seats: they carry the same creating transaction id
     session_xmin = await pg.fetchval("SELECT xmin::text FROM sessions WHERE id = $1", sid)
     seat_xmins = await pg.fetch("SELECT DISTINCT xmin::text AS x FROM session_seats WHERE session_id = $1", sid)
     assert [r["x"] for r in seat_xmins] == [session_xmin]
     assert await pg.fetchval("SELECT count(*) FROM session_seats WHERE session_id = $1", sid) == 20
-    assert (await (await client.get(f"/sessions/{session['id']}")).json()) == session
+    detail = await (await client.get(f"/sessions/{session['id']}")).json()
+    assert {k: v for k, v in detail.items() if k not in ("room", "sessionSeats")} == session
+    assert detail["room"]["id"] == room["id"] and len(detail["sessionSeats"]) == 20
     listed = await (await client.get("/sessions", params={"limit": "500"})).json()
     assert session["id"] in [s["id"] for s in listed]
 
@@ -188,7 +194,7 @@ async def test_seat_map_and_status_filter(client: TestClient) -> None:
     assert resp.status == 200
     seat_map = await resp.json()
     assert set(seat_map) == {"session", "room", "seats"}
-    assert seat_map["session"] == session
+    assert seat_map["session"] == {**session, "room": seat_map["room"]}
     room = seat_map["room"]
     assert room["id"] == session["roomId"] and room["capacity"] == 16 and room["name"].startswith("Room ")
     seats = seat_map["seats"]
@@ -196,7 +202,8 @@ async def test_seat_map_and_status_filter(client: TestClient) -> None:
     assert all(s["status"] == "AVAILABLE" and s["version"] >= 1 for s in seats)
     assert [(s["seat"]["rowLabel"], s["seat"]["seatNumber"]) for s in seats] == \
         [(row, n) for row in "AB" for n in range(1, 9)]
-    assert all(set(s) == {"id", "status", "version", "seat"} and set(s["seat"]) == {"id", "rowLabel", "seatNumber"}
+    assert all(set(s) == {"id", "sessionId", "seatId", "status", "version", "seat"}
+               and set(s["seat"]) == {"id", "roomId", "rowLabel", "seatNumber", "createdAt", "updatedAt"}
                for s in seats)
 
     # sell two seats and hold one, through the real booking path

@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from core.settings import Settings
 from storage import db
-
-
-@pytest.fixture
-async def empty_database(base_settings: Settings) -> AsyncIterator[str]:
-    """A database of its own on the test server, so the first migrate starts from nothing."""
-    name = f"migrations_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(base_settings.database_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield base_settings.database_url.rsplit("/", 1)[0] + f"/{name}"
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def recorded(dsn: str) -> list[str]:
