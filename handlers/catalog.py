@@ -10,6 +10,8 @@ from handlers.auth import admin_only, require_admin, require_owner_or_admin, sig
 from handlers.openapi import ADMIN_ONLY, INVALID, OWNER_ONLY, TOO_LARGE, E, not_found
 from storage import catalog
 from storage.appkeys import PG_POOL, TOKENS
+from storage.auth import revoke_token
+from storage.catalog import UserNotFound
 
 
 def data(request: web.Request) -> dict:  # type: ignore[type-arg]
@@ -23,7 +25,7 @@ def data(request: web.Request) -> dict:  # type: ignore[type-arg]
 async def create_user(request: web.Request) -> web.Response:
     body = data(request)
     user, token = await catalog.create_user(request.app[PG_POOL], body["name"], body["email"])
-    request.app[TOKENS].remember(token, user.id)
+    request.app[TOKENS].remember(token, user.id, user.created_at)
     return web.json_response({**user.to_json(), "token": token}, status=201)
 
 
@@ -37,6 +39,18 @@ async def get_user(request: web.Request) -> web.Response:
     await require_owner_or_admin(request, user_id)
     user = await catalog.get_user(request.app[PG_POOL], user_id)
     return web.json_response(user.to_json())
+
+
+@docs(tags=["users"], summary="Revoke a user's token (owner or admin): every node refuses it within a second",
+      responses={**INVALID, **OWNER_ONLY, **not_found("user_not_found")})
+@match_info_schema(s.IdPathSchema)
+@signed_in
+async def revoke_user_token(request: web.Request) -> web.Response:
+    user_id = request["match_info"]["id"]
+    await require_owner_or_admin(request, user_id)
+    if not await revoke_token(request.app[PG_POOL], user_id):
+        raise UserNotFound()
+    return web.Response(status=204)
 
 
 @docs(tags=["rooms"], summary="Create a room (admin): rows x seatsPerRow, or capacity",
@@ -112,6 +126,7 @@ async def seat_map(request: web.Request) -> web.Response:
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/users", create_user)
     app.router.add_get("/users/{id}", get_user)
+    app.router.add_delete("/users/{id}/token", revoke_user_token)
     app.router.add_post("/rooms", create_room)
     app.router.add_get("/rooms", list_rooms)
     app.router.add_get("/rooms/{id}", get_room)

@@ -420,14 +420,15 @@ async def outbox_figures(dsn: str, session_id: str) -> dict[str, Any]:
                                          "max": round(hops[-1], 1) if hops else None}}
 
 
-async def node_figures(http: aiohttp.ClientSession, node_urls: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
+async def node_figures(http: aiohttp.ClientSession, node_urls: list[str],
+                       admin: dict[str, str]) -> tuple[dict[str, Any], dict[str, int]]:
     """From every node's /metrics: commit -> the node's write of the frame (`boxoffice_broadcast_latency_seconds`,
     per change batch, before the kernel, HAProxy and the client: bucket upper bounds), and the consumers'
     restarts and offset holes, summed over the nodes."""
     buckets: Counter[float] = Counter()
     consumer: Counter[str] = Counter()
     for url in node_urls:
-        async with http.get(url + "/metrics") as resp:
+        async with http.get(url + "/metrics", headers=admin) as resp:
             text = await resp.text()
         for line in text.splitlines():
             for family in ("boxoffice_kafka_consumer_restarts_total{", "boxoffice_kafka_consumer_gaps_total{"):
@@ -518,7 +519,7 @@ async def bench(args: argparse.Namespace, cluster: Any, dsn: str, admin_token: s
             for p in pipes:
                 p.send(("final", final))
             results = [(await asyncio.to_thread(p.recv))[1] for p in pipes]
-            node_flush, node_consumers = await node_figures(http, cluster.node_urls)
+            node_flush, node_consumers = await node_figures(http, cluster.node_urls, admin)
             rss_after = [rss_kib(p) for p in pids]
         except BaseException:
             for proc in procs:  # they wait for a command that will not come
@@ -666,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # the launcher only (processes and ports); the app itself is reached through the wire contract,
     # and PostgreSQL is read only for the outbox figures
-    from server.cluster import LocalCluster  # noqa: PLC0415
+    from server.cluster import LOAD_TEST_LIMITS, LocalCluster  # noqa: PLC0415
     from server.embedded import EmbeddedStack  # noqa: PLC0415
 
     probe = speed_probe()  # before anything starts: the machine's speed in this spell
@@ -678,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
         admin_token = secrets.token_urlsafe(16)
         env = {**urls, "ADMIN_TOKEN": admin_token, "HOLD_TTL_SECONDS": "30",
                "LOG_LEVEL": "INFO" if args.keep else "WARNING",
-               "RATE_LIMIT_PER_SECOND": "0", "RATE_LIMIT_ANON_PER_SECOND": "0"}
+               **LOAD_TEST_LIMITS}
         if args.tick_ms is not None:
             env["WS_BROADCAST_TICK_MS"] = str(args.tick_ms)
         results: dict[str, dict[str, Any]] = {}

@@ -617,14 +617,15 @@ def run(options: RushOptions) -> int:
 
 def start_local_cluster(options: RushOptions, stack: contextlib.ExitStack) -> tuple[str, str, str]:
     from server.cli import STATE_DIR, prepare_database, services  # noqa: PLC0415
-    from server.cluster import ClusterError, LocalCluster  # noqa: PLC0415
+    from server.cluster import LOAD_TEST_LIMITS, ClusterError, LocalCluster  # noqa: PLC0415
 
     say(f"starting services and {options.nodes} node(s) behind HAProxy ...")
-    urls = stack.enter_context(services(STATE_DIR / "rush"))
+    urls = stack.enter_context(services(STATE_DIR / "rush", embed=True))
     prepare_database(urls["DATABASE_URL"], demo=False)
     admin_token = os.environ.get("ADMIN_TOKEN") or secrets.token_urlsafe(24)
     hold_ttl = os.environ.get("HOLD_TTL_SECONDS") or str(options.scenario.hold_ttl_seconds)
-    env = {**urls, "ADMIN_TOKEN": admin_token, "HOLD_TTL_SECONDS": hold_ttl, "LOG_LEVEL": "WARNING"}
+    env = {**urls, "ADMIN_TOKEN": admin_token, "HOLD_TTL_SECONDS": hold_ttl, "LOG_LEVEL": "WARNING",
+           **LOAD_TEST_LIMITS}  # every simulated buyer comes from 127.0.0.1
     try:
         cluster = stack.enter_context(LocalCluster(options.nodes, env=env, state_dir=options.out / "cluster"))
     except ClusterError as exc:

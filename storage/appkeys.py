@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # names for the annotations only: storage never imports the l
     from realtime.kafka import KafkaLink
     from storage.auth import TokenCache
     from storage.booking import Booking
+    from storage.limits import Limits
     from storage.redis_gate import RedisGate
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -28,6 +29,7 @@ KAFKA: web.AppKey[KafkaLink] = web.AppKey("kafka")
 # Readiness checks beyond PostgreSQL and Redis (Kafka registers itself): name -> coroutine function.
 READY_CHECKS = web.AppKey("ready_checks", dict[str, Callable[[], Awaitable[object]]])
 BOOKING: web.AppKey[Booking] = web.AppKey("booking")
+LIMITS: web.AppKey[Limits] = web.AppKey("limits")
 # The checks every request passes before its handler, in order (server.middlewares.http_middleware runs them):
 # each answers early with a response (a 429) or raises (401/403/400), or returns None to go on.
 ADMISSION = web.AppKey("admission", tuple[Callable[[web.Request], Awaitable[web.StreamResponse | None]], ...])

@@ -19,3 +19,8 @@ def seat_key(session_id: uuid.UUID | str, session_seat_id: uuid.UUID | str) -> s
 
 def rate_key(scope: str, who: str) -> str:
     return f"{PREFIX}:rate:{scope}:{who}"
+
+
+def address_seats_key(address: str) -> str:
+    """The seats one client address holds within a hold's lifetime (storage.limits)."""
+    return f"{PREFIX}:addr-seats:{address}"

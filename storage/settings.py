@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import socket
@@ -47,6 +48,30 @@ def _float(env: dict[str, str], key: str, default: float) -> float:
     return float(value) if value.strip() else default
 
 
+def _networks(env: dict[str, str], key: str, default: str) -> tuple[str, ...]:
+    """A comma-separated list of networks (a bare address is a /32 or /128); anything else stops the node."""
+    raw = env.get(key)
+    value = default if raw is None else raw
+    try:
+        return tuple(str(ipaddress.ip_network(n.strip(), strict=False)) for n in value.split(",") if n.strip())
+    except ValueError as exc:
+        raise ValueError(f"{key} must be a comma-separated list of networks (10.0.0.0/8, 172.18.0.5): {exc}") from None
+
+
+MIN_ADMIN_TOKEN = 32  # characters: shorter admin tokens are refused unless the node listens on loopback only
+LOOPBACK_HOSTS = frozenset({"localhost", "ip6-localhost"})
+
+
+def loopback_only(host: str) -> bool:
+    """True if binding `host` opens no port to other machines (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 # Broadcast frames per second one machine carries best, node, proxy and clients together (bench_broadcast,
 # 2,000 sockets on the 2-core box: one node at this budget, or three nodes at a third of it each, gave the
 # lowest p99; one node is CPU-bound near 21,000 frames/s there). A node alone on its machine gets all of it;
@@ -65,6 +90,8 @@ class Settings:
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     admin_token_generated: bool = True
     auth_required: bool = True
+    # a user's token is refused this many seconds after it was issued (the user's creation)
+    token_ttl: int = 7 * 24 * 3600
     node_id: str = ""
     host: str = "127.0.0.1"
     port: int = 8080
@@ -91,6 +118,7 @@ class Settings:
     ws_rate_burst: int = 40
     ws_heartbeat: float = 20.0
     ws_idle_timeout: float = 300.0
+    ws_max_sockets_per_address: int = 50  # open sockets per client address on one node; 0: no cap
     # HTTP
     max_body_bytes: int = 64 * 1024
     db_pool_min: int = 2
@@ -100,11 +128,16 @@ class Settings:
     hold_batch_max: int = 32  # holds written to PostgreSQL in one transaction at most (1: no batching)
     hold_writers: int = 4  # hold writes in flight at once per node; holds arriving meanwhile are batched
     event_loop: str = "uvloop"  # "asyncio" for the standard library's loop
-    # writes per second per user token (and per client IP when anonymous); 0 turns a limit off
-    rate_limit_per_second: float = 0.0
-    rate_limit_burst: int = 20
-    rate_limit_anon_per_second: float = 0.0
-    rate_limit_anon_burst: int = 60
+    # Limits, on by default (docs/security.md); 0 turns one off. Writes per second per user (REST writes and
+    # socket holds and releases); writes per client address without a valid user token (guest sign-ups)
+    rate_limit_per_second: float = 1.0
+    rate_limit_burst: int = 10
+    rate_limit_anon_per_second: float = 0.05
+    rate_limit_anon_burst: int = 10
+    # seats one client address may hold within one HOLD_TTL_SECONDS, counted in Redis across every node
+    max_seats_per_address: int = 40
+    # whose X-Forwarded-For is believed (a node's Unix socket always is: only local processes reach it)
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -124,6 +157,7 @@ class Settings:
             admin_token=admin or secrets.token_urlsafe(24),
             admin_token_generated=not admin,
             auth_required=_bool(env.get("AUTH_REQUIRED"), True),
+            token_ttl=_int(env, "TOKEN_TTL", 7 * 24 * 3600),
             node_id=env.get("NODE_ID", ""),
             host=env.get("HOST", "127.0.0.1"),
             port=port,
@@ -149,12 +183,23 @@ class Settings:
             hold_batch_max=_int(env, "HOLD_BATCH_MAX", 32),
             hold_writers=_int(env, "HOLD_WRITERS", 4),
             event_loop=env.get("EVENT_LOOP", "uvloop").lower(),
-            rate_limit_per_second=_float(env, "RATE_LIMIT_PER_SECOND", 0.0),
-            rate_limit_burst=_int(env, "RATE_LIMIT_BURST", 20),
-            rate_limit_anon_per_second=_float(env, "RATE_LIMIT_ANON_PER_SECOND", 0.0),
-            rate_limit_anon_burst=_int(env, "RATE_LIMIT_ANON_BURST", 60),
+            rate_limit_per_second=_float(env, "RATE_LIMIT_PER_SECOND", 1.0),
+            rate_limit_burst=_int(env, "RATE_LIMIT_BURST", 10),
+            rate_limit_anon_per_second=_float(env, "RATE_LIMIT_ANON_PER_SECOND", 0.05),
+            rate_limit_anon_burst=_int(env, "RATE_LIMIT_ANON_BURST", 10),
+            max_seats_per_address=_int(env, "MAX_SEATS_PER_ADDRESS", 40),
+            ws_max_sockets_per_address=_int(env, "WS_MAX_SOCKETS_PER_ADDRESS", 50),
+            trusted_proxies=_networks(env, "TRUSTED_PROXIES", "127.0.0.1/32,::1/128"),
         )
         return replace(settings, **overrides) if overrides else settings  # type: ignore[arg-type]
+
+    def admin_token_problem(self) -> str | None:
+        """Why this admin token must not guard a node reachable from other machines (None: it may)."""
+        if len(self.admin_token) >= MIN_ADMIN_TOKEN or loopback_only(self.host):
+            return None
+        return (f"ADMIN_TOKEN is {len(self.admin_token)} characters long; a node listening on {self.host} needs "
+                f"{MIN_ADMIN_TOKEN} or more (make one: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'), "
+                f"or listen on 127.0.0.1 only")
 
     def with_node_id(self) -> Settings:
         if self.node_id:

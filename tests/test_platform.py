@@ -85,12 +85,12 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 async def test_metrics_are_prometheus_text_and_count_requests(client: TestClient) -> None:
-    before = await (await client.get("/metrics")).text()
+    before = await (await client.get("/metrics", headers=ADMIN)).text()
     for _ in range(3):
         assert (await client.get("/health")).status == 200
     assert (await client.get("/rooms/not-a-uuid")).status == 400
 
-    resp = await client.get("/metrics")
+    resp = await client.get("/metrics", headers=ADMIN)
 
     assert resp.status == 200
     assert resp.content_type == "text/plain"
@@ -207,7 +207,7 @@ async def test_api_docs_page_is_swagger_ui(client: TestClient) -> None:
 
 async def test_every_response_carries_the_node_id(client: TestClient) -> None:
     requests: list[tuple[str, str, dict[str, Any]]] = [
-        ("GET", "/health", {}), ("GET", "/", {}), ("GET", "/metrics", {}), ("GET", "/no/such/route", {}),
+        ("GET", "/health", {}), ("GET", "/", {}), ("GET", "/metrics", {"headers": ADMIN}), ("GET", "/no/such/route", {}),
         ("PATCH", "/users", {}), ("POST", "/users", {"data": b"{"}), ("GET", "/rooms/bad", {}),
         ("POST", "/rooms", {"json": {"name": "x", "capacity": 20}}),  # 401 without a token
         ("POST", "/users", {"data": b"x" * (65 * 1024)}), ("HEAD", "/health", {}),

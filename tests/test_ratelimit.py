@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from server.app import create_app
-from server.ratelimit import TokenBuckets
+from storage.limits import TokenBuckets
 from tests.conftest import bearer, make_session, make_user, seat_ids, table_counts, with_settings
 
 
