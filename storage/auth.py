@@ -144,7 +144,7 @@ class TokenCache:
                 continue
             lost = asyncio.Event()
             try:
-                con.add_termination_listener(lambda _con: lost.set())
+                con.add_termination_listener(lambda _con, lost=lost: lost.set())  # type: ignore[misc]
                 await con.add_listener(REVOKED_CHANNEL, self._heard)
                 self.clear()  # anything revoked while nobody listened
                 await lost.wait()

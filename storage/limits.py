@@ -72,11 +72,14 @@ class TokenBuckets:
         return (1 - tokens) / self.rate
 
 
-def trusted_networks(settings: Settings) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def trusted_networks(settings: Settings) -> Networks:
     return tuple(ipaddress.ip_network(n) for n in settings.trusted_proxies)
 
 
-def from_trusted_proxy(request: web.Request, trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+def from_trusted_proxy(request: web.Request, trusted: Networks) -> bool:
     """A peer in TRUSTED_PROXIES, or a peer on the node's Unix socket (UNIX_SOCKET: only processes of this machine
     allowed to open its file reach it; `boxoffice cluster` keeps it in a folder only its user can enter)."""
     transport = request.transport

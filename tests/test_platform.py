@@ -207,7 +207,8 @@ async def test_api_docs_page_is_swagger_ui(client: TestClient) -> None:
 
 async def test_every_response_carries_the_node_id(client: TestClient) -> None:
     requests: list[tuple[str, str, dict[str, Any]]] = [
-        ("GET", "/health", {}), ("GET", "/", {}), ("GET", "/metrics", {"headers": ADMIN}), ("GET", "/no/such/route", {}),
+        ("GET", "/health", {}), ("GET", "/", {}), ("GET", "/metrics", {"headers": ADMIN}),
+        ("GET", "/no/such/route", {}),
         ("PATCH", "/users", {}), ("POST", "/users", {"data": b"{"}), ("GET", "/rooms/bad", {}),
         ("POST", "/rooms", {"json": {"name": "x", "capacity": 20}}),  # 401 without a token
         ("POST", "/users", {"data": b"x" * (65 * 1024)}), ("HEAD", "/health", {}),
