@@ -61,7 +61,8 @@ async def ready(request: web.Request) -> web.Response:
     }, status=503, headers={"Retry-After": "1"})
 
 
-@docs(tags=["ops"], summary="Prometheus metrics (text exposition format; admin token)", produces=["text/plain"],
+@docs(tags=["ops"], summary="Prometheus metrics (text exposition format; admin token)",
+      produces=["text/plain", "application/json"],  # the metrics, or a JSON error (401, 403)
       responses={200: {"description": "Prometheus text format", "schema": {"type": "string"}},
                  401: {"schema": s.ErrorSchema, "description": "unauthorized, invalid_token"},
                  403: {"schema": s.ErrorSchema, "description": "admin_required"}},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -15,7 +16,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from server.app import create_app
@@ -61,6 +62,17 @@ def base_settings(stack: EmbeddedStack) -> Settings:
         kafka_bootstrap_servers=urls["KAFKA_BOOTSTRAP_SERVERS"], admin_token=ADMIN_TOKEN,
         admin_token_generated=False, node_id="test-node", log_format="console", **NO_LIMITS,
     )
+
+
+@contextlib.asynccontextmanager
+async def served(settings: Settings) -> AsyncIterator[TestServer]:
+    """A node on a real TCP port of 127.0.0.1, for clients that pick their own source address."""
+    server = TestServer(create_app(settings), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield server
+    finally:
+        await server.close()
 
 
 @pytest.fixture

@@ -189,7 +189,7 @@ async def test_swagger_describes_request_and_error_details(spec: dict[str, Any])
     sessions = spec["paths"]["/sessions"]["post"]
     assert "room_too_small" in sessions["responses"]["422"]["description"]
     assert spec["paths"]["/ready"]["get"]["responses"]["503"]["schema"]["$ref"] == "#/definitions/NotReady"
-    assert spec["paths"]["/metrics"]["get"]["produces"] == ["text/plain"]
+    assert spec["paths"]["/metrics"]["get"]["produces"] == ["text/plain", "application/json"]
 
 
 async def test_api_docs_page_is_swagger_ui(client: TestClient) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -15,7 +13,16 @@ from aiohttp.test_utils import TestClient, TestServer
 from server.app import create_app
 from storage.appkeys import TOKENS
 from storage.settings import Settings
-from tests.conftest import ADMIN_TOKEN, bearer, make_session, make_user, seat_ids, table_counts, with_settings
+from tests.conftest import (
+    ADMIN_TOKEN,
+    bearer,
+    make_session,
+    make_user,
+    seat_ids,
+    served,
+    table_counts,
+    with_settings,
+)
 from tests.test_realtime import watch
 
 
@@ -116,16 +123,6 @@ def test_trusted_proxies_setting_is_a_list_of_networks() -> None:
     assert parsed.trusted_proxies == ("10.0.0.0/8", "172.18.0.5/32", "::1/128")
     with pytest.raises(ValueError, match="TRUSTED_PROXIES"):
         Settings.from_env(env={"TRUSTED_PROXIES": "10.0.0.0/8,not-a-network"})
-
-
-@contextlib.asynccontextmanager
-async def served(settings: Settings) -> AsyncIterator[TestServer]:
-    server = TestServer(create_app(settings), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield server
-    finally:
-        await server.close()
 
 
 async def sign_up_from(server: TestServer, source: str, forwarded_for: str) -> int:

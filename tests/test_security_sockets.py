@@ -6,31 +6,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from server.app import create_app
 from storage.settings import Settings
-from tests.conftest import ADMIN, bearer, make_session, make_user, seat_ids, table_counts, with_settings
+from tests.conftest import ADMIN, bearer, make_session, make_user, seat_ids, served, table_counts, with_settings
 from tests.test_realtime import SeatWatcher, watch
 
 UPGRADE = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
-
-
-@contextlib.asynccontextmanager
-async def served(settings: Settings) -> AsyncIterator[TestServer]:
-    server = TestServer(create_app(settings), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield server
-    finally:
-        await server.close()
 
 
 # ---- row 6: a per-address cap on open sockets; refusals that need no database come first ------------------
