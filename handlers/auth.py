@@ -7,9 +7,12 @@ import uuid
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from storage.appkeys import SETTINGS
-from storage.auth import MAX_TOKEN, Principal, principal_for_token
-from storage.errors import Forbidden, Unauthorized
+from contract import actors
+from contract.actors import principal_for_token
+from core.errors import Forbidden, Unauthorized
+from server.typedefs import SETTINGS
+from storage.auth import MAX_TOKEN, Principal
+from storage.booking import Actor
 
 PRINCIPAL = "principal"
 
@@ -44,17 +47,15 @@ async def require_admin(request: web.Request) -> None:
 
 
 async def acting_user(request: web.Request, claimed: uuid.UUID | None = None) -> uuid.UUID:
-    """The user a request acts for. With auth on: the token's user (a claimed userId must match)."""
-    if not request.app[SETTINGS].auth_required:
-        if claimed is None:
-            raise Unauthorized("userId is required when authentication is off", code="user_required")
-        return claimed
-    who = await principal(request)
-    if who.user_id is None:
-        raise Unauthorized() if who.anonymous else Forbidden("The admin token cannot act for a user")
-    if claimed is not None and claimed != who.user_id:
-        raise Forbidden("userId does not match the token's user", code="not_owner")
-    return who.user_id
+    """The user a request acts for (contract.actors.acting_user)."""
+    auth_required = request.app[SETTINGS].auth_required
+    return actors.acting_user(auth_required, await principal(request) if auth_required else None, claimed)
+
+
+async def actor(request: web.Request) -> Actor:
+    """The caller as a booking actor (contract.actors.booking_actor)."""
+    auth_required = request.app[SETTINGS].auth_required
+    return actors.booking_actor(auth_required, await principal(request) if auth_required else None)
 
 
 async def require_owner_or_admin(request: web.Request, owner_id: uuid.UUID) -> None:

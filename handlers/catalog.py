@@ -5,11 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp_apigami import docs, match_info_schema, querystring_schema, request_schema, response_schema
 
+from contract import shapes
 from handlers import schemas as s
-from handlers.auth import admin_only, require_admin, require_owner_or_admin, signed_in
+from handlers.auth import admin_only, require_owner_or_admin, signed_in
 from handlers.openapi import ADMIN_ONLY, INVALID, OWNER_ONLY, TOO_LARGE, E, not_found
+from server.typedefs import PG_POOL, TOKENS
 from storage import catalog
-from storage.appkeys import PG_POOL, TOKENS
 from storage.auth import revoke_token
 from storage.catalog import UserNotFound
 
@@ -26,7 +27,7 @@ async def create_user(request: web.Request) -> web.Response:
     body = data(request)
     user, token = await catalog.create_user(request.app[PG_POOL], body["name"], body["email"])
     request.app[TOKENS].remember(token, user.id, user.created_at)
-    return web.json_response({**user.to_json(), "token": token}, status=201)
+    return web.json_response({**shapes.user(user), "token": token}, status=201)
 
 
 @docs(tags=["users"], summary="Read a user (owner or admin)",
@@ -38,7 +39,7 @@ async def get_user(request: web.Request) -> web.Response:
     user_id = request["match_info"]["id"]
     await require_owner_or_admin(request, user_id)
     user = await catalog.get_user(request.app[PG_POOL], user_id)
-    return web.json_response(user.to_json())
+    return web.json_response(shapes.user(user))
 
 
 @docs(tags=["users"], summary="Revoke a user's token (owner or admin): every node refuses it within a second",
@@ -59,11 +60,10 @@ async def revoke_user_token(request: web.Request) -> web.Response:
 @response_schema(s.RoomSchema, 201)
 @admin_only
 async def create_room(request: web.Request) -> web.Response:
-    await require_admin(request)
     body = data(request)
     layout = catalog.seat_layout(body.get("rows"), body.get("seatsPerRow"), body.get("capacity"))
     room = await catalog.create_room(request.app[PG_POOL], body["name"], layout)
-    return web.json_response(room, status=201)
+    return web.json_response(shapes.room(room), status=201)
 
 
 @docs(tags=["rooms"], summary="List rooms", responses=INVALID)
@@ -71,14 +71,15 @@ async def create_room(request: web.Request) -> web.Response:
 @response_schema(s.RoomSchema(many=True), 200)
 async def list_rooms(request: web.Request) -> web.Response:
     page = request["querystring"]
-    return web.json_response(await catalog.list_rooms(request.app[PG_POOL], page["limit"], page["offset"]))
+    rooms = await catalog.list_rooms(request.app[PG_POOL], page["limit"], page["offset"])
+    return web.json_response([shapes.room(room) for room in rooms])
 
 
 @docs(tags=["rooms"], summary="Read a room with its seats", responses={**INVALID, **not_found("room_not_found")})
 @match_info_schema(s.IdPathSchema)
 @response_schema(s.RoomSchema, 200)
 async def get_room(request: web.Request) -> web.Response:
-    return web.json_response(await catalog.get_room(request.app[PG_POOL], request["match_info"]["id"]))
+    return web.json_response(shapes.room(await catalog.get_room(request.app[PG_POOL], request["match_info"]["id"])))
 
 
 @docs(tags=["sessions"], summary="Create a session (admin); the room needs at least 16 seats",
@@ -89,13 +90,12 @@ async def get_room(request: web.Request) -> web.Response:
 @response_schema(s.SessionSchema, 201)
 @admin_only
 async def create_session(request: web.Request) -> web.Response:
-    await require_admin(request)
     body = data(request)
     session = await catalog.create_session(
         request.app[PG_POOL], body["movieTitle"], body["startShowTime"], body["endShowTime"],
         body["roomId"], body["ticketPrice"],
     )
-    return web.json_response(session, status=201)
+    return web.json_response(shapes.session(session), status=201)
 
 
 @docs(tags=["sessions"], summary="List sessions", responses=INVALID)
@@ -103,14 +103,16 @@ async def create_session(request: web.Request) -> web.Response:
 @response_schema(s.SessionSchema(many=True), 200)
 async def list_sessions(request: web.Request) -> web.Response:
     page = request["querystring"]
-    return web.json_response(await catalog.list_sessions(request.app[PG_POOL], page["limit"], page["offset"]))
+    sessions = await catalog.list_sessions(request.app[PG_POOL], page["limit"], page["offset"])
+    return web.json_response([shapes.session(session) for session in sessions])
 
 
 @docs(tags=["sessions"], summary="Read a session", responses={**INVALID, **not_found("session_not_found")})
 @match_info_schema(s.IdPathSchema)
 @response_schema(s.SessionSchema, 200)
 async def get_session(request: web.Request) -> web.Response:
-    return web.json_response(await catalog.get_session(request.app[PG_POOL], request["match_info"]["id"]))
+    session = await catalog.get_session(request.app[PG_POOL], request["match_info"]["id"])
+    return web.json_response(shapes.session(session))
 
 
 @docs(tags=["sessions"], summary="The seat map of a session, optionally filtered by status",
@@ -120,7 +122,8 @@ async def get_session(request: web.Request) -> web.Response:
 @response_schema(s.SeatMapSchema, 200)
 async def seat_map(request: web.Request) -> web.Response:
     status = request["querystring"].get("status")
-    return web.json_response(await catalog.seat_map(request.app[PG_POOL], request["match_info"]["id"], status))
+    return web.json_response(shapes.seat_map(await catalog.seat_map(request.app[PG_POOL], request["match_info"]["id"],
+                                                                     status)))
 
 
 def setup_routes(app: web.Application) -> None:

@@ -10,7 +10,7 @@ from marshmallow import Schema, ValidationError
 from webargs import core
 from webargs.aiohttpparser import AIOHTTPParser
 
-from storage.errors import ValidationFailed
+from core.errors import ValidationFailed
 
 
 class MalformedJson(ValidationFailed):

@@ -7,13 +7,12 @@ import uuid
 from aiohttp import web
 from aiohttp_apigami import docs, headers_schema, match_info_schema, querystring_schema, request_schema, response_schema
 
+from contract import shapes
+from contract.limits import hold_within_limits
 from handlers import schemas as s
-from handlers.auth import acting_user, principal, require_owner_or_admin, signed_in
+from handlers.auth import acting_user, actor, require_owner_or_admin, signed_in
 from handlers.openapi import OWNER_ONLY, USER_ONLY, E, not_found
-from storage.appkeys import BOOKING, LIMITS, SETTINGS
-from storage.booking import Actor
-from storage.errors import Unauthorized
-from storage.limits import hold_within_limits
+from server.typedefs import BOOKING, LIMITS
 
 HOLD_ERRORS = {
     **USER_ONLY,
@@ -31,16 +30,6 @@ def idempotency_key(request: web.Request) -> str | None:
     return headers.get("idempotency_key") or headers.get("x_idempotency_key")  # type: ignore[no-any-return]
 
 
-async def actor(request: web.Request) -> Actor:
-    """The caller as a booking actor: its user, or the admin (who may act on any reservation)."""
-    if not request.app[SETTINGS].auth_required:
-        return Actor(None, check_owner=False)
-    who = await principal(request)
-    if who.anonymous:
-        raise Unauthorized()
-    return Actor(who.user_id, check_owner=not who.is_admin)
-
-
 @docs(tags=["reservations"], summary="Hold seats for 30 s (all or nothing)", responses=HOLD_ERRORS)
 @request_schema(s.ReservationCreateSchema)
 @headers_schema(s.IdempotencyHeaderSchema)
@@ -52,7 +41,7 @@ async def create_reservation(request: web.Request) -> web.Response:
     limits = request.app[LIMITS]
     reservation = await hold_within_limits(limits, request.app[BOOKING], limits.client_ip(request), user_id,
                                            body["sessionId"], body["sessionSeatIds"], idempotency_key(request))
-    return web.json_response(reservation, status=201)
+    return web.json_response(shapes.reservation(reservation), status=201)
 
 
 @docs(tags=["reservations"], summary="Read a reservation (owner or admin)",
@@ -62,7 +51,8 @@ async def create_reservation(request: web.Request) -> web.Response:
 @signed_in
 async def get_reservation(request: web.Request) -> web.Response:
     booking = request.app[BOOKING]
-    return web.json_response(await booking.get_reservation(request["match_info"]["id"], await actor(request)))
+    reservation = await booking.get_reservation(request["match_info"]["id"], await actor(request))
+    return web.json_response(shapes.reservation(reservation))
 
 
 @docs(tags=["reservations"], summary="Buy the held seats (idempotent with Idempotency-Key)",
@@ -76,7 +66,7 @@ async def get_reservation(request: web.Request) -> web.Response:
 async def confirm_reservation(request: web.Request) -> web.Response:
     booking = request.app[BOOKING]
     sale = await booking.confirm(await actor(request), request["match_info"]["id"], idempotency_key(request))
-    return web.json_response(sale, status=201)
+    return web.json_response(shapes.sale(sale), status=201)
 
 
 @docs(tags=["reservations"], summary="Cancel a pending reservation and free its seats",
@@ -94,7 +84,8 @@ async def cancel_reservation(request: web.Request) -> web.Response:
 @response_schema(s.SaleSchema, 200)
 @signed_in
 async def get_sale(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[BOOKING].get_sale(request["match_info"]["id"], await actor(request)))
+    sale = await request.app[BOOKING].get_sale(request["match_info"]["id"], await actor(request))
+    return web.json_response(shapes.sale(sale))
 
 
 class UserIdPathSchema(s.LooseSchema):
@@ -105,7 +96,7 @@ async def _user_sales(request: web.Request, user_id: uuid.UUID) -> web.Response:
     await require_owner_or_admin(request, user_id)
     page = request["querystring"]
     sales = await request.app[BOOKING].user_sales(user_id, page["limit"], page["offset"])
-    return web.json_response(sales)
+    return web.json_response([shapes.sale(sale) for sale in sales])
 
 
 @docs(tags=["sales"], summary="A user's sales, newest first (owner or admin)", responses=OWNER_ONLY)

@@ -6,6 +6,8 @@ import unicodedata
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from contract.rules import MAX_IDEMPOTENCY_KEY
+
 MAX_NAME = 200
 MAX_EMAIL = 254
 MAX_PAGE = 500
@@ -181,7 +183,6 @@ class NotReadySchema(ErrorSchema):
 # ------------------------------------------------------------ reservations and sales
 
 MAX_SEAT_IDS = 100  # hard bound of the list; the booking rule (MAX_SEATS_PER_HOLD) is checked after
-MAX_IDEMPOTENCY_KEY = 255
 
 
 class ReservationCreateSchema(StrictSchema):

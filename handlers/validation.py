@@ -26,9 +26,9 @@ from aiohttp_apigami.constants import APISPEC_PARSER, APISPEC_VALIDATED_DATA_NAM
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, missing, validate
 from webargs import core
 
+from core.errors import ValidationFailed
 from handlers.auth import check_caller
 from handlers.parsing import field_errors
-from storage.errors import ValidationFailed
 
 
 def _header_keys(schema: Schema) -> list[str]:

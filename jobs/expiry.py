@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from jobs.runner import running
-from storage.appkeys import BOOKING, SETTINGS
+from server.typedefs import BOOKING, SETTINGS
 
 
 async def expiry_ctx(app: web.Application) -> AsyncIterator[None]:

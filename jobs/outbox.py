@@ -1,9 +1,7 @@
-"""Outbox sweeping: runs the node's outbox relay, whose sweep timer republishes rows left behind
-(and, with OUTBOX_PUBLISH=direct, the publisher the booking code hands each commit to)."""
+"""Outbox sweeping: runs the node's outbox relay, whose sweep timer republishes rows left behind."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -11,13 +9,12 @@ import asyncpg
 from aiohttp import web
 from aiokafka.errors import KafkaError
 
-from realtime.relay import DirectPublisher, OutboxRelay
-from storage.aio import owned_task, within
-from storage.appkeys import BOOKING, KAFKA, OUTBOX_WAKE, PG_POOL, SETTINGS
+from core.aio import owned_task, within
+from realtime.relay import OutboxRelay
+from server.typedefs import KAFKA, OUTBOX_WAKE, PG_POOL, RELAY, SETTINGS
 
 log = logging.getLogger("boxoffice.jobs")
 
-RELAY = web.AppKey("outbox_relay", OutboxRelay)
 FINAL_PASS_TIMEOUT = 2.0
 
 
@@ -25,16 +22,10 @@ async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
     """One relay per node: publishes right after commits and sweeps on its timer (see realtime.relay)."""
     relay = OutboxRelay(app[PG_POOL], app[KAFKA], app[OUTBOX_WAKE], app[SETTINGS])
     app[RELAY] = relay
-    async with contextlib.AsyncExitStack() as tasks:
-        await tasks.enter_async_context(owned_task(relay.run(), "outbox-relay"))
-        if app[SETTINGS].outbox_publish == "direct":
-            direct = DirectPublisher(app[PG_POOL], app[KAFKA], app[SETTINGS])
-            await tasks.enter_async_context(owned_task(direct.run(), "outbox-direct"))
-            app[BOOKING].on_event = direct.publish
-            tasks.callback(setattr, app[BOOKING], "on_event", None)
+    async with owned_task(relay.run(), "outbox-relay"):
         yield
     # a graceful stop publishes what its last commits wrote; anything left is swept by the other nodes
     try:
-        await within(FINAL_PASS_TIMEOUT, relay.publish_pending(min_age=0.0))  # direct mode's rows too
+        await within(FINAL_PASS_TIMEOUT, relay.publish_pending())
     except (TimeoutError, KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         log.info("outbox: final pass at shutdown left rows for the sweepers: %r", exc)

@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from datetime import timedelta
 
 import asyncpg
 from aiohttp import web
 
+from core import metrics
 from jobs.runner import running
-from storage import metrics
-from storage.appkeys import GATE, PG_POOL
+from server.typedefs import GATE, PG_POOL
 from storage.redis_gate import RedisGate
+from storage.redis_keys import seat_value
 
 log = logging.getLogger("boxoffice.reconcile")
 
 CHECK_INTERVAL = 1.0
-SOLD_GRACE = timedelta(hours=1)
 
 LIVE_SEATS_SQL = """
 SELECT ss.session_id, ss.id, ss.status, ss.reservation_id, r.expires_at, s.end_show_time
@@ -36,14 +35,8 @@ WHERE ss.status IN ('RESERVED', 'SOLD') AND s.end_show_time > now()
 async def rebuild_gate(pool: asyncpg.Pool, gate: RedisGate) -> int:
     """Restore every live hold and sold seat into Redis; return how many keys were written."""
     rows = await pool.fetch(LIVE_SEATS_SQL)
-    entries = []
-    for r in rows:
-        if r["status"] == "RESERVED":
-            entries.append((r["session_id"], r["id"], f"H:{r['reservation_id']}",
-                            int(r["expires_at"].timestamp() * 1000)))
-        else:
-            entries.append((r["session_id"], r["id"], f"S:{r['reservation_id']}",
-                            int((r["end_show_time"] + SOLD_GRACE).timestamp() * 1000)))
+    entries = [(r["session_id"], r["id"], *seat_value(r["status"], r["reservation_id"], r["expires_at"],
+                                                      r["end_show_time"])) for r in rows]
     restored = await gate.restore(entries)
     await gate.new_epoch()
     metrics.REDIS_REBUILDS.inc()

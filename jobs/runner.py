@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from storage.aio import internal_cancel_as, owned_task, stop_if_cancelled
+from core.aio import internal_cancel_as, owned_task, stop_if_cancelled
 
 log = logging.getLogger("boxoffice.jobs")
 

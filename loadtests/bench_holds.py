@@ -31,12 +31,11 @@ import asyncpg
 import psutil
 import uvloop
 
+from loadtests.invariants import broken, wait_for_invariants
 from loadtests.lean_http import LeanPool
 from loadtests.metrics import speed_probe
 from server.cluster import LOAD_TEST_LIMITS
 from server.embedded import EmbeddedStack, free_port
-from storage import db
-from storage.invariants import broken, wait_for_invariants
 
 ADMIN = "bench-admin-token"
 USER_HOLDS = 5  # holds per buyer in (a): each stays well within MAX_SEATS_PER_USER (20)
@@ -276,14 +275,13 @@ async def main() -> None:
     parser.add_argument("--out", default="loadtests/results/bench_holds.json")
     args = parser.parse_args()
     command = "python -m loadtests.bench_holds " + " ".join(sys.argv[1:])
-    probe = speed_probe()  # before anything starts: the machine's speed in this spell
+    probe = speed_probe()  # before anything starts: how fast the machine is right now
 
     with tempfile.TemporaryDirectory(prefix="bench-holds-") as state:
         stack = EmbeddedStack(Path(state), env={k: os.environ.get(k, "") for k in
                                                 ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")})
         urls = stack.start()
-        try:
-            await db.migrate(urls["DATABASE_URL"])
+        try:  # each node migrates when it starts (`serve`), under an advisory lock
             runs: dict[str, list[dict[str, Any]]] = {"uncontended": [], "rush_gate": [], "rush_db_only": []}
             for i in range(args.repeat):
                 async with Node(urls) as node:

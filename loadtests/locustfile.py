@@ -1,6 +1,6 @@
 """Locust users of a boxoffice rush: REST buyers, WebSocket seat pickers and watchers, on one contract client.
 
-Run through `boxoffice rush` (loadtests/rush.py), which creates the sessions, writes the plan this file
+Run through `boxoffice rush` (loadtests/rush/), which creates the sessions, writes the plan this file
 reads (`BOXOFFICE_RUSH_PLAN`), starts Locust headless on every core and checks the invariants afterwards.
 
 Statistics: every REST call lands in Locust's table under a stable name ("hold", "confirm", ...); a
@@ -37,10 +37,10 @@ from loadtests.contract_client import (
     SeatSocket,
     SocketClosed,
     parse_json,
-    pick_best_seats,
 )
 from loadtests.metrics import Metrics
 from loadtests.plan import METRICS_DIR, STOP_FILE, WATCHER_MAPS_DIR, Plan
+from loadtests.seats import pick_best_seats
 
 # A worker sharing 2 cores with the system under test can be too busy to send its 1 s heartbeat for a few
 # seconds; with Locust's default liveness (3 missed beats) the master then declares it missing and

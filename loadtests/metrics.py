@@ -27,8 +27,8 @@ SPEED_PROBE_STEPS = 5_000_000
 def speed_probe() -> float:
     """Seconds this machine takes for a fixed pure-Python loop (5 million additions), best of three.
 
-    Benchmarks print it and store it with their figures: the development machines' speed drifts by 2-4x
-    between spells (README, Performance), so figures from different runs are compared with it in view.
+    Benchmarks print it and store it with their figures: a shared machine's speed drifts by 2-4x from
+    hour to hour (docs/performance.md), so figures from different runs are compared with it in view.
     """
     best = float("inf")
     for _ in range(3):

@@ -6,14 +6,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from realtime.channel import HUB, SNAPSHOTS, session_socket
+from realtime.channel import session_socket
 from realtime.consumer import SeatEventConsumer
 from realtime.hub import Hub, WSClose
 from realtime.kafka import quiet_repeated_kafka_logs
 from realtime.snapshot import SnapshotReader
-from storage.appkeys import KAFKA, NODE_ID, PG_POOL, SETTINGS
+from server.typedefs import CONSUMER, HUB, KAFKA, NODE_ID, PG_POOL, SETTINGS, SNAPSHOTS
 
-CONSUMER = web.AppKey("seat_event_consumer", SeatEventConsumer)
 SHUTDOWN_CLOSE_TIMEOUT = 3.0
 
 

@@ -21,17 +21,14 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSMessage, WSMsgType, web
 
-from realtime.hub import Connection, Hub, WSClose
+from contract.actors import valid_principal
+from core import metrics
+from core.errors import DomainError, Forbidden, ValidationFailed
+from realtime.hub import Connection, WSClose
 from realtime.messages import Peer, dispatch
-from realtime.snapshot import SnapshotReader
-from storage import metrics
-from storage.appkeys import LIMITS, NODE_ID, PG_POOL, SETTINGS
-from storage.auth import MAX_TOKEN, valid_principal
+from server.typedefs import HUB, LIMITS, NODE_ID, PG_POOL, SETTINGS, SNAPSHOTS
+from storage.auth import MAX_TOKEN
 from storage.catalog import get_session_row
-from storage.errors import DomainError, Forbidden, ValidationFailed
-
-HUB = web.AppKey("realtime_hub", Hub)
-SNAPSHOTS = web.AppKey("realtime_snapshots", SnapshotReader)
 
 CLOSE_TIMEOUT = 2.0  # how long a close waits for the peer's close frame
 DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
@@ -89,11 +86,13 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
     metrics.OPEN_SOCKETS.inc()
     try:
         conn.start()
-        # the reader: one message at a time, each answered through the socket's queue
+        # the reader: one message at a time, each answered through the socket's queue (holds and releases
+        # from tasks of their own, realtime.messages)
         while (msg := await ws.receive()).type not in END_TYPES and await take_message(peer, ws, msg):
             pass
     finally:
         try:
+            await peer.finish_commands()
             await conn.stop()
         finally:  # even if the stop is cancelled (shutdown timeout), nothing is left behind
             hub.remove(conn)
@@ -172,7 +171,5 @@ async def take_message(peer: Peer, ws: web.WebSocketResponse, msg: WSMessage) ->
         conn.send_message({"type": "error", "requestId": None, "code": "unsupported_frame",
                            "message": "Send JSON text frames"})
         return True
-    reply = await dispatch(peer, msg.data)
-    if reply is not None:
-        conn.send_message(reply)
+    await dispatch(peer, msg.data)
     return True

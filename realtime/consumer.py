@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
+from core import metrics
+from core.aio import internal_cancel_as, owned_task, stop_if_cancelled, within
+from core.settings import Settings
 from realtime.hub import Hub
 from realtime.kafka import stop_quietly
 from realtime.relay import PUBLISH_TIMEOUT
-from storage import metrics
-from storage.aio import internal_cancel_as, owned_task, stop_if_cancelled, within
-from storage.settings import Settings
 
 if TYPE_CHECKING:
     from realtime.kafka import KafkaLink
@@ -81,7 +81,6 @@ class SeatEventConsumer:
         self.hub = hub
         self.assigned = asyncio.Event()  # set once positioned at the end of every partition
         self.assignments = 0  # how many times the stream was (re)assigned
-        self.delivered = 0
         self.client: AIOKafkaConsumer | None = None  # the current Kafka client (a new one after every break)
 
     def _new_consumer(self) -> AIOKafkaConsumer:
@@ -297,7 +296,6 @@ class SeatEventConsumer:
             log.warning("skipping a seat event that is not JSON: %.200r", value)
             return
         if isinstance(event, dict):
-            self.delivered += 1
             self.hub.publish(event)
 
     @contextlib.asynccontextmanager

@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 
 from aiohttp import WSMsgType, web
 
-from storage import metrics
-from storage.aio import owned_task, within
+from core import metrics
+from core.aio import owned_task, within
 
 log = logging.getLogger("boxoffice.hub")
 
@@ -244,7 +244,6 @@ class Hub:
         self._has_pending = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
-        self.frames_flushed = 0
 
     # ------------------------------------------------------------ sockets
 
@@ -300,7 +299,6 @@ class Hub:
             for conn in conns:
                 conn.send_shared(frame, wire)
             written += len(conns)
-            self.frames_flushed += 1
             for committed in batch.committed:
                 metrics.BROADCAST_LATENCY.observe(max(0.0, now_ms - committed) / 1000)
         self.last_frames = written

@@ -13,8 +13,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.structs import RecordMetadata
 
-from storage.aio import internal_cancel_as, stop_if_cancelled, stop_task, within
-from storage.settings import Settings
+from core.aio import internal_cancel_as, stop_if_cancelled, stop_task, within
+from core.settings import Settings
 
 log = logging.getLogger("boxoffice.kafka")
 REFRESH_TIMEOUT = 5.0

@@ -2,52 +2,45 @@
 
 Holds and releases call the same `Booking` methods as the REST handlers: there is no second
 implementation of a hold, only a second door to it.
+
+A message is read, checked and validated by the socket's reader; a command that waits on the database
+(hold, release) then runs as a task of its own, so a slow hold never stalls the reader: a ping sent
+meanwhile is answered at once. A socket has at most `MAX_COMMANDS_IN_FLIGHT` such tasks; a command beyond
+that is answered `error` with code `too_many_requests` and not run. The tasks belong to the socket: when it
+closes, they get `COMMAND_GRACE` seconds to finish, then are cancelled and awaited.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
+from contract import actors, shapes
+from contract.actors import valid_principal
+from contract.limits import hold_within_limits
+from contract.rules import MAX_IDEMPOTENCY_KEY
+from core.aio import stop_task
+from core.errors import DomainError, RateLimited, SeatsUnavailable, ValidationFailed
+from core.ratelimit import TokenBucket
 from realtime.hub import Command, Connection
-from storage.appkeys import BOOKING, LIMITS, SETTINGS
-from storage.auth import Principal, valid_principal
+from server.typedefs import BOOKING, LIMITS, SETTINGS
+from storage.auth import Principal
 from storage.booking import Actor
-from storage.errors import DomainError, Forbidden, SeatsUnavailable, Unauthorized, ValidationFailed
-from storage.limits import hold_within_limits
 
 log = logging.getLogger("boxoffice.ws")
 
 MAX_SEAT_IDS = 100  # the booking rules (MAX_SEATS_PER_HOLD) refuse more; this only bounds the parse
 MAX_REQUEST_ID = 128
-MAX_IDEMPOTENCY_KEY = 200
-
-
-class TokenBucket:
-    """`rate` messages per second on average, bursts up to `burst`."""
-
-    __slots__ = ("rate", "burst", "tokens", "stamp")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate, self.burst = rate, float(burst)
-        self.tokens, self.stamp = float(burst), time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
+MAX_COMMANDS_IN_FLIGHT = 8  # per socket: holds and releases still waiting for their answer
+COMMAND_GRACE = 5.0  # a closing socket's commands may finish for this long before they are cancelled
 
 
 @dataclass(slots=True)
@@ -60,6 +53,18 @@ class Peer:
     address: str = ""  # the client's address (behind a trusted proxy: the one it reported)
     token: str | None = None  # given at connect; looked up again (cached) before each act
     bucket: TokenBucket | None = None  # the message rate allowance, made with the first message
+    # commands running as tasks, owned here (made with the first: most sockets only watch)
+    commands: set[asyncio.Task[None]] | None = None
+
+    def allowed(self, rate: float, burst: int) -> bool:
+        """Take one message's token (an idle socket -- most sockets only watch -- keeps no bucket)."""
+        if self.bucket is None:
+            self.bucket = TokenBucket(rate, burst)
+        return not self.bucket.take()
+
+    @property
+    def session_id(self) -> uuid.UUID:
+        return uuid.UUID(self.conn.session_id)
 
     async def who(self) -> Principal | None:
         """Who acts now: a token revoked or expired since the connect no longer acts."""
@@ -73,24 +78,41 @@ class Peer:
         else:
             limits.take_address(self.address)
 
-    def allowed(self, rate: float, burst: int) -> bool:
-        """Take one message's token (an idle socket -- most sockets only watch -- keeps no bucket)."""
-        if self.bucket is None:
-            self.bucket = TokenBucket(rate, burst)
-        return self.bucket.take()
+    def start(self, command: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(command, name=name)
+        if self.commands is None:
+            self.commands = set()
+        self.commands.add(task)
+        task.add_done_callback(self.commands.discard)
 
-    @property
-    def session_id(self) -> uuid.UUID:
-        return uuid.UUID(self.conn.session_id)
+    async def finish_commands(self, grace: float = COMMAND_GRACE) -> None:
+        """The socket is closing: let its commands finish (a hold half-way through its write should land
+        or fail whole), at most `grace` seconds; then cancel and await what is left."""
+        if not self.commands:
+            return
+        try:
+            await asyncio.wait(set(self.commands), timeout=grace)
+        finally:  # even if this wait is cancelled (a shutdown timeout): no command outlives its socket
+            for task in list(self.commands):
+                await stop_task(task, task.get_name())
 
 
 Handler = Callable[[Peer, dict[str, Any]], Awaitable[dict[str, Any] | None]]
-REGISTRY: dict[str, tuple[Handler, type[Schema]]] = {}
 
 
-def message(type_: str, schema: type[Schema]) -> Callable[[Handler], Handler]:
+@dataclass(frozen=True, slots=True)
+class SocketCommand:
+    handler: Handler
+    schema: Schema  # built once, at import
+    in_task: bool  # waits on the database: runs as a task of the socket, not in its reader
+
+
+REGISTRY: dict[str, SocketCommand] = {}
+
+
+def message(type_: str, schema: type[Schema], *, in_task: bool = False) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
-        REGISTRY[type_] = (handler, schema)
+        REGISTRY[type_] = SocketCommand(handler, schema(), in_task)
         return handler
     return register
 
@@ -101,6 +123,11 @@ class UnknownType(ValidationFailed):
 
 class MalformedMessage(ValidationFailed):
     code, message = "malformed_json", "A message must be a JSON object"
+
+
+class TooManyCommands(RateLimited):
+    code = "too_many_requests"
+    message = f"At most {MAX_COMMANDS_IN_FLIGHT} holds and releases in flight per socket; wait for their replies"
 
 
 # ------------------------------------------------------------ schemas (unknown fields are refused)
@@ -130,43 +157,25 @@ class EmptyMessage(MessageSchema):
 # ------------------------------------------------------------ who acts (the REST rules, for a socket)
 
 async def acting_user(peer: Peer, claimed: uuid.UUID | None) -> uuid.UUID:
-    if not peer.app[SETTINGS].auth_required:
-        if claimed is None:
-            raise Unauthorized("userId is required when authentication is off", code="user_required")
-        return claimed
-    who = await peer.who()
-    if who is None:
-        raise Unauthorized("The token given at connect is not valid: this socket may watch but not act")
-    if who.anonymous:
-        raise Unauthorized("Connect with ?token= to hold seats: this socket may watch but not act")
-    if who.user_id is None:
-        raise Forbidden("The admin token cannot act for a user")
-    if claimed is not None and claimed != who.user_id:
-        raise Forbidden("userId does not match the token's user", code="not_owner")
-    return who.user_id
+    return actors.acting_user(peer.app[SETTINGS].auth_required, await peer.who(), claimed, actors.SOCKET)
 
 
 async def actor(peer: Peer) -> Actor:
-    if not peer.app[SETTINGS].auth_required:
-        return Actor(None, check_owner=False)
-    who = await peer.who()
-    if who is None or who.anonymous:
-        raise Unauthorized("Connect with a valid ?token= to act on reservations")
-    return Actor(who.user_id, check_owner=not who.is_admin)
+    return actors.booking_actor(peer.app[SETTINGS].auth_required, await peer.who(), actors.SOCKET)
 
 
 # ------------------------------------------------------------ handlers
 
-@message("hold", HoldMessage)
+@message("hold", HoldMessage, in_task=True)
 async def hold(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
     user_id = await acting_user(peer, msg.get("userId"))
     peer.take_write(user_id)
     reservation = await hold_within_limits(peer.app[LIMITS], peer.app[BOOKING], peer.address, user_id,
                                            peer.session_id, msg["sessionSeatIds"], msg.get("idempotencyKey"))
-    return {"type": "hold.ok", "reservation": reservation}
+    return {"type": "hold.ok", "reservation": shapes.reservation(reservation)}
 
 
-@message("release", ReleaseMessage)
+@message("release", ReleaseMessage, in_task=True)
 async def release(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
     who = await actor(peer)
     if who.check_owner:  # the admin is not limited
@@ -222,23 +231,41 @@ def error_reply(exc: Exception, msg_type: str | None) -> dict[str, Any]:
     return {"type": "error", "code": "internal_error", "message": "Internal server error"}
 
 
-async def dispatch(peer: Peer, raw: str) -> dict[str, Any] | None:
-    """One client message -> its reply (None when the reply is the snapshot the writer sends)."""
+async def dispatch(peer: Peer, raw: str) -> None:
+    """One client message: checked and validated here, then run (in the reader, or as a task of the socket);
+    its reply goes out through the socket's queue."""
     envelope: dict[str, Any] = {}
     try:
         envelope = decode(raw)
         check_envelope(envelope)
-        entry = REGISTRY.get(envelope["type"])
-        if entry is None:
+        command = REGISTRY.get(envelope["type"])
+        if command is None:
             raise UnknownType(f"Unknown message type; known: {', '.join(sorted(REGISTRY))}")
-        handler, schema = entry
         try:
-            data = schema().load(envelope)
+            data = command.schema.load(envelope)
         except ValidationError as exc:
             raise ValidationFailed(details={"fields": exc.messages}) from None
-        reply = await handler(peer, data)
+        if command.in_task and len(peer.commands or ()) >= MAX_COMMANDS_IN_FLIGHT:
+            raise TooManyCommands()
     except Exception as exc:  # noqa: BLE001 - mapped to a reply in one place; CancelledError passes
-        reply = error_reply(exc, envelope.get("type"))
-    if reply is not None:
-        reply["requestId"] = envelope.get("requestId")
-    return reply
+        reply(peer, envelope, error_reply(exc, envelope.get("type")))
+        return
+    if command.in_task:
+        peer.start(run(peer, command, envelope, data), f"ws-{envelope['type']}")
+    else:
+        await run(peer, command, envelope, data)
+
+
+async def run(peer: Peer, command: SocketCommand, envelope: dict[str, Any], data: dict[str, Any]) -> None:
+    try:
+        answer = await command.handler(peer, data)
+    except Exception as exc:  # noqa: BLE001 - mapped to a reply in one place; CancelledError passes
+        answer = error_reply(exc, envelope.get("type"))
+    reply(peer, envelope, answer)
+
+
+def reply(peer: Peer, envelope: dict[str, Any], answer: dict[str, Any] | None) -> None:
+    """Send `answer` with the request's id (None: the reply is the snapshot the writer sends)."""
+    if answer is not None:
+        answer["requestId"] = envelope.get("requestId")
+        peer.conn.send_message(answer)

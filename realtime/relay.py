@@ -6,13 +6,6 @@ it is the sweeper that republishes whatever another node left behind (killed mid
 broker outage held back. Rows are claimed with `FOR UPDATE SKIP LOCKED`, so any number of nodes
 relay at once without publishing a row twice in the normal case; after a failure a row may be
 published again (at least once), which consumers absorb through seat versions.
-
-`OUTBOX_PUBLISH=direct` measures (and offers) the other way: the node that committed a hold or release
-produces its event itself right after the commit (`DirectPublisher`: one read of the committed row, no
-claim transaction held across the broker's ack) and marks the row published once acknowledged. The row
-is still written in the booking transaction, so nothing is lost: the relay then only sweeps, on its
-timer, rows still unpublished `DIRECT_GRACE` seconds after their commit (the node died before the ack,
-the broker was down, or events no direct publish covers: confirms and expiries).
 """
 
 from __future__ import annotations
@@ -20,16 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from typing import TYPE_CHECKING
 
 import asyncpg
 from aiokafka.errors import KafkaError
 from aiokafka.structs import RecordMetadata
 
-from storage import metrics
-from storage.aio import internal_cancel_as, stop_if_cancelled, within
-from storage.settings import Settings
+from core import metrics
+from core.aio import internal_cancel_as, stop_if_cancelled, within
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from realtime.kafka import KafkaLink
@@ -41,23 +33,12 @@ BATCH_SIZE = 500
 PUBLISH_TIMEOUT = 2.0
 MAX_BACKOFF = 2.0
 
-# direct mode: how long a row is left to the node that committed it before a sweeper publishes it
-DIRECT_GRACE = 1.0
-
 CLAIM_SQL = """
 SELECT id, session_id, payload::text AS payload FROM outbox
-WHERE published_at IS NULL AND created_at <= clock_timestamp() - $2 * interval '1 second'
+WHERE published_at IS NULL
 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
 """
 MARK_SQL = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
-# The unpublished events of given reservations: one per noted commit, so the scan of the partial index
-# walks back from its newest entries and stops once it has them all (a forward or bitmap scan would
-# also visit the entries of every row marked since the last vacuum, which grow with traffic).
-DIRECT_SQL = """
-SELECT id, session_id, payload::text AS payload FROM outbox
-WHERE published_at IS NULL AND payload->>'reservationId' = ANY($1::text[]) ORDER BY id DESC LIMIT $2
-"""
-DIRECT_MARK_SQL = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[]) AND published_at IS NULL"
 BACKLOG_SQL = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
 
 
@@ -78,10 +59,6 @@ class OutboxRelay:
         self.wake = wake
         self.topic = settings.kafka_topic
         self.sweep_interval = settings.outbox_sweep_interval
-        # direct mode: commits publish their own events; the relay only sweeps what they left behind
-        self.sweep_only = settings.outbox_publish == "direct"
-        self.min_age = DIRECT_GRACE if self.sweep_only else 0.0
-        self.published = 0  # rows this node published (tests and logs read it)
 
     async def run(self) -> None:
         """Forever: wait for a commit or the sweep timer, then publish everything unpublished."""
@@ -114,9 +91,6 @@ class OutboxRelay:
             await asyncio.sleep(min(0.1 * 2 ** min(failures, 5), MAX_BACKOFF))
             self.wake.clear()
             return True
-        if self.sweep_only:
-            await asyncio.sleep(self.sweep_interval)
-            return True
         try:
             await within(self.sweep_interval, self.wake.wait())
             swept = False
@@ -126,19 +100,19 @@ class OutboxRelay:
         self.wake.clear()
         return swept
 
-    async def publish_pending(self, min_age: float | None = None) -> int:
-        """Publish batches until nothing unpublished (older than `min_age`) is left; the number of rows published."""
+    async def publish_pending(self) -> int:
+        """Publish batches until nothing unpublished is left; the number of rows published."""
         total = 0
         while True:
-            count = await self.publish_batch(min_age=min_age)
+            count = await self.publish_batch()
             total += count
             if count < BATCH_SIZE:
                 return total
 
-    async def publish_batch(self, limit: int = BATCH_SIZE, min_age: float | None = None) -> int:
+    async def publish_batch(self, limit: int = BATCH_SIZE) -> int:
         """Claim up to `limit` rows, produce them, wait for every ack, mark them published, commit."""
         async with self.pool.acquire() as con, con.transaction():
-            rows = await con.fetch(CLAIM_SQL, limit, self.min_age if min_age is None else min_age)
+            rows = await con.fetch(CLAIM_SQL, limit)
             if not rows:
                 return 0
             producer = self.link.producer
@@ -157,7 +131,6 @@ class OutboxRelay:
                     ack.cancel()
                 raise PublishFailed(repr(exc)) from exc
             await con.execute(MARK_SQL, [row["id"] for row in rows])
-        self.published += len(rows)
         log.debug("published %d outbox rows in %.1f ms", len(rows), (time.perf_counter() - started) * 1000)
         return len(rows)
 
@@ -181,88 +154,3 @@ class OutboxRelay:
         if failures in (1, 10) or failures % 100 == 0:
             log.warning("outbox relay: %s unavailable (%d failed passes): %r", service, failures, exc)
 
-
-class DirectPublisher:
-    """OUTBOX_PUBLISH=direct: produce the events of this node's holds and releases right after their commit.
-
-    `publish` (called by the booking code after a commit) only notes the reservation; the loop reads the
-    unpublished outbox rows of every reservation noted since its last pass (one query, no lock held),
-    produces them in id order and hands their acks to a marker task, so the next pass does not wait for
-    them. A row whose ack does not come stays unpublished and the relay's sweeper publishes it.
-    """
-
-    def __init__(self, pool: asyncpg.Pool, link: KafkaLink, settings: Settings) -> None:
-        self.pool = pool
-        self.link = link
-        self.topic = settings.kafka_topic
-        self.published = 0
-        self._noted: list[str] = []
-        self._ready = asyncio.Event()
-        self._in_flight: set[int] = set()  # row ids produced, not yet acknowledged
-        self._markers: set[asyncio.Task[None]] = set()
-        self._failures = 0
-
-    def publish(self, reservation_id: uuid.UUID) -> None:
-        self._noted.append(str(reservation_id))
-        self._ready.set()
-
-    async def run(self) -> None:
-        try:
-            while True:
-                await self._ready.wait()
-                self._ready.clear()
-                noted, self._noted = self._noted, []
-                try:
-                    with internal_cancel_as(KafkaError):
-                        await self._publish(noted)
-                except (KafkaError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                    self._failed(exc)  # the rows stay unpublished: the sweeper takes them
-                except Exception:  # noqa: BLE001 - one bad pass must not end direct publishing
-                    log.exception("outbox direct publish failed unexpectedly; left to the sweeper")
-        finally:
-            for task in self._markers:
-                task.cancel()
-            await asyncio.gather(*self._markers, return_exceptions=True)
-
-    async def _publish(self, reservations: list[str]) -> None:
-        producer = self.link.producer
-        if producer is None:
-            raise BrokerUnavailable("kafka producer not connected")
-        found = await self.pool.fetch(DIRECT_SQL, list(set(reservations)), len(reservations))
-        rows = [r for r in reversed(found) if r["id"] not in self._in_flight]  # in id order
-        if not rows:
-            return
-        ids = [row["id"] for row in rows]
-        self._in_flight.update(ids)
-        acks: list[asyncio.Future[RecordMetadata]] = []
-        try:
-            for row in rows:
-                acks.append(await producer.send(self.topic, value=row["payload"].encode(),
-                                                key=str(row["session_id"]).encode()))
-        except BaseException:
-            self._in_flight.difference_update(ids)
-            for ack in acks:
-                ack.cancel()
-            raise
-        marker = asyncio.create_task(self._mark_when_acked(ids, acks), name="outbox-direct-mark")
-        self._markers.add(marker)
-        marker.add_done_callback(self._markers.discard)
-
-    async def _mark_when_acked(self, ids: list[int], acks: list[asyncio.Future[RecordMetadata]]) -> None:
-        try:
-            with internal_cancel_as(KafkaError):  # a producer replaced meanwhile cancels its acks
-                self.link.echo.sent(await within(PUBLISH_TIMEOUT, asyncio.gather(*acks)))
-            await self.pool.execute(DIRECT_MARK_SQL, ids)
-            self.published += len(ids)
-            self._failures = 0
-        except (KafkaError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            for ack in acks:
-                ack.cancel()
-            self._failed(exc)
-        finally:
-            self._in_flight.difference_update(ids)
-
-    def _failed(self, exc: BaseException) -> None:
-        self._failures += 1
-        if self._failures in (1, 10) or self._failures % 100 == 0:
-            log.warning("outbox direct publish failed (%d in a row), left to the sweeper: %r", self._failures, exc)

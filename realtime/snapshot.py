@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import asyncpg
 
+from contract import shapes
 from realtime.hub import dumps
 from storage.catalog import seat_rows
 
@@ -97,13 +97,4 @@ class SnapshotReader:
 
 def snapshot_frame(rows: Sequence[asyncpg.Record], session_id: str, user_id: str | None, node_id: str,
                    hold_ttl_seconds: int) -> bytes:
-    return dumps({
-        "type": "snapshot", "sessionId": session_id, "nodeId": node_id, "serverTime": int(time.time() * 1000),
-        "holdTtlSeconds": hold_ttl_seconds,
-        "seats": [
-            {"id": str(r["id"]), "status": r["status"], "version": r["version"], "rowLabel": r["row_label"],
-             "seatNumber": r["seat_number"],
-             "mine": user_id is not None and r["user_id"] is not None and str(r["user_id"]) == user_id}
-            for r in rows
-        ],
-    })
+    return dumps(shapes.snapshot(rows, session_id, user_id, node_id, hold_ttl_seconds))

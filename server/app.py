@@ -15,6 +15,9 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from contract.limits import Limits
+from core.aio import owned_task
+from core.settings import Settings
 from handlers import setup_routes
 from handlers.openapi import add_common_errors
 from handlers.parsing import ContractParser
@@ -24,9 +27,7 @@ from realtime import setup as setup_realtime
 from realtime.kafka import KafkaLink
 from server.middlewares import http_middleware
 from server.ratelimit import rate_limiter
-from storage import db
-from storage.aio import owned_task
-from storage.appkeys import (
+from server.typedefs import (
     ADMISSION,
     BOOKING,
     GATE,
@@ -40,11 +41,10 @@ from storage.appkeys import (
     SETTINGS,
     TOKENS,
 )
+from storage import db
 from storage.auth import TokenCache
 from storage.booking import Booking
-from storage.limits import Limits
-from storage.redis_gate import RedisGate
-from storage.settings import Settings
+from storage.redis_gate import NoGate, RedisGate
 
 log = logging.getLogger("boxoffice.app")
 STATIC = Path(__file__).parent / "static"
@@ -83,9 +83,9 @@ async def booking_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     wake = app[OUTBOX_WAKE]
     app[BOOKING] = Booking(
-        app[PG_POOL], app[GATE], hold_ttl_seconds=settings.hold_ttl_seconds,
+        app[PG_POOL], app[GATE] if settings.redis_gate else NoGate(), hold_ttl_seconds=settings.hold_ttl_seconds,
         max_seats_per_hold=settings.max_seats_per_hold, max_seats_per_user=settings.max_seats_per_user,
-        use_gate=settings.redis_gate, gate_timeout=settings.redis_timeout, on_commit=wake.set,
+        gate_timeout=settings.redis_timeout, on_commit=wake.set,
         hold_batch_max=settings.hold_batch_max, hold_writers=settings.hold_writers,
     )
     yield

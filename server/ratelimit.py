@@ -1,18 +1,19 @@
-"""The REST write limit: an admission check (`storage.appkeys.ADMISSION`) on POST/PUT/PATCH/DELETE.
+"""The REST write limit: an admission check (`server.typedefs.ADMISSION`) on POST/PUT/PATCH/DELETE.
 
 A valid user token draws on its user's bucket (the one the socket's holds and releases draw on too); a write
 without one -- a guest sign-up, a token that is made up, expired or revoked -- draws on its address's bucket,
-so inventing tokens buys nothing. The admin is not limited. Answers 429 `rate_limited` with Retry-After.
-HAProxy adds a per-address request rate across the cluster (haproxy.cfg).
+so inventing tokens buys nothing. The admin is not limited. Answers 429 `rate_limited` with Retry-After
+(contract.limits). HAProxy adds a per-address request rate across the cluster (haproxy.cfg).
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from contract.actors import valid_principal
 from handlers.auth import PRINCIPAL, bearer_token
-from storage.appkeys import LIMITS, SETTINGS
-from storage.auth import Principal, valid_principal
+from server.typedefs import LIMITS, SETTINGS
+from storage.auth import Principal
 
 LIMITED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 

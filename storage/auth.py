@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
-from aiohttp import web
 
-from storage.appkeys import SETTINGS, TOKENS
-from storage.errors import Unauthorized
+from core.errors import Unauthorized
 
 log = logging.getLogger("boxoffice.auth")
 REVOKED_CHANNEL = "bx_token_revoked"  # NOTIFY payload: the revoked token's sha256, hex
@@ -70,21 +68,6 @@ async def resolve_principal(token: str | None, admin_token: str, tokens: TokenCa
         return ADMIN
     user_id = await tokens.user_for(token)
     return None if user_id is None else Principal(user_id=user_id)
-
-
-async def principal_for_token(app: web.Application, token: str | None) -> Principal | None:
-    """`resolve_principal` with the node's admin token and token cache: the one lookup behind the REST
-    bearer header (handlers.auth) and the WebSocket `?token=` (realtime.channel)."""
-    return await resolve_principal(token, app[SETTINGS].admin_token, app[TOKENS])
-
-
-async def valid_principal(app: web.Application, token: str | None) -> Principal | None:
-    """`principal_for_token` where an expired token counts as not valid (None), as an unknown one does: for the
-    callers that let such a caller watch (the socket) or count it by its address (the write limit)."""
-    try:
-        return await principal_for_token(app, token)
-    except TokenExpired:
-        return None
 
 
 class TokenCache:

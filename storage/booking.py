@@ -1,6 +1,6 @@
 """The booking logic: hold, confirm, release, expire. The one implementation REST and WebSocket both call.
 
-Each transition is one atomic PostgreSQL statement (the `bx_*` functions of migration 002) that also
+Each transition is one atomic PostgreSQL statement (the `bx_*` functions of storage/migrations) that also
 writes its outbox event; the Redis gate in front turns losers away before they reach the database.
 This module knows nothing of Kafka or sockets: after each commit it calls `on_commit`, which the app
 wires to the outbox relay.
@@ -13,15 +13,13 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
 
 import asyncpg
 import redis.exceptions
 
-from storage import ids, metrics
-from storage.aio import within
-from storage.errors import (
+from core import ids, metrics
+from core.aio import within
+from core.errors import (
     DomainError,
     Forbidden,
     HoldExpired,
@@ -34,11 +32,11 @@ from storage.errors import (
     ValidationFailed,
 )
 from storage.group_commit import HoldWriter
-from storage.redis_gate import RedisGate
+from storage.redis_gate import GateEntry, SeatGate
+from storage.redis_keys import seat_value, sold_until_ms
+from storage.rows import Released, Reservation, Sale, Seat, seats_from_json
 
 log = logging.getLogger("boxoffice.booking")
-
-SOLD_KEY_GRACE = timedelta(hours=1)  # sold keys live until the show ends, plus this
 
 
 class ReservationNotFound(NotFound):
@@ -102,13 +100,9 @@ class Actor:
     check_owner: bool = True
 
 
-def _iso(value: datetime) -> str:
-    return value.isoformat()
-
-
 class Booking:
-    def __init__(self, pool: asyncpg.Pool, gate: RedisGate, *, hold_ttl_seconds: int, max_seats_per_hold: int,
-                 max_seats_per_user: int = 0, use_gate: bool = True, gate_timeout: float = 0.5,
+    def __init__(self, pool: asyncpg.Pool, gate: SeatGate, *, hold_ttl_seconds: int, max_seats_per_hold: int,
+                 max_seats_per_user: int = 0, gate_timeout: float = 0.5,
                  on_commit: Callable[[], None] | None = None, hold_batch_max: int = 32,
                  hold_writers: int = 4) -> None:
         self.pool = pool
@@ -116,19 +110,15 @@ class Booking:
         self.hold_ttl_ms = hold_ttl_seconds * 1000
         self.max_seats_per_hold = max_seats_per_hold
         self.max_seats_per_user = max_seats_per_user
-        self.use_gate = use_gate
         self.gate_timeout = gate_timeout  # a hold never waits longer than this on Redis: it fails fast instead
         self.on_commit = on_commit or (lambda: None)
-        # OUTBOX_PUBLISH=direct plugs its publisher in here (jobs.outbox): the reservation of a committed
-        # hold or release, whose outbox event is then produced at once (the relay's sweeper covers the rest)
-        self.on_event: Callable[[uuid.UUID], None] | None = None
         self.writer = HoldWriter(pool, hold_ttl_ms=self.hold_ttl_ms, max_seats_per_user=max_seats_per_user,
                                  max_batch=hold_batch_max,
                                  # without the gate, concurrent batches could take overlapping seats in
                                  # opposite orders and deadlock: one batch in flight at a time then
-                                 max_inflight=hold_writers if use_gate else 1,
+                                 max_inflight=hold_writers if gate.screens_holds else 1,
                                  # behind the gate a batch is almost always granted whole (bx_hold_set)
-                                 set_based=use_gate)
+                                 set_based=gate.screens_holds)
 
     # ------------------------------------------------------------------ hold
 
@@ -144,29 +134,27 @@ class Booking:
         return list(seat_ids)
 
     async def hold(self, user_id: uuid.UUID, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID],
-                   idempotency_key: str | None = None) -> dict[str, Any]:
-        """Hold every seat for the user, or none. Returns the reservation (contract shape)."""
+                   idempotency_key: str | None = None) -> Reservation:
+        """Hold every seat for the user, or none. Returns the reservation."""
         seats = self.check_seat_list(seat_ids)
         if idempotency_key:
             prior = await self._prior_hold(user_id, session_id, idempotency_key)
             if prior is not None:
                 return prior
         reservation_id = ids.uuid4()
-        if self.use_gate:
-            try:
-                await self._gate_hold(session_id, seats, reservation_id, user_id, idempotency_key)
-            except _PriorHold as prior:
-                return prior.reservation
+        try:
+            await self._gate_hold(session_id, seats, reservation_id, user_id, idempotency_key)
+        except _PriorHold as prior:
+            return prior.reservation
         try:
             row = await self.writer.write(reservation_id, user_id, session_id, seats, idempotency_key)
         except BaseException as exc:
-            if self.use_gate:
-                await self._gate_release_quietly(session_id, seats, reservation_id)
+            await self._gate_release_quietly(session_id, seats, reservation_id)
             error = self._map_db_error(exc)
             if isinstance(error, SeatsUnavailable):
                 metrics.HOLDS.labels("conflict_db").inc()
-                if self.use_gate:  # the gate was wrong about these seats: teach it what PostgreSQL knows
-                    await self._repair_gate(session_id, [uuid.UUID(c) for c in error.conflicts])
+                # the gate was wrong about these seats: teach it what PostgreSQL knows
+                await self._repair_gate(session_id, [uuid.UUID(c) for c in error.conflicts])
             if idempotency_key and isinstance(exc, asyncpg.UniqueViolationError):
                 concurrent = await self._prior_hold(user_id, session_id, idempotency_key)
                 if concurrent is not None:  # a concurrent retry of this hold committed first
@@ -176,12 +164,7 @@ class Booking:
             raise error from None
         metrics.HOLDS.labels("ok").inc()
         self.on_commit()
-        if self.on_event is not None:
-            self.on_event(reservation_id)
-        return {
-            "id": str(reservation_id), "userId": str(user_id), "sessionId": str(session_id),
-            "status": "PENDING", "expiresAt": _iso(row.expires_at), "seats": row.seats,
-        }
+        return Reservation(reservation_id, user_id, session_id, "PENDING", row.expires_at, row.seats)
 
     async def _gate_hold(self, session_id: uuid.UUID, seats: list[uuid.UUID], reservation_id: uuid.UUID,
                          user_id: uuid.UUID, idempotency_key: str | None) -> None:
@@ -210,24 +193,22 @@ class Booking:
         flush or restart of Redis), so the next buyers are turned away in Redis again."""
         if not seat_ids:
             return
-        try:
+
+        async def true_owners() -> list[GateEntry]:
             rows = await self.pool.fetch(
                 "SELECT ss.id, ss.status, ss.reservation_id, r.expires_at, s.end_show_time FROM session_seats ss"
                 " JOIN reservations r ON r.id = ss.reservation_id JOIN sessions s ON s.id = ss.session_id"
                 " WHERE ss.id = ANY($1::uuid[]) AND ss.session_id = $2", seat_ids, session_id)
-            entries = [
-                (session_id, r["id"], f"H:{r['reservation_id']}", int(r["expires_at"].timestamp() * 1000))
-                if r["status"] == "RESERVED" else
-                (session_id, r["id"], f"S:{r['reservation_id']}",
-                 int((r["end_show_time"] + SOLD_KEY_GRACE).timestamp() * 1000))
-                for r in rows
-            ]
-            await within(self.gate_timeout, self.gate.restore(entries))
+            return [(session_id, r["id"], *seat_value(r["status"], r["reservation_id"], r["expires_at"],
+                                                      r["end_show_time"])) for r in rows]
+
+        try:
+            await within(self.gate_timeout, self.gate.repair(true_owners))
         except (TimeoutError, redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
             log.warning("could not repair the gate for %d seats: %r", len(seat_ids), exc)
 
     async def _prior_hold(self, user_id: uuid.UUID, session_id: uuid.UUID, key: str,
-                          wait: float = 0.0) -> dict[str, Any] | None:
+                          wait: float = 0.0) -> Reservation | None:
         for attempt in range(2 if wait else 1):
             if attempt:
                 await asyncio.sleep(wait)
@@ -244,7 +225,7 @@ class Booking:
     # ------------------------------------------------------------------ confirm
 
     async def confirm(self, actor: Actor, reservation_id: uuid.UUID,
-                      idempotency_key: str | None = None) -> dict[str, Any]:
+                      idempotency_key: str | None = None) -> Sale:
         """Buy the held seats: one sale, however often it is retried with the same key."""
         try:
             row = await self.pool.fetchrow(
@@ -260,21 +241,19 @@ class Booking:
         if row["created"]:
             metrics.CONFIRMS.labels("ok").inc()
             self.on_commit()
-            if self.use_gate:
-                until = row["sold_until"] + SOLD_KEY_GRACE
-                try:
-                    sold = self.gate.mark_sold(row["session_id"], row["seat_ids"], reservation_id,
-                                               int(until.timestamp() * 1000))
-                    await within(self.gate_timeout, sold)
-                except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # reconciliation restores it
-                    log.warning("could not mark seats sold in Redis for %s: %r", reservation_id, exc)
+            try:
+                sold = self.gate.mark_sold(row["session_id"], row["seat_ids"], reservation_id,
+                                           sold_until_ms(row["sold_until"]))
+                await within(self.gate_timeout, sold)
+            except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # reconciliation restores it
+                log.warning("could not mark seats sold in Redis for %s: %r", reservation_id, exc)
         else:
             metrics.CONFIRMS.labels("replay").inc()
         return await self.get_sale(row["sale_id"], Actor(None, check_owner=False))
 
     # ------------------------------------------------------------------ release / expire
 
-    async def release(self, actor: Actor, reservation_id: uuid.UUID) -> dict[str, Any]:
+    async def release(self, actor: Actor, reservation_id: uuid.UUID) -> Released:
         """Cancel a PENDING reservation and free its seats."""
         try:
             row = await self.pool.fetchrow(
@@ -288,12 +267,8 @@ class Booking:
             raise error from None
         metrics.CANCELLED.inc()
         self.on_commit()
-        if self.on_event is not None:
-            self.on_event(reservation_id)
-        if self.use_gate:
-            await self._gate_release_quietly(row["session_id"], row["seat_ids"], reservation_id)
-        return {"reservationId": str(reservation_id), "sessionId": str(row["session_id"]),
-                "seatIds": [str(s) for s in row["seat_ids"]]}
+        await self._gate_release_quietly(row["session_id"], row["seat_ids"], reservation_id)
+        return Released(reservation_id, row["session_id"], list(row["seat_ids"]))
 
     async def expire_due(self, limit: int = 500) -> int:
         """Expire every PENDING reservation past its time (safe on many nodes at once)."""
@@ -302,14 +277,13 @@ class Booking:
             return 0
         metrics.EXPIRED.inc(len(rows))
         self.on_commit()
-        if self.use_gate:
-            for row in rows:
-                await self._gate_release_quietly(row["session_id"], row["seat_ids"], row["reservation_id"])
+        for row in rows:
+            await self._gate_release_quietly(row["session_id"], row["seat_ids"], row["reservation_id"])
         return len(rows)
 
     # ------------------------------------------------------------------ reads
 
-    async def get_reservation(self, reservation_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
+    async def get_reservation(self, reservation_id: uuid.UUID, actor: Actor) -> Reservation:
         async with self.pool.acquire() as con:
             res = await con.fetchrow(
                 "SELECT id, user_id, session_id, status, expires_at, created_at FROM reservations WHERE id = $1",
@@ -322,44 +296,37 @@ class Booking:
                 "SELECT ss.id, st.row_label, st.seat_number FROM reservation_seats rs"
                 " JOIN session_seats ss ON ss.id = rs.session_seat_id JOIN seats st ON st.id = ss.seat_id"
                 " WHERE rs.reservation_id = $1 ORDER BY ss.position", reservation_id)
-        return {
-            "id": str(res["id"]), "userId": str(res["user_id"]), "sessionId": str(res["session_id"]),
-            "status": res["status"], "expiresAt": _iso(res["expires_at"]), "createdAt": _iso(res["created_at"]),
-            "seats": [{"id": str(s["id"]), "rowLabel": s["row_label"], "seatNumber": s["seat_number"]} for s in seats],
-        }
+        return Reservation(res["id"], res["user_id"], res["session_id"], res["status"], res["expires_at"],
+                           [Seat(s["id"], s["row_label"], s["seat_number"]) for s in seats], res["created_at"])
 
-    async def get_sale(self, sale_id: uuid.UUID, actor: Actor) -> dict[str, Any]:
+    async def get_sale(self, sale_id: uuid.UUID, actor: Actor) -> Sale:
         sales = await self._sales("sa.id = $1", sale_id)
         if not sales:
             raise SaleNotFound()
         sale = sales[0]
-        if actor.check_owner and sale["userId"] != str(actor.user_id):
+        if actor.check_owner and sale.user_id != actor.user_id:
             raise Forbidden("This sale belongs to another user", code="not_owner")
         return sale
 
-    async def user_sales(self, user_id: uuid.UUID, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    async def user_sales(self, user_id: uuid.UUID, limit: int = 100, offset: int = 0) -> list[Sale]:
         return await self._sales("sa.user_id = $1", user_id, limit=limit, offset=offset)
 
-    async def _sales(self, where: str, arg: uuid.UUID, limit: int = 1, offset: int = 0) -> list[dict[str, Any]]:
+    async def _sales(self, where: str, arg: uuid.UUID, limit: int = 1, offset: int = 0) -> list[Sale]:
         rows = await self.pool.fetch(
             f"""
             SELECT sa.id, sa.reservation_id, sa.user_id, sa.session_id, sa.total_amount, sa.confirmed_at,
                    se.movie_title, se.start_show_time,
-                   (SELECT jsonb_agg(jsonb_build_object('id', ss.id, 'rowLabel', st.row_label,
-                                                        'seatNumber', st.seat_number) ORDER BY ss.position)
+                   (SELECT jsonb_agg(jsonb_build_object('id', ss.id, 'row_label', st.row_label,
+                                                        'seat_number', st.seat_number) ORDER BY ss.position)
                     FROM sale_seats x JOIN session_seats ss ON ss.id = x.session_seat_id
                     JOIN seats st ON st.id = ss.seat_id WHERE x.sale_id = sa.id) AS seats
             FROM sales sa JOIN sessions se ON se.id = sa.session_id
             WHERE {where}
             ORDER BY sa.confirmed_at DESC, sa.id LIMIT $2 OFFSET $3
             """, arg, limit, offset)
-        return [
-            {"id": str(r["id"]), "reservationId": str(r["reservation_id"]), "userId": str(r["user_id"]),
-             "sessionId": str(r["session_id"]), "movieTitle": r["movie_title"],
-             "startShowTime": _iso(r["start_show_time"]), "totalAmount": float(r["total_amount"]),
-             "confirmedAt": _iso(r["confirmed_at"]), "seats": r["seats"] or []}
-            for r in rows
-        ]
+        return [Sale(r["id"], r["reservation_id"], r["user_id"], r["session_id"], r["movie_title"],
+                     r["start_show_time"], r["total_amount"], r["confirmed_at"], seats_from_json(r["seats"]))
+                for r in rows]
 
     # ------------------------------------------------------------------ errors
 
@@ -379,6 +346,6 @@ class Booking:
 class _PriorHold(Exception):
     """Internal: a concurrent retry with the same idempotency key already holds these seats."""
 
-    def __init__(self, reservation: dict[str, Any]) -> None:
+    def __init__(self, reservation: Reservation) -> None:
         super().__init__("prior hold")
         self.reservation = reservation

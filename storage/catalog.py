@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 import asyncpg
 
+from core.errors import Conflict, NotFound, Unprocessable
 from storage.auth import hash_token, new_token
-from storage.errors import Conflict, NotFound, Unprocessable
+from storage.rows import Room, Seat, SeatMap, Session, SessionSeat, User
 
 MIN_SESSION_SEATS = 16
 SEATS_PER_ROW_FOR_CAPACITY = 16
@@ -60,17 +59,6 @@ def seat_layout(rows: int | None, seats_per_row: int | None, capacity: int | Non
 
 # ---------------------------------------------------------------- users
 
-@dataclass(frozen=True)
-class User:
-    id: uuid.UUID
-    name: str
-    email: str
-    created_at: datetime
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": str(self.id), "name": self.name, "email": self.email, "createdAt": self.created_at.isoformat()}
-
-
 async def create_user(pool: asyncpg.Pool, name: str, email: str) -> tuple[User, str]:
     token = new_token()
     try:
@@ -93,14 +81,11 @@ async def get_user(pool: asyncpg.Pool, user_id: uuid.UUID) -> User:
 
 # ---------------------------------------------------------------- rooms
 
-def _room_json(room: asyncpg.Record, seats: list[asyncpg.Record] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"id": str(room["id"]), "name": room["name"], "capacity": room["capacity"]}
-    if seats is not None:
-        out["seats"] = [{"id": str(s["id"]), "rowLabel": s["row_label"], "seatNumber": s["seat_number"]} for s in seats]
-    return out
+def _room(row: asyncpg.Record, seats: list[Seat] | None = None) -> Room:
+    return Room(row["id"], row["name"], row["capacity"], seats)
 
 
-async def create_room(pool: asyncpg.Pool, name: str, layout: list[tuple[str, int]]) -> dict[str, Any]:
+async def create_room(pool: asyncpg.Pool, name: str, layout: list[tuple[str, int]]) -> Room:
     room_id = uuid.uuid4()
     seat_rows = [(uuid.uuid4(), room_id, label, number, pos) for pos, (label, number) in enumerate(layout)]
     async with pool.acquire() as con, con.transaction():
@@ -111,18 +96,17 @@ async def create_room(pool: asyncpg.Pool, name: str, layout: list[tuple[str, int
         await con.copy_records_to_table(
             "seats", records=seat_rows, columns=["id", "room_id", "row_label", "seat_number", "position"]
         )
-    seats = [{"id": r[0], "row_label": r[2], "seat_number": r[3]} for r in seat_rows]
-    return _room_json(room, seats)  # type: ignore[arg-type]
+    return _room(room, [Seat(r[0], r[2], r[3]) for r in seat_rows])
 
 
-async def list_rooms(pool: asyncpg.Pool, limit: int, offset: int) -> list[dict[str, Any]]:
+async def list_rooms(pool: asyncpg.Pool, limit: int, offset: int) -> list[Room]:
     rows = await pool.fetch(
         "SELECT id, name, capacity FROM rooms ORDER BY created_at, id LIMIT $1 OFFSET $2", limit, offset
     )
-    return [_room_json(r, None) for r in rows]
+    return [_room(r) for r in rows]
 
 
-async def get_room(pool: asyncpg.Pool, room_id: uuid.UUID) -> dict[str, Any]:
+async def get_room(pool: asyncpg.Pool, room_id: uuid.UUID) -> Room:
     async with pool.acquire() as con:
         room = await con.fetchrow("SELECT id, name, capacity FROM rooms WHERE id = $1", room_id)
         if room is None:
@@ -130,7 +114,7 @@ async def get_room(pool: asyncpg.Pool, room_id: uuid.UUID) -> dict[str, Any]:
         seats = await con.fetch(
             "SELECT id, row_label, seat_number FROM seats WHERE room_id = $1 ORDER BY position", room_id
         )
-    return _room_json(room, seats)
+    return _room(room, [Seat(r["id"], r["row_label"], r["seat_number"]) for r in seats])
 
 
 # ---------------------------------------------------------------- sessions
@@ -138,19 +122,13 @@ async def get_room(pool: asyncpg.Pool, room_id: uuid.UUID) -> dict[str, Any]:
 SESSION_COLUMNS = "id, movie_title, start_show_time, end_show_time, room_id, ticket_price"
 
 
-def session_json(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "id": str(row["id"]),
-        "movieTitle": row["movie_title"],
-        "startShowTime": row["start_show_time"].isoformat(),
-        "endShowTime": row["end_show_time"].isoformat(),
-        "roomId": str(row["room_id"]),
-        "ticketPrice": float(row["ticket_price"]),
-    }
+def _session(row: asyncpg.Record) -> Session:
+    return Session(row["id"], row["movie_title"], row["start_show_time"], row["end_show_time"], row["room_id"],
+                   row["ticket_price"])
 
 
 async def create_session(pool: asyncpg.Pool, movie_title: str, start: datetime, end: datetime,
-                         room_id: uuid.UUID, ticket_price: Decimal) -> dict[str, Any]:
+                         room_id: uuid.UUID, ticket_price: Decimal) -> Session:
     if end <= start:
         raise InvalidShowTimes()
     session_id = uuid.uuid4()
@@ -172,14 +150,14 @@ async def create_session(pool: asyncpg.Pool, movie_title: str, start: datetime, 
             " SELECT gen_random_uuid(), $1, id, position FROM seats WHERE room_id = $2",
             session_id, room_id,
         )
-    return session_json(row)
+    return _session(row)
 
 
-async def list_sessions(pool: asyncpg.Pool, limit: int, offset: int) -> list[dict[str, Any]]:
+async def list_sessions(pool: asyncpg.Pool, limit: int, offset: int) -> list[Session]:
     rows = await pool.fetch(
         f"SELECT {SESSION_COLUMNS} FROM sessions ORDER BY start_show_time, id LIMIT $1 OFFSET $2", limit, offset
     )
-    return [session_json(r) for r in rows]
+    return [_session(r) for r in rows]
 
 
 async def get_session_row(con: asyncpg.Connection | asyncpg.Pool, session_id: uuid.UUID) -> asyncpg.Record:
@@ -189,8 +167,8 @@ async def get_session_row(con: asyncpg.Connection | asyncpg.Pool, session_id: uu
     return row
 
 
-async def get_session(pool: asyncpg.Pool, session_id: uuid.UUID) -> dict[str, Any]:
-    return session_json(await get_session_row(pool, session_id))
+async def get_session(pool: asyncpg.Pool, session_id: uuid.UUID) -> Session:
+    return _session(await get_session_row(pool, session_id))
 
 
 SEAT_MAP_SQL = """
@@ -205,21 +183,16 @@ ORDER BY ss.position
 
 async def seat_rows(con: asyncpg.Connection | asyncpg.Pool, session_id: uuid.UUID,
                     status: str | None = None) -> list[asyncpg.Record]:
-    """The seat map rows of a session (also used by the WebSocket snapshot)."""
+    """The seat map rows of a session, as plain records: the WebSocket snapshot renders thousands of them
+    straight to its frame (realtime.snapshot)."""
     return list(await con.fetch(SEAT_MAP_SQL, session_id, status))
 
 
-async def seat_map(pool: asyncpg.Pool, session_id: uuid.UUID, status: str | None) -> dict[str, Any]:
+async def seat_map(pool: asyncpg.Pool, session_id: uuid.UUID, status: str | None) -> SeatMap:
     async with pool.acquire() as con:
         session = await get_session_row(con, session_id)
         room = await con.fetchrow("SELECT id, name, capacity FROM rooms WHERE id = $1", session["room_id"])
         rows = await seat_rows(con, session_id, status)
-    return {
-        "session": session_json(session),
-        "room": _room_json(room, None),
-        "seats": [
-            {"id": str(r["id"]), "status": r["status"], "version": r["version"],
-             "seat": {"id": str(r["seat_id"]), "rowLabel": r["row_label"], "seatNumber": r["seat_number"]}}
-            for r in rows
-        ],
-    }
+    return SeatMap(_session(session), _room(room), [
+        SessionSeat(r["id"], r["status"], r["version"], Seat(r["seat_id"], r["row_label"], r["seat_number"]))
+        for r in rows])

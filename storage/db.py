@@ -1,4 +1,9 @@
-"""asyncpg pool creation and the plain-SQL migration runner."""
+"""asyncpg pool creation and the plain-SQL migration runner.
+
+Migrations are the files of `migrations/`, applied in name order, each in its own transaction, and recorded
+by file name in `schema_migrations`. `001_baseline.sql` is the whole schema; after the first release it never
+changes, and every later change is a new file appended after it.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,10 @@ log = logging.getLogger("boxoffice.storage")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 0x626F78  # advisory lock id: several nodes may start at once
+
+
+class MigrationHistoryMismatch(RuntimeError):
+    """The database's recorded migrations do not start with this code's baseline."""
 
 
 async def _init_connection(con: asyncpg.Connection) -> None:
@@ -46,7 +55,12 @@ async def migrate(dsn: str) -> list[str]:
             " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = {r["version"] for r in await con.fetch("SELECT version FROM schema_migrations")}
-        for path in migration_files():
+        files = migration_files()
+        if done and files and files[0].name not in done:
+            raise MigrationHistoryMismatch(
+                f"this database records migrations {sorted(done)} but not the baseline {files[0].name}: it was made "
+                "by an older layout of the migrations; drop it (or the local state folder) and start again")
+        for path in files:
             if path.name in done:
                 continue
             async with con.transaction():

@@ -1,17 +1,17 @@
 """Group commit for holds: holds that arrive while earlier ones are being written go to PostgreSQL together.
 
-Under a rush most of a hold's database cost is per transaction, not per row: the round trip, the
-statement, the commit and its WAL flush. `HoldWriter` batches holds (storage.batching) into one call of
-`bx_hold_batch` (migration 004): one round trip and one commit for the batch. A hold written alone is one
-`bx_hold` call, exactly as without batching.
+Under a rush most of a hold's database cost is per transaction, not per row: the round trip, the statement,
+the commit and its WAL flush. `HoldWriter` batches holds (storage.batching) into one call of `bx_hold_batch`:
+one round trip and one commit for the batch. A hold written alone is one `bx_hold` call, exactly as without
+batching.
 
-A batch is first written set-based (`bx_hold_set`, migration 005: one statement per table for the whole
-batch), which only succeeds if every hold of it is granted; otherwise nothing of it is written and it
-goes to `bx_hold_batch`, where each hold is still `bx_hold` in its own subtransaction: a refusal rolls back
-that hold only and is raised to its caller as the same `asyncpg.PostgresError` the single call raises. A
-hold that failed in a batch for a reason that is not its own (a deadlock with another batch, say) is
-retried alone. Behind the Redis gate almost every batch is granted whole; without it (REDIS_GATE=false)
-batches under contention seldom are, so that path goes straight to `bx_hold_batch`.
+A batch is first written set-based (`bx_hold_set`: one statement per table for the whole batch), which only
+succeeds if every hold of it is granted; otherwise nothing of it is written and it goes to `bx_hold_batch`,
+where each hold is still `bx_hold` in its own subtransaction: a refusal rolls back that hold only and is
+raised to its caller as the same `asyncpg.PostgresError` the single call raises. A hold that failed in a batch
+for a reason that is not its own (a deadlock with another batch, say) is retried alone. Behind the Redis gate
+almost every batch is granted whole; without it (REDIS_GATE=false) batches under contention seldom are, so
+that path goes straight to `bx_hold_batch`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
-from storage import metrics
+from core import metrics
 from storage.batching import Batcher
+from storage.rows import Seat, seats_from_json
 
 log = logging.getLogger("boxoffice.group_commit")
 
@@ -35,14 +35,14 @@ BATCH_SQL = ("SELECT r_expires_at, r_seats, r_state, r_message, r_detail"
              " FROM bx_hold_batch($1, $2, $3, $4, $5, $6, $7, $8)")
 # the hold's own outcome (a refusal, or its idempotency key taken by a concurrent retry): final
 OWN_OUTCOME_PREFIXES = ("BX", "23505")
-# far below the 64 subtransactions a backend caches (migration 004)
+# far below the 64 subtransactions a backend caches (storage/migrations)
 MAX_BATCH = 48
 
 
 @dataclass(frozen=True, slots=True)
 class HoldRow:
     expires_at: datetime
-    seats: Any  # the held seats, contract shape
+    seats: list[Seat]  # the held seats, in seat-map order
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +89,13 @@ class HoldWriter:
             else:
                 self.set_batches += 1
                 metrics.HOLD_SET_BATCHES.labels("granted").inc()
-                return [HoldRow(row["r_expires_at"], row["r_seats"]) for row in granted]
+                return [HoldRow(row["r_expires_at"], seats_from_json(row["r_seats"])) for row in granted]
         rows = await self.pool.fetch(BATCH_SQL, *args)
         outcomes: list[HoldRow | BaseException] = []
         for hold, row in zip(holds, rows, strict=True):
             state = row["r_state"]
             if state is None:
-                outcomes.append(HoldRow(row["r_expires_at"], row["r_seats"]))
+                outcomes.append(HoldRow(row["r_expires_at"], seats_from_json(row["r_seats"])))
             elif state.startswith(OWN_OUTCOME_PREFIXES):
                 outcomes.append(asyncpg.PostgresError.new(
                     {"C": state, "M": row["r_message"] or "", "D": row["r_detail"] or ""}))
@@ -111,4 +111,4 @@ class HoldWriter:
                                            self.hold_ttl_ms, self.max_seats_per_user, hold.idempotency_key)
         except asyncpg.PostgresError as exc:
             return exc
-        return HoldRow(row["expires_at"], row["seats"])
+        return HoldRow(row["expires_at"], seats_from_json(row["seats"]))

@@ -2,7 +2,8 @@
 
 The gate can be wrong (expired, flushed, restarted); PostgreSQL is the arbiter. The gate only has to
 be right often enough to keep losers off the database, and it is rebuilt from PostgreSQL whenever
-Redis comes back empty.
+Redis comes back empty. With REDIS_GATE=false the booking code is given `NoGate`, which has the same
+interface and turns nobody away.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -30,7 +31,49 @@ log = logging.getLogger("boxoffice.gate")
 TAKE_BACK_DELAYS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # seconds between tries to undo holds Redis did not answer
 
 
+# (session_id, seat_id, value, expire_at_ms): one seat key as the gate should have it
+GateEntry = tuple[uuid.UUID, uuid.UUID, str, int]
+
+
+class SeatGate(Protocol):
+    """What the booking code asks of a gate."""
+
+    screens_holds: bool  # whether holds reach PostgreSQL screened (their seats then almost always free)
+
+    async def hold(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID,
+                   ttl_ms: int) -> list[uuid.UUID]: ...
+
+    async def release(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID) -> int: ...
+
+    async def mark_sold(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID,
+                        until_ms: int) -> None: ...
+
+    async def repair(self, true_owners: Callable[[], Awaitable[Sequence[GateEntry]]]) -> int: ...
+
+
+class NoGate:
+    """REDIS_GATE=false: every hold goes to PostgreSQL, nothing is written to Redis."""
+
+    screens_holds = False
+
+    async def hold(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID,
+                   ttl_ms: int) -> list[uuid.UUID]:
+        return []
+
+    async def release(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID) -> int:
+        return 0
+
+    async def mark_sold(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID,
+                        until_ms: int) -> None:
+        return None
+
+    async def repair(self, true_owners: Callable[[], Awaitable[Sequence[GateEntry]]]) -> int:
+        return 0
+
+
 class RedisGate:
+    screens_holds = True
+
     def __init__(self, client: Redis, timeout: float = 0.5) -> None:
         self.client = client
         self.timeout = timeout  # a hold's Redis round trip; beyond it the hold fails fast (and is taken back)
@@ -122,13 +165,17 @@ class RedisGate:
         if seat_ids:
             await self._mark_sold(keys=self.keys(session_id, seat_ids), args=[str(owner), until_ms])
 
-    async def restore(self, entries: Sequence[tuple[uuid.UUID, uuid.UUID, str, int]], batch: int = 500) -> int:
+    async def repair(self, true_owners: Callable[[], Awaitable[Sequence[GateEntry]]]) -> int:
+        """Write the seat keys PostgreSQL says the gate should have (`true_owners`, read only here)."""
+        return await self.restore(await true_owners())
+
+    async def restore(self, entries: Sequence[GateEntry], batch: int = 500) -> int:
         """Re-create keys from (session_id, seat_id, value, expire_at_ms) without overwriting live ones."""
         restored = 0
         for start in range(0, len(entries), batch):
             chunk = entries[start:start + batch]
             # group by session so each call stays within one hash slot
-            by_session: dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID, str, int]]] = {}
+            by_session: dict[uuid.UUID, list[GateEntry]] = {}
             for entry in chunk:
                 by_session.setdefault(entry[0], []).append(entry)
             for session_id, items in by_session.items():

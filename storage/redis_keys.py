@@ -7,6 +7,7 @@ the multi-key Lua scripts run unchanged on a cluster.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 
 PREFIX = "bx"
 # Set when the gate is rebuilt from PostgreSQL; its absence means Redis lost its data (flush, restart).
@@ -16,9 +17,26 @@ GATE_EPOCH = f"{PREFIX}:gate:epoch"
 def seat_key(session_id: uuid.UUID | str, session_seat_id: uuid.UUID | str) -> str:
     return f"{PREFIX}:seat:{{s:{session_id}}}:{session_seat_id}"
 
+# A seat key's value: `H:<reservation>` while held (until the hold expires), `S:<reservation>` once sold
+# (until the show ends, plus this grace). The Lua scripts write the same values.
+SOLD_KEY_GRACE = timedelta(hours=1)
 
-def rate_key(scope: str, who: str) -> str:
-    return f"{PREFIX}:rate:{scope}:{who}"
+
+def epoch_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def sold_until_ms(end_show_time: datetime) -> int:
+    """When a sold seat's key may go: the show is over."""
+    return epoch_ms(end_show_time + SOLD_KEY_GRACE)
+
+
+def seat_value(status: str, reservation_id: uuid.UUID, expires_at: datetime,
+               end_show_time: datetime) -> tuple[str, int]:
+    """The gate's (value, expire-at ms) for a seat PostgreSQL has RESERVED or SOLD."""
+    if status == "RESERVED":
+        return f"H:{reservation_id}", epoch_ms(expires_at)
+    return f"S:{reservation_id}", sold_until_ms(end_show_time)
 
 
 def address_seats_key(address: str) -> str:

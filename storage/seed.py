@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -21,7 +20,7 @@ async def seed(dsn: str) -> dict[str, str]:
         room_id = await pool.fetchval("SELECT id FROM rooms WHERE name = $1 ORDER BY created_at LIMIT 1", DEMO_ROOM)
         if room_id is None:
             room = await catalog.create_room(pool, DEMO_ROOM, catalog.seat_layout(10, 16, None))
-            room_id = uuid.UUID(room["id"])
+            room_id = room.id
         session_id = await pool.fetchval(
             "SELECT id FROM sessions WHERE room_id = $1 AND start_show_time > now() + interval '1 hour'"
             " ORDER BY start_show_time LIMIT 1", room_id,
@@ -31,7 +30,7 @@ async def seed(dsn: str) -> dict[str, str]:
             session = await catalog.create_session(
                 pool, DEMO_MOVIE, start, start + timedelta(hours=3), room_id, Decimal("25.00")
             )
-            session_id = uuid.UUID(session["id"])
+            session_id = session.id
     finally:
         await pool.close()
     return {"roomId": str(room_id), "sessionId": str(session_id)}

@@ -21,9 +21,9 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from loadtests.invariants import broken, wait_for_invariants
 from server.cluster import LOAD_TEST_LIMITS, LocalCluster
 from server.embedded import EmbeddedStack, find_haproxy
-from storage.invariants import broken, wait_for_invariants
 from tests import conftest
 
 CLUSTER_NODES = 3
@@ -49,8 +49,7 @@ def cluster_env(stack: EmbeddedStack, **extra: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def cluster(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """Three real node processes and HAProxy, sharing the session's PostgreSQL, Redis and Kafka."""
-    if find_haproxy() is None:
-        pytest.skip("haproxy is not installed (Debian package haproxy)")
+    haproxy_binary()
     state = tmp_path_factory.mktemp("cluster")
     with LocalCluster(CLUSTER_NODES, env=cluster_env(stack), state_dir=state) as running:
         yield running

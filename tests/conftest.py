@@ -19,12 +19,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from core.settings import Settings
 from server.app import create_app
 from server.embedded import EmbeddedStack
 from storage import db
-from storage.settings import Settings
 
-pytest_plugins = ["tests.cluster_support"]
+pytest_plugins = ["tests.cluster_support", "tests.skips"]
 
 ADMIN_TOKEN = "test-admin-token"
 # Every test is one address (127.0.0.1) making many users and holds: the tests set their limits explicitly,
@@ -157,7 +157,7 @@ def with_settings(settings: Settings, **changes: Any) -> Settings:
 async def assert_invariants(con: asyncpg.Connection, session_ids: list[str] | None = None,
                             timeout: float = 15.0) -> None:  # noqa: ASYNC109
     """Every booking invariant holds in PostgreSQL (waiting briefly for the relay and the sweeper)."""
-    from storage.invariants import broken, wait_for_invariants
+    from loadtests.invariants import broken, wait_for_invariants
 
     report = await wait_for_invariants(con, session_ids, timeout=timeout)
     if os.environ.get("BOXOFFICE_SKIP_OUTBOX_CHECK"):  # only while developing without a relay

@@ -14,8 +14,8 @@ import logging
 
 import pytest
 
+from core.aio import cancelled_from_outside, internal_cancel_as, stop_task
 from jobs.runner import every, running
-from storage.aio import cancelled_from_outside, internal_cancel_as, stop_task
 
 
 async def cancelled_under_us() -> None:

@@ -360,8 +360,8 @@ async def test_a_hold_redis_did_not_answer_in_time_leaves_its_seats_free(aiohttp
                                                                           stack: Any, pg: Any) -> None:
     """Redis stalls mid-hold: the buyer gets a fast 503, and once Redis answers again the seats are free for
     everyone at once, not blocked by the stalled hold's keys until they expire (HOLD_TTL_SECONDS=30)."""
-    from server.app import create_app  # noqa: PLC0415
-    from tests.cluster_support import wait_until  # noqa: PLC0415
+    from server.app import create_app
+    from tests.cluster_support import wait_until
 
     client = await aiohttp_client(create_app(with_settings(settings, redis_timeout=0.3)))
     session = await make_session(client)

@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from core.settings import Settings
 from server.app import create_app
-from storage.settings import Settings
 from tests.conftest import ADMIN, bearer, make_room, make_session, make_user, seat_ids, table_counts
 
 

@@ -26,9 +26,9 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from core.settings import WS_FRAMES_PER_MACHINE
 from server.cluster import ROOT, SERVICE_URLS, LocalCluster, haproxy_config_path
 from server.embedded import EmbeddedStack, free_port, port_open
-from storage.settings import WS_FRAMES_PER_MACHINE
 from tests.cluster_support import (
     CLUSTER_ADMIN,
     CLUSTER_HOLD_TTL,
@@ -404,7 +404,7 @@ def test_boxoffice_cluster_command_serves_and_stops_everything_on_ctrl_c(stack: 
         token = re.search(r"admin token : (\S+)", banner)
         pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", banner)]
         assert token and len(pids) == 2, banner
-        import urllib.request  # noqa: PLC0415
+        import urllib.request
 
         nodes = set()
         for k in range(4):  # the generated admin token is the same on both nodes

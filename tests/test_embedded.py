@@ -15,8 +15,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
+from core.settings import Settings
 from server.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedStack, ServiceStartError, pid_alive
-from storage.settings import Settings
 
 
 def processes_of(leaders: set[int]) -> list[int]:

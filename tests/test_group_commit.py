@@ -111,8 +111,8 @@ async def test_a_batch_granted_whole_is_written_set_based_exactly_as_hold_by_hol
         if set_based:  # the first hold went alone; the four behind it in one set-based batch
             assert (writer.set_batches, writer.set_refused) == (1, 0)
         for (rid, _, wanted, _), row in zip(holds, rows, strict=True):
-            assert [s["id"] for s in row.seats] == [str(s) for s in wanted]
-            assert {"rowLabel", "seatNumber"} <= set(row.seats[0])
+            assert [s.id for s in row.seats] == wanted
+            assert row.seats[0].row_label and row.seats[0].seat_number
             held = await pg.fetch("SELECT id, status, version FROM session_seats WHERE reservation_id = $1", rid)
             assert {r["id"] for r in held} == set(wanted)
             assert all(r["status"] == "RESERVED" and r["version"] == 2 for r in held)

@@ -10,8 +10,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from core.settings import Settings
 from storage import db
-from storage.settings import Settings
 
 
 @pytest.fixture
@@ -78,5 +78,19 @@ async def test_a_failing_migration_is_rolled_back_and_not_recorded(
         # the advisory lock was released: a fixed file applies on the next run
         (tmp_path / "002_bad.sql").write_text("CREATE TABLE half_done (id int);")
         assert await db.migrate(empty_database) == ["002_bad.sql"]
+    finally:
+        await con.close()
+
+
+async def test_a_database_of_another_migration_history_is_refused(empty_database: str) -> None:
+    """A database whose recorded migrations do not include the baseline (made by an older layout of the files)
+    is refused with a clear error instead of failing half-way through the baseline."""
+    con = await asyncpg.connect(empty_database)
+    try:
+        await con.execute("CREATE TABLE schema_migrations (version text PRIMARY KEY, applied_at timestamptz)")
+        await con.execute("INSERT INTO schema_migrations (version) VALUES ('001_schema.sql')")
+        with pytest.raises(db.MigrationHistoryMismatch):
+            await db.migrate(empty_database)
+        assert await con.fetchval("SELECT to_regclass('users')") is None  # nothing was applied
     finally:
         await con.close()

@@ -10,9 +10,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from core.settings import Settings
 from server.app import create_app
 from server.embedded import free_port
-from storage.settings import Settings
 from tests.conftest import ADMIN
 
 ERROR_KEYS = {"statusCode", "error", "code", "message", "details"}
@@ -276,11 +276,11 @@ async def test_a_validation_error_names_each_bad_field(client: TestClient) -> No
 
 
 def test_event_loop_setting_picks_uvloop_or_asyncio_and_refuses_anything_else(capsys: Any) -> None:
-    import asyncio  # noqa: PLC0415
+    import asyncio
 
-    import uvloop  # noqa: PLC0415
+    import uvloop
 
-    from server.cli import new_event_loop  # noqa: PLC0415
+    from server.cli import new_event_loop
 
     assert Settings.from_env(env={}).event_loop == "uvloop"
     for kind, expected in (("uvloop", uvloop.Loop), ("asyncio", asyncio.BaseEventLoop)):

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from core.ratelimit import TokenBuckets
 from server.app import create_app
-from storage.limits import TokenBuckets
 from tests.conftest import bearer, make_session, make_user, seat_ids, table_counts, with_settings
 
 

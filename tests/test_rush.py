@@ -17,9 +17,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from loadtests.contract_client import SeatMap, pick_best_seats
-from server.embedded import EmbeddedStack, find_haproxy
-from storage.invariants import broken, check_invariants
+from loadtests.invariants import broken, check_invariants
+from loadtests.seats import SeatMap, pick_best_seats
+from server.embedded import EmbeddedStack
+from tests.cluster_support import haproxy_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED_ERRORS = {"409 seats_unavailable", "410 hold_expired", "409 not_pending"}
@@ -78,8 +79,7 @@ def test_an_unknown_scenario_is_refused(stack: EmbeddedStack, tmp_path: Path) ->
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_tiny_rush_holds_every_invariant_and_writes_its_report(stack: EmbeddedStack, tmp_path: Path) -> None:
-    if find_haproxy() is None:
-        pytest.skip("haproxy is not installed (Debian package haproxy)")
+    haproxy_binary()
     out = tmp_path / "report"
     proc = subprocess.run(
         [sys.executable, "-m", "server.cli", "rush", "--scenario", "rush", "--users", "50", "--duration", "15",

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from server.app import create_app
 from server.embedded import EmbeddedStack, free_port
-from storage.settings import Settings
+from core.settings import Settings
 from tests.cluster_support import docker_compose_binary
 from tests.conftest import ADMIN, bearer, make_user
 

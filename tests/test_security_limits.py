@@ -11,8 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from server.app import create_app
-from storage.appkeys import TOKENS
-from storage.settings import Settings
+from server.typedefs import TOKENS
+from core.settings import Settings
 from tests.conftest import (
     ADMIN_TOKEN,
     bearer,
@@ -23,7 +23,7 @@ from tests.conftest import (
     table_counts,
     with_settings,
 )
-from tests.test_realtime import watch
+from tests.sockets.support import watch
 
 
 def production(base: Settings) -> Settings:

@@ -14,9 +14,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from server.app import create_app
-from storage.settings import Settings
+from core.settings import Settings
 from tests.conftest import ADMIN, bearer, make_session, make_user, seat_ids, served, table_counts, with_settings
-from tests.test_realtime import SeatWatcher, watch
+from tests.sockets.support import SeatWatcher, watch
 
 UPGRADE = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}

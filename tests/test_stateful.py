@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 from redis.asyncio import Redis
 
+from core.errors import DomainError
+from loadtests.invariants import broken, check_invariants
 from storage import catalog, db
 from storage.booking import Actor, Booking
-from storage.errors import DomainError
-from storage.invariants import broken, check_invariants
 from storage.redis_gate import RedisGate
 
 SEATS = 8
@@ -48,8 +48,8 @@ class BookingMachine(RuleBasedStateMachine):
         room = await catalog.create_room(self.pool, "stateful", catalog.seat_layout(1, SEATS * 2, None))
         start = datetime.now(UTC) + timedelta(days=1)
         session = await catalog.create_session(self.pool, "m", start, start + timedelta(hours=1),
-                                               uuid.UUID(room["id"]), Decimal("5"))
-        self.session_id = uuid.UUID(session["id"])
+                                               room.id, Decimal("5"))
+        self.session_id = session.id
         self.seats = [r["id"] for r in await catalog.seat_rows(self.pool, self.session_id)][:SEATS]
         self.users = []
         for i in range(USERS):
@@ -89,7 +89,7 @@ class BookingMachine(RuleBasedStateMachine):
             assert exc.code == "seats_unavailable", exc.code
             assert any(self.seat_status[s] != "AVAILABLE" for s in seats)
             return uuid.uuid4()  # a reservation id nobody has
-        rid = uuid.UUID(reservation["id"])
+        rid = reservation.id
         if prior is not None:
             assert rid == prior, "a retried hold must return the same reservation"
             return rid
@@ -121,14 +121,14 @@ class BookingMachine(RuleBasedStateMachine):
             return
         assert actor_id == owner
         if key and (owner, key) in self.sale_by_key:
-            assert uuid.UUID(sale["id"]) == self.sale_by_key[(owner, key)][0]
+            assert sale.id == self.sale_by_key[(owner, key)][0]
             return
         assert self.status[rid] == "PENDING", f"confirmed a {self.status[rid]} reservation"
         self.status[rid] = "CONFIRMED"
         for s in self.held[rid]:
             self.seat_status[s] = "SOLD"
         if key:
-            self.sale_by_key[(owner, key)] = (uuid.UUID(sale["id"]), str(rid))
+            self.sale_by_key[(owner, key)] = (sale.id, str(rid))
 
     @rule(rid=reservations, as_owner=st.booleans())
     def cancel(self, rid: uuid.UUID, as_owner: bool) -> None:

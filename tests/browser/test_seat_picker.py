@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from server.cluster import LOAD_TEST_LIMITS, LocalCluster
-from server.embedded import EmbeddedStack, find_haproxy
-from tests.cluster_support import all_nodes_up
+from server.embedded import EmbeddedStack
+from tests.cluster_support import all_nodes_up, haproxy_binary
 from tests.conftest import OUTPUT
 
 pytestmark = [pytest.mark.browser, pytest.mark.cluster]
@@ -47,8 +47,7 @@ playwright_sync = pytest.importorskip("playwright.sync_api")
 @pytest.fixture(scope="module")
 def browser_cluster(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """Two real nodes and HAProxy on the session's PostgreSQL, Redis and Kafka, with short holds."""
-    if find_haproxy() is None:
-        pytest.skip("haproxy is not installed (Debian package haproxy)")
+    haproxy_binary()
     env = {**stack.urls, "ADMIN_TOKEN": ADMIN_TOKEN,  # type: ignore[attr-defined]
            "HOLD_TTL_SECONDS": str(HOLD_TTL_SECONDS), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO", **LOAD_TEST_LIMITS}
     with LocalCluster(2, env=env, state_dir=tmp_path_factory.mktemp("browser-cluster")) as running:

@@ -161,7 +161,7 @@ async def run_rush(base_url: str, admin: dict[str, str], *, buyers: int, duratio
 
 
 def record(name: str, figures: dict[str, Any]) -> None:
-    """Print the figures (the README's fault table comes from these lines) and keep them as JSON."""
+    """Print the figures (docs/performance.md's fault table comes from these lines) and keep them as JSON."""
     OUTPUT.mkdir(parents=True, exist_ok=True)
     (OUTPUT / f"{name}.json").write_text(json.dumps(figures, indent=2, default=str))
     print(f"\nFAULT {name}: {json.dumps(figures, default=str)}")

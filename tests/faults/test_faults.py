@@ -2,7 +2,7 @@
 
 What must hold whatever the fault: no seat sold twice, no acknowledged purchase lost, every outbox
 event published, holds expire on time, and service comes back by itself. Each test prints a `FAULT`
-line with its figures (the README's fault table is made from them) and keeps them in test-output/faults/.
+line with its figures (docs/performance.md's fault table is made from them) and keeps them in test-output/faults/.
 """
 
 from __future__ import annotations

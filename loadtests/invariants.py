@@ -1,6 +1,21 @@
 """The booking invariants, checked straight from PostgreSQL after every concurrency test and load run.
 
-`check_invariants` returns a report: each invariant's name -> the offending rows (empty = holds).
+The one module through which the load tests (and the test suite) judge a run from the database. It is
+plain SQL over asyncpg and imports nothing of boxoffice: it reads the schema's tables (session_seats,
+reservations, reservation_seats, sales, sale_seats, outbox) through the connection or pool it is given,
+so it judges any deployment it can reach, not only one started from this checkout.
+
+What it checks (`CHECKS`, each an SQL query returning the rows that break it):
+- no seat sold twice, and every SOLD seat is in exactly one sale, of the reservation that holds it;
+- every sale has all the seats of its reservation, SOLD to it, and the reservation is CONFIRMED;
+- a reservation is CONFIRMED if and only if it has a sale;
+- a RESERVED seat belongs to a PENDING reservation that lists it, and a PENDING reservation still holds
+  every one of its seats;
+- no PENDING hold has outlived its expiry by more than `expiry_slack_seconds`;
+- every outbox event has been published.
+
+`check_invariants` returns a report: each invariant's name -> the offending rows (empty = holds);
+`wait_for_invariants` checks until they all hold or a timeout passes; `broken` keeps the failures only.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Typed application keys: every shared resource of a node, declared once."""
+"""Typed application keys: every shared resource of a node, declared once beside the app factory."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
 
-from storage.settings import Settings
+from core.settings import Settings
 
-if TYPE_CHECKING:  # names for the annotations only: storage never imports the layers above it at run time
+if TYPE_CHECKING:  # names for the annotations only: this module imports no layer of ours at run time
+    from realtime.consumer import SeatEventConsumer
+    from realtime.hub import Hub
     from realtime.kafka import KafkaLink
+    from realtime.relay import OutboxRelay
+    from realtime.snapshot import SnapshotReader
     from storage.auth import TokenCache
     from storage.booking import Booking
-    from storage.limits import Limits
+    from contract.limits import Limits
     from storage.redis_gate import RedisGate
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -35,3 +39,8 @@ LIMITS: web.AppKey[Limits] = web.AppKey("limits")
 ADMISSION = web.AppKey("admission", tuple[Callable[[web.Request], Awaitable[web.StreamResponse | None]], ...])
 # Set after every booking commit: wakes the outbox relay so events leave right after the commit.
 OUTBOX_WAKE = web.AppKey("outbox_wake", asyncio.Event)
+# The socket fan-out (realtime): the hub of the node's sockets, its snapshot reader, the Kafka consumer feeding it
+HUB: web.AppKey[Hub] = web.AppKey("realtime_hub")
+SNAPSHOTS: web.AppKey[SnapshotReader] = web.AppKey("realtime_snapshots")
+CONSUMER: web.AppKey[SeatEventConsumer] = web.AppKey("seat_event_consumer")
+RELAY: web.AppKey[OutboxRelay] = web.AppKey("outbox_relay")

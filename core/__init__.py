@@ -1,0 +1,4 @@
+"""The lowest layer: settings, domain errors, ids, metrics, asyncio helpers, the token bucket.
+
+Imports nothing of ours.
+"""

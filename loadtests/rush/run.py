@@ -1,0 +1,78 @@
+"""The rush's steps in order: target, sessions, audit watchers, Locust, settling, checks, report; the exit code."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from loadtests.metrics import Metrics
+from loadtests.plan import METRICS_DIR, Plan
+from loadtests.rush.admin import create_sessions
+from loadtests.rush.audit import AuditWatchers, check_watchers
+from loadtests.rush.database import Database
+from loadtests.rush.locust_run import run_locust
+from loadtests.rush.options import RushOptions, say
+from loadtests.rush.summary import print_summary, summarize, write_report
+from loadtests.rush.target import open_target
+
+
+def run(options: RushOptions) -> int:
+    """0 every invariant held, 1 one broke, 2 the run itself failed (RushError: it could not be set up)."""
+    options.out.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        base_url, dsn, admin_token = open_target(options, stack)
+        return run_against(options, base_url, dsn, admin_token)
+
+
+def run_against(options: RushOptions, base_url: str, dsn: str, admin_token: str) -> int:
+    scenario = options.scenario
+    session_ids, seats_per_session = create_sessions(base_url, admin_token, scenario)
+    total_seats = seats_per_session * len(session_ids)
+    watchers = int(round(options.users * scenario.watcher_share))
+    plan = Plan(scenario=scenario.name, host=base_url, out_dir=str(options.out), session_ids=session_ids,
+                weights=dict(scenario.weights), watchers=watchers, stop_when_sold_out=scenario.stop_when_sold_out,
+                buyer=scenario.buyer, picker=scenario.picker)
+    plan.write(options.out / "plan.json")
+    say(f"scenario {scenario.name}: {scenario.description}")
+    say(f"  {len(session_ids)} session(s) x {seats_per_session} seats; {options.users} users "
+        f"({', '.join(plan.user_classes)}), at most {options.duration} s; report folder {options.out}")
+
+    audit = AuditWatchers(base_url, session_ids, scenario.audit_watchers_per_session, scenario.max_audit_watchers)
+    websockets = audit.open()
+    if not websockets:
+        say("  note: no WebSocket watcher could connect (" + "; ".join(audit.failures[:2]) + "); "
+            "the watchers' check is skipped")
+    db = Database(dsn)
+    try:
+        load = run_locust(options, plan, db, total_seats)
+        if load.exit_code not in (0, 1):
+            say(f"locust exited with code {load.exit_code}; see {options.out / 'locust.log'} and locust.out")
+        say("load stopped; waiting for pending holds to expire and the outbox to drain ...")
+        wait_for_settled(db, session_ids)
+        db_report = db.invariants(session_ids, timeout=20.0)
+        watchers_check = check_watchers(audit, websockets, options.out, base_url, session_ids)
+        seats = db.seat_counts(session_ids)
+        sell_out = db.sell_out(session_ids)
+        sell_out["time_to_sell_s"] = db.time_to_sell(session_ids, total_seats)
+    finally:
+        audit.close()
+        db.close()
+    metrics = Metrics.read_folder(options.out / METRICS_DIR, extra=[audit.metrics])
+    summary = summarize(options, plan, metrics, load, db_report, sell_out, seats, total_seats, watchers_check,
+                        base_url)
+    write_report(options, summary, metrics, load)
+    print_summary(summary)
+    say(f"report: {options.out}")
+    if load.exit_code not in (0, 1) or not (options.out / "locust-report.html").exists():
+        return 2
+    if summary["hold_requests"] == 0:
+        say("boxoffice rush: not one hold was attempted -- the run proves nothing (see locust.log)")
+        return 2
+    return 0 if summary["invariants_ok"] else 1
+
+
+def wait_for_settled(db: Database, session_ids: list[str], timeout: float = 60.0) -> None:
+    """Until no hold of these sessions is PENDING (they expire after their TTL) or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while db.pending(session_ids) and time.monotonic() < deadline:
+        time.sleep(0.5)
