@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from core.settings import Settings
 
 if TYPE_CHECKING:  # names for the annotations only: this module imports no layer of ours at run time
+    from contract.limits import Limits
     from realtime.consumer import SeatEventConsumer
     from realtime.hub import Hub
     from realtime.kafka import KafkaLink
@@ -20,7 +21,6 @@ if TYPE_CHECKING:  # names for the annotations only: this module imports no laye
     from realtime.snapshot import SnapshotReader
     from storage.auth import TokenCache
     from storage.booking import Booking
-    from contract.limits import Limits
     from storage.redis_gate import RedisGate
 
 SETTINGS = web.AppKey("settings", Settings)

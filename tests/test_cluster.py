@@ -111,14 +111,16 @@ def test_the_local_cluster_links_haproxy_to_its_nodes_by_unix_socket_or_tcp() ->
 def test_docker_compose_config_is_valid() -> None:
     result = subprocess.run([docker_compose_binary(), "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],  # noqa: S603
                             capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
-                            env={**os.environ, "ADMIN_TOKEN": "a-secret-of-32-characters-or-more!"})
+                            env={**os.environ, "ADMIN_TOKEN": "a-secret-of-32-characters-or-more!",
+                                 "POSTGRES_PASSWORD": "compose-test-password"})
     assert result.returncode == 0, result.stderr
 
 
 def test_docker_compose_runs_three_nodes_behind_the_same_haproxy_cfg() -> None:
     result = subprocess.run([docker_compose_binary(), "-f", str(ROOT / "docker-compose.yml"), "config"],  # noqa: S603
                             capture_output=True, text=True, timeout=60, check=True, cwd=ROOT,
-                            env={**os.environ, "ADMIN_TOKEN": "compose-test-token"})
+                            env={**os.environ, "ADMIN_TOKEN": "compose-test-token",
+                                 "POSTGRES_PASSWORD": "compose-test-password"})
     services: dict[str, Any] = yaml.safe_load(result.stdout)["services"]
     apps = {name: svc for name, svc in services.items() if name.startswith("app")}
     assert sorted(apps) == ["app1", "app2", "app3"]

@@ -16,9 +16,9 @@ import redis.exceptions
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from core.settings import Settings
 from server.app import create_app
 from server.embedded import EmbeddedStack, free_port
-from core.settings import Settings
 from tests.cluster_support import docker_compose_binary
 from tests.conftest import ADMIN, bearer, make_user
 
@@ -36,13 +36,16 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 30
 # ---- row 1: no default secret -------------------------------------------------------------------
 
 
-def test_docker_compose_refuses_to_start_without_an_admin_token() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "ADMIN_TOKEN"}
+@pytest.mark.parametrize("secret", ["ADMIN_TOKEN", "POSTGRES_PASSWORD"])
+def test_docker_compose_refuses_to_start_without_each_secret(secret: str) -> None:
+    env = {**os.environ, "ADMIN_TOKEN": "x" * 40, "POSTGRES_PASSWORD": "compose-test-password"}
+    del env[secret]
     result = subprocess.run([docker_compose_binary(), "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],  # noqa: S603
                             capture_output=True, text=True, timeout=60, check=False, cwd=ROOT, env=env)
     assert result.returncode != 0
-    assert "ADMIN_TOKEN" in result.stderr
-    assert "change-me" not in (ROOT / "docker-compose.yml").read_text()
+    assert secret in result.stderr
+    compose = (ROOT / "docker-compose.yml").read_text()
+    assert "change-me" not in compose and "boxoffice:boxoffice@" not in compose
 
 
 def test_docker_compose_publishes_the_proxy_on_loopback_unless_told_otherwise() -> None:
@@ -50,7 +53,7 @@ def test_docker_compose_publishes_the_proxy_on_loopback_unless_told_otherwise() 
 
     result = subprocess.run([docker_compose_binary(), "-f", str(ROOT / "docker-compose.yml"), "config"],  # noqa: S603
                             capture_output=True, text=True, timeout=60, check=True, cwd=ROOT,
-                            env={**os.environ, "ADMIN_TOKEN": "x" * 40})
+                            env={**os.environ, "ADMIN_TOKEN": "x" * 40, "POSTGRES_PASSWORD": "compose-test-password"})
     ports = yaml.safe_load(result.stdout)["services"]["haproxy"]["ports"]
     for port in ports:
         host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).rsplit(":", 2)[0]

@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from server.app import create_app
 from core.settings import Settings
+from server.app import create_app
 from tests.conftest import ADMIN, bearer, make_session, make_user, seat_ids, served, table_counts, with_settings
 from tests.sockets.support import SeatWatcher, watch
 
