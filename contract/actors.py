@@ -14,13 +14,22 @@ from aiohttp import web
 
 from core.errors import Forbidden, Unauthorized
 from server.typedefs import SETTINGS, TOKENS
-from storage.auth import Principal, resolve_principal
+from storage.auth import Principal, TokenExpired, resolve_principal
 from storage.booking import Actor
 
 
 async def principal_for_token(app: web.Application, token: str | None) -> Principal | None:
     """`resolve_principal` with the node's admin token and token cache."""
     return await resolve_principal(token, app[SETTINGS].admin_token, app[TOKENS])
+
+
+async def valid_principal(app: web.Application, token: str | None) -> Principal | None:
+    """`principal_for_token` where an expired token counts as not valid (None), as an unknown one does: for the
+    callers that let such a caller watch (the socket) or count it by its address (the write limit)."""
+    try:
+        return await principal_for_token(app, token)
+    except TokenExpired:
+        return None
 
 
 @dataclass(frozen=True)

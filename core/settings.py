@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 import socket
@@ -52,6 +53,29 @@ def plain_redis_url(url: str) -> str:
     return f"{scheme.lower().removesuffix('+cluster')}{sep}{rest}"
 
 
+def _networks(value: str) -> tuple[str, ...]:
+    """TRUSTED_PROXIES: comma-separated networks (a bare address is a /32 or /128); anything else stops the node."""
+    try:
+        return tuple(str(ipaddress.ip_network(n.strip(), strict=False)) for n in value.split(",") if n.strip())
+    except ValueError as exc:
+        raise ValueError(f"TRUSTED_PROXIES must be a comma-separated list of networks (10.0.0.0/8, 172.18.0.5): "
+                         f"{exc}") from None
+
+
+MIN_ADMIN_TOKEN = 32  # characters: shorter admin tokens are refused unless the node listens on loopback only
+LOOPBACK_HOSTS = frozenset({"localhost", "ip6-localhost"})
+
+
+def loopback_only(host: str) -> bool:
+    """True if binding `host` opens no port to other machines (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 # Broadcast frames per second one machine carries best, node, proxy and clients together (bench_broadcast,
 # 2,000 sockets on the 2-core box: one node at this budget, or three nodes at a third of it each, gave the
 # lowest p99; one node is CPU-bound near 21,000 frames/s there). A node alone on its machine gets all of it;
@@ -75,6 +99,8 @@ class Settings:
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     admin_token_generated: bool = True
     auth_required: bool = field(default=True, metadata=env("AUTH_REQUIRED"))
+    # a user's token is refused this many seconds after it was issued (the user's creation)
+    token_ttl: int = field(default=7 * 24 * 3600, metadata=env("TOKEN_TTL"))
     node_id: str = field(default="", metadata=env("NODE_ID"))
     host: str = field(default="127.0.0.1", metadata=env("HOST"))
     port: int = field(default=8080, metadata=env("PORT"))
@@ -111,6 +137,8 @@ class Settings:
     ws_rate_burst: int = field(default=40, metadata=env("WS_RATE_BURST"))
     ws_heartbeat: float = 20.0
     ws_idle_timeout: float = 300.0
+    # open sockets per client address on one node; 0: no cap
+    ws_max_sockets_per_address: int = field(default=50, metadata=env("WS_MAX_SOCKETS_PER_ADDRESS"))
     # HTTP
     max_body_bytes: int = 64 * 1024
     db_pool_min: int = field(default=2, metadata=env("DB_POOL_MIN"))
@@ -125,11 +153,17 @@ class Settings:
     hold_writers: int = field(default=4, metadata=env("HOLD_WRITERS"))
     # "asyncio" for the standard library's loop
     event_loop: str = field(default="uvloop", metadata=env("EVENT_LOOP", str.lower))
-    # writes per second per user token (and per client IP when anonymous); 0 turns a limit off
-    rate_limit_per_second: float = field(default=0.0, metadata=env("RATE_LIMIT_PER_SECOND"))
-    rate_limit_burst: int = field(default=20, metadata=env("RATE_LIMIT_BURST"))
-    rate_limit_anon_per_second: float = field(default=0.0, metadata=env("RATE_LIMIT_ANON_PER_SECOND"))
-    rate_limit_anon_burst: int = field(default=60, metadata=env("RATE_LIMIT_ANON_BURST"))
+    # Limits, on by default (docs/security.md); 0 turns one off. Writes per second per user (REST writes and
+    # socket holds and releases); writes per client address without a valid user token (guest sign-ups)
+    rate_limit_per_second: float = field(default=1.0, metadata=env("RATE_LIMIT_PER_SECOND"))
+    rate_limit_burst: int = field(default=10, metadata=env("RATE_LIMIT_BURST"))
+    rate_limit_anon_per_second: float = field(default=0.05, metadata=env("RATE_LIMIT_ANON_PER_SECOND"))
+    rate_limit_anon_burst: int = field(default=10, metadata=env("RATE_LIMIT_ANON_BURST"))
+    # seats one client address may hold within one HOLD_TTL_SECONDS, counted in Redis across every node
+    max_seats_per_address: int = field(default=40, metadata=env("MAX_SEATS_PER_ADDRESS"))
+    # whose X-Forwarded-For is believed (a node's Unix socket always is: only local processes reach it)
+    trusted_proxies: tuple[str, ...] = field(default=("127.0.0.1/32", "::1/128"),
+                                             metadata=env("TRUSTED_PROXIES", _networks))
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -152,6 +186,14 @@ class Settings:
     @property
     def uses_redis_cluster(self) -> bool:
         return self.redis_cluster or is_cluster_url(self.redis_url)
+
+    def admin_token_problem(self) -> str | None:
+        """Why this admin token must not guard a node reachable from other machines (None: it may)."""
+        if len(self.admin_token) >= MIN_ADMIN_TOKEN or loopback_only(self.host):
+            return None
+        return (f"ADMIN_TOKEN is {len(self.admin_token)} characters long; a node listening on {self.host} needs "
+                f"{MIN_ADMIN_TOKEN} or more (make one: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'), "
+                f"or listen on 127.0.0.1 only")
 
     def with_node_id(self) -> Settings:
         if self.node_id:

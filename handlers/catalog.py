@@ -11,6 +11,8 @@ from handlers.auth import admin_only, require_owner_or_admin, signed_in
 from handlers.openapi import ADMIN_ONLY, INVALID, OWNER_ONLY, TOO_LARGE, E, not_found
 from server.typedefs import PG_POOL, TOKENS
 from storage import catalog
+from storage.auth import revoke_token
+from storage.catalog import UserNotFound
 
 
 def data(request: web.Request) -> dict:  # type: ignore[type-arg]
@@ -24,7 +26,7 @@ def data(request: web.Request) -> dict:  # type: ignore[type-arg]
 async def create_user(request: web.Request) -> web.Response:
     body = data(request)
     user, token = await catalog.create_user(request.app[PG_POOL], body["name"], body["email"])
-    request.app[TOKENS].remember(token, user.id)
+    request.app[TOKENS].remember(token, user.id, user.created_at)
     return web.json_response({**shapes.user(user), "token": token}, status=201)
 
 
@@ -49,6 +51,18 @@ async def get_user(request: web.Request) -> web.Response:
     await require_owner_or_admin(request, user_id)
     user, reservations = await catalog.get_user_detail(request.app[PG_POOL], user_id)
     return web.json_response(shapes.user_detail(user, reservations))
+
+
+@docs(tags=["users"], summary="Revoke a user's token (owner or admin): every node refuses it within a second",
+      responses={**INVALID, **OWNER_ONLY, **not_found("user_not_found")})
+@match_info_schema(s.IdPathSchema)
+@signed_in
+async def revoke_user_token(request: web.Request) -> web.Response:
+    user_id = request["match_info"]["id"]
+    await require_owner_or_admin(request, user_id)
+    if not await revoke_token(request.app[PG_POOL], user_id):
+        raise UserNotFound()
+    return web.Response(status=204)
 
 
 @docs(tags=["rooms"], summary="Create a room (admin): rows x seatsPerRow, or capacity",
@@ -127,6 +141,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/users", create_user)
     app.router.add_get("/users", list_users)
     app.router.add_get("/users/{id}", get_user)
+    app.router.add_delete("/users/{id}/token", revoke_user_token)
     app.router.add_post("/rooms", create_room)
     app.router.add_get("/rooms", list_rooms)
     app.router.add_get("/rooms/{id}", get_room)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -12,9 +13,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from core.aio import within
 from core.metrics import REGISTRY
 from handlers import schemas as s
+from handlers.auth import admin_only, require_admin
 from server.typedefs import PG_POOL, READY_CHECKS, REDIS
 
 CHECK_TIMEOUT = 1.0
+log = logging.getLogger("boxoffice.ready")
 
 
 @docs(tags=["ops"], summary="Liveness: 200 while the process runs")
@@ -40,8 +43,9 @@ async def ready(request: web.Request) -> web.Response:
         try:
             await within(CHECK_TIMEOUT, check())
             results[name] = "ok"
-        except Exception as exc:  # noqa: BLE001 - any failure means not ready
-            results[name] = f"unavailable: {type(exc).__name__}"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready; the log says why, the answer does not
+            log.warning("readiness: %s is unavailable: %r", name, exc)
+            results[name] = "unavailable"
 
     await asyncio.gather(*(run(n, c) for n, c in checks.items()))
     checks_sorted = dict(sorted(results.items()))
@@ -57,9 +61,15 @@ async def ready(request: web.Request) -> web.Response:
     }, status=503, headers={"Retry-After": "1"})
 
 
-@docs(tags=["ops"], summary="Prometheus metrics (text exposition format)", produces=["text/plain"],
-      responses={200: {"description": "Prometheus text format", "schema": {"type": "string"}}})
+@docs(tags=["ops"], summary="Prometheus metrics (text exposition format; admin token)",
+      produces=["text/plain", "application/json"],  # the metrics, or a JSON error (401, 403)
+      responses={200: {"description": "Prometheus text format", "schema": {"type": "string"}},
+                 401: {"schema": s.ErrorSchema, "description": "unauthorized, invalid_token"},
+                 403: {"schema": s.ErrorSchema, "description": "admin_required"}},
+      security=[{"bearer": []}])
+@admin_only
 async def metrics(request: web.Request) -> web.Response:
+    await require_admin(request)
     return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -11,10 +11,11 @@ from aiohttp_apigami import docs, headers_schema, match_info_schema, querystring
 from marshmallow import Schema
 
 from contract import shapes
+from contract.limits import hold_within_limits
 from handlers import schemas as s
 from handlers.auth import acting_user, actor, require_owner_or_admin, signed_in
 from handlers.openapi import INVALID, OWNER_ONLY, USER_ONLY, E, not_found
-from server.typedefs import BOOKING
+from server.typedefs import BOOKING, LIMITS
 
 HOLD_ERRORS = {
     **USER_ONLY,
@@ -22,7 +23,7 @@ HOLD_ERRORS = {
     404: {"schema": E, "description": "session_not_found, user_not_found (AUTH_REQUIRED=false)"},
     409: {"schema": E, "description": "seats_unavailable (details.conflicts lists the seat ids)"},
     422: {"schema": E, "description": "session_started, seats_not_in_session, idempotency_key_reused"},
-    429: {"schema": E, "description": "hold_quota_exceeded, rate_limited"},
+    429: {"schema": E, "description": "hold_quota_exceeded, rate_limited, address_quota_exceeded"},
     503: {"schema": E, "description": "redis_unavailable, database_unavailable (Retry-After)"},
 }
 
@@ -40,8 +41,9 @@ def idempotency_key(request: web.Request) -> str | None:
 async def create_reservation(request: web.Request) -> web.Response:
     body = request["data"]
     user_id = await acting_user(request, body.get("userId"))
-    reservation = await request.app[BOOKING].hold(user_id, body["sessionId"], body["sessionSeatIds"],
-                                                  idempotency_key(request))
+    limits = request.app[LIMITS]
+    reservation = await hold_within_limits(limits, request.app[BOOKING], limits.client_ip(request), user_id,
+                                           body["sessionId"], body["sessionSeatIds"], idempotency_key(request))
     return web.json_response(shapes.reservation(reservation), status=201)
 
 

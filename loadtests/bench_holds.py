@@ -34,6 +34,7 @@ import uvloop
 from loadtests.invariants import broken, wait_for_invariants
 from loadtests.lean_http import LeanPool
 from loadtests.metrics import speed_probe
+from server.cluster import LOAD_TEST_LIMITS
 from server.embedded import EmbeddedStack, free_port
 
 ADMIN = "bench-admin-token"
@@ -93,7 +94,7 @@ class Node:
     def __init__(self, urls: dict[str, str], **env: str) -> None:
         self.port = free_port()
         self.env = {**os.environ, **urls, "ADMIN_TOKEN": ADMIN, "LOG_LEVEL": "WARNING", "NODE_ID": "bench",
-                    "DB_POOL_MAX": "30", **env}
+                    "DB_POOL_MAX": "30", **LOAD_TEST_LIMITS, **env}
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{self.port}"
 

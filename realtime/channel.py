@@ -21,12 +21,13 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSMessage, WSMsgType, web
 
-from contract.actors import principal_for_token
+from contract.actors import valid_principal
 from core import metrics
 from core.errors import DomainError, Forbidden, ValidationFailed
 from realtime.hub import Connection, WSClose
 from realtime.messages import Peer, dispatch
-from server.typedefs import HUB, NODE_ID, PG_POOL, SETTINGS, SNAPSHOTS
+from server.typedefs import HUB, LIMITS, NODE_ID, PG_POOL, SETTINGS, SNAPSHOTS
+from storage.auth import MAX_TOKEN
 from storage.catalog import get_session_row
 
 CLOSE_TIMEOUT = 2.0  # how long a close waits for the peer's close frame
@@ -40,6 +41,19 @@ END_TYPES = {WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERR
 # 1013. The kernel doubles the value (128 kB): a reading peer never notices, and even a 5,000-seat
 # snapshot crosses a 200 ms round trip in about a second.
 WS_SEND_BUFFER = 64 * 1024
+
+
+SUBPROTOCOL = "boxoffice"  # echoed to a client that offers it (a browser needs one of its offers echoed)
+TOKEN_PROTOCOL = "bearer."  # an offered subprotocol "bearer.<token>" carries the token outside the URL
+
+
+def subprotocol_token(request: web.Request) -> str | None:
+    """The token a client offered as the subprotocol `bearer.<token>` (Sec-WebSocket-Protocol), if any."""
+    for offer in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        offer = offer.strip()
+        if offer.startswith(TOKEN_PROTOCOL):
+            return offer[len(TOKEN_PROTOCOL):MAX_TOKEN + len(TOKEN_PROTOCOL)] or None
+    return None
 
 
 class UpgradeRequired(DomainError):
@@ -83,33 +97,44 @@ async def session_socket(request: web.Request) -> web.StreamResponse:
         finally:  # even if the stop is cancelled (shutdown timeout), nothing is left behind
             hub.remove(conn)
             metrics.OPEN_SOCKETS.dec()
+            request.app[LIMITS].close_socket(peer.address)
     return ws
 
 
 async def upgrade(request: web.Request) -> tuple[web.WebSocketResponse, Peer]:
-    """The checks before the upgrade (404 session_not_found, 403 origin_not_allowed, 426), then the upgrade."""
+    """The checks before the upgrade, those that read nothing first (400, 403 origin_not_allowed, 429
+    too_many_sockets), then 404 session_not_found and 426; then the upgrade."""
     app, settings = request.app, request.app[SETTINGS]
     try:
         session_id = uuid.UUID(request.match_info["sessionId"])
     except ValueError:
         raise ValidationFailed(details={"fields": {"sessionId": ["Not a valid UUID."]}}) from None
-    await get_session_row(app[PG_POOL], session_id)  # 404 session_not_found, before any upgrade
     if not origin_allowed(request.headers.get("Origin"), request.host, settings.allowed_origins):
         raise Forbidden("This Origin may not open seat channels", code="origin_not_allowed")
-    who = await principal_for_token(app, request.query.get("token"))  # the REST rule, for `?token=`
-    # no per-socket heartbeat timer or receive timeout: the hub's keeper pings, cuts and closes idle sockets
-    ws = web.WebSocketResponse(max_msg_size=settings.ws_max_msg_size, autoping=False,
-                               compress=False, timeout=CLOSE_TIMEOUT)  # frames are shared: never per-socket deflate
-    if not ws.can_prepare(request).ok:
-        raise UpgradeRequired()
-    ws.headers["X-Node-Id"] = ws.headers["X-Worker-ID"] = app[NODE_ID]
-    cap_send_buffer(request)
-    await ws.prepare(request)
+    limits = app[LIMITS]
+    address = limits.client_ip(request)
+    limits.open_socket(address)  # given back when the socket ends (session_socket), or below on a refusal
+    try:
+        await get_session_row(app[PG_POOL], session_id)  # 404 session_not_found, before any upgrade
+        # the token: in the subprotocol (never logged anywhere), else `?token=` (kept for older clients)
+        token = subprotocol_token(request) or request.query.get("token")
+        who = await valid_principal(app, token)  # the REST rule; an expired token may watch
+        # no per-socket heartbeat timer or receive timeout: the hub's keeper pings, cuts and closes idle sockets
+        ws = web.WebSocketResponse(max_msg_size=settings.ws_max_msg_size, autoping=False, protocols=(SUBPROTOCOL,),
+                                   compress=False, timeout=CLOSE_TIMEOUT)  # frames are shared: never per-socket deflate
+        if not ws.can_prepare(request).ok:
+            raise UpgradeRequired()
+        ws.headers["X-Node-Id"] = ws.headers["X-Worker-ID"] = app[NODE_ID]
+        cap_send_buffer(request)
+        await ws.prepare(request)
+    except BaseException:
+        limits.close_socket(address)
+        raise
     user_id = str(who.user_id) if who is not None and who.user_id is not None else None
     # one string per session, not per socket (interned strings are freed with their last user)
     conn = Connection(ws, request, sys.intern(str(session_id)), user_id, settings.ws_queue_size,
                       app[SNAPSHOTS].render)
-    return ws, Peer(app, conn, who)
+    return ws, Peer(app, conn, who, address, token or None)
 
 
 def cap_send_buffer(request: web.Request) -> None:

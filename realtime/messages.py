@@ -24,12 +24,14 @@ from aiohttp import web
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from contract import actors, shapes
+from contract.actors import valid_principal
+from contract.limits import hold_within_limits
 from contract.rules import MAX_IDEMPOTENCY_KEY, Text
 from core.aio import stop_task
 from core.errors import DomainError, RateLimited, SeatsUnavailable, ValidationFailed
 from core.ratelimit import TokenBucket
 from realtime.hub import Connection
-from server.typedefs import BOOKING, SETTINGS
+from server.typedefs import BOOKING, LIMITS, SETTINGS
 from storage.auth import Principal
 from storage.booking import Actor
 from storage.faults import service_fault
@@ -49,6 +51,8 @@ class Peer:
     app: web.Application
     conn: Connection
     principal: Principal | None  # None: a token was given at connect but it is not valid
+    address: str = ""  # the client's address (behind a trusted proxy: the one it reported)
+    token: str | None = None  # given at connect; looked up again (cached) before each act
     bucket: TokenBucket | None = None  # the message rate allowance, made with the first message
     # commands running as tasks, owned here (made with the first: most sockets only watch)
     commands: set[asyncio.Task[None]] | None = None
@@ -62,6 +66,18 @@ class Peer:
     @property
     def session_id(self) -> uuid.UUID:
         return uuid.UUID(self.conn.session_id)
+
+    async def who(self) -> Principal | None:
+        """Who acts now: a token revoked or expired since the connect no longer acts."""
+        return await valid_principal(self.app, self.token) if self.token else self.principal
+
+    def take_write(self, user_id: uuid.UUID | None) -> None:
+        """A hold or release draws on the same limit as a REST write: its user's, else its address's."""
+        limits = self.app[LIMITS]
+        if user_id is not None and self.app[SETTINGS].auth_required:
+            limits.take_user(user_id)
+        else:
+            limits.take_address(self.address)
 
     def start(self, command: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(command, name=name)
@@ -141,27 +157,31 @@ class EmptyMessage(MessageSchema):
 
 # ------------------------------------------------------------ who acts (the REST rules, for a socket)
 
-def acting_user(peer: Peer, claimed: uuid.UUID | None) -> uuid.UUID:
-    return actors.acting_user(peer.app[SETTINGS].auth_required, peer.principal, claimed, actors.SOCKET)
+async def acting_user(peer: Peer, claimed: uuid.UUID | None) -> uuid.UUID:
+    return actors.acting_user(peer.app[SETTINGS].auth_required, await peer.who(), claimed, actors.SOCKET)
 
 
-def actor(peer: Peer) -> Actor:
-    return actors.booking_actor(peer.app[SETTINGS].auth_required, peer.principal, actors.SOCKET)
+async def actor(peer: Peer) -> Actor:
+    return actors.booking_actor(peer.app[SETTINGS].auth_required, await peer.who(), actors.SOCKET)
 
 
 # ------------------------------------------------------------ handlers
 
 @message("hold", HoldMessage, in_task=True)
 async def hold(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
-    user_id = acting_user(peer, msg.get("userId"))
-    reservation = await peer.app[BOOKING].hold(user_id, peer.session_id, msg["sessionSeatIds"],
-                                               msg.get("idempotencyKey"))
+    user_id = await acting_user(peer, msg.get("userId"))
+    peer.take_write(user_id)
+    reservation = await hold_within_limits(peer.app[LIMITS], peer.app[BOOKING], peer.address, user_id,
+                                           peer.session_id, msg["sessionSeatIds"], msg.get("idempotencyKey"))
     return {"type": "hold.ok", "reservation": shapes.reservation(reservation)}
 
 
 @message("release", ReleaseMessage, in_task=True)
 async def release(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
-    await peer.app[BOOKING].release(actor(peer), msg["reservationId"])
+    who = await actor(peer)
+    if who.check_owner:  # the admin is not limited
+        peer.take_write(who.user_id)
+    await peer.app[BOOKING].release(who, msg["reservationId"])
     return {"type": "release.ok", "reservationId": str(msg["reservationId"])}
 
 

@@ -17,6 +17,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from contract.limits import Limits
+from core.aio import owned_task
 from core.settings import Settings, plain_redis_url
 from handlers import setup_routes
 from handlers.openapi import add_common_errors
@@ -32,6 +34,7 @@ from server.typedefs import (
     BOOKING,
     GATE,
     KAFKA,
+    LIMITS,
     NODE_ID,
     OUTBOX_WAKE,
     PG_POOL,
@@ -54,9 +57,12 @@ async def pg_ctx(app: web.Application) -> AsyncIterator[None]:
     pool = await db.create_pool(settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
                                 acquire_timeout=settings.db_pool_timeout)
     app[PG_POOL] = pool
-    app[TOKENS] = TokenCache(pool)
-    yield
-    await pool.close()
+    tokens = app[TOKENS] = TokenCache(pool, token_ttl=settings.token_ttl)
+    try:
+        async with owned_task(tokens.listen_revocations(settings.database_url), "token-revocations"):
+            yield
+    finally:
+        await pool.close()
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -64,6 +70,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     client = redis_client(settings)
     app[REDIS] = client
     app[GATE] = RedisGate(client, timeout=settings.redis_timeout)
+    app[LIMITS] = Limits(settings, client)
     yield
     await app[GATE].close()
     await client.aclose()
@@ -126,7 +133,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     limited = settings.rate_limit_per_second > 0 or settings.rate_limit_anon_per_second > 0
     # no rate check at all on the hot path when both limits are off
-    app[ADMISSION] = (rate_limiter(app), admit) if limited else (admit,)
+    app[ADMISSION] = (rate_limiter, admit) if limited else (admit,)
     app[NODE_ID] = settings.node_id
     app[READY_CHECKS] = {}
     app[OUTBOX_WAKE] = asyncio.Event()

@@ -59,9 +59,20 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+SERVICE_URLS = (("PostgreSQL", "DATABASE_URL"), ("Redis", "REDIS_URL"), ("Kafka (Tansu)", "KAFKA_BOOTSTRAP_SERVERS"))
+
+
 @contextlib.contextmanager
-def services(state_dir: Path = STATE_DIR) -> Iterator[dict[str, str]]:
-    """Start the embedded services whose URLs are not set; put the URLs in os.environ; stop on exit."""
+def services(state_dir: Path = STATE_DIR, *, embed: bool) -> Iterator[dict[str, str]]:
+    """With `embed`: start the embedded services whose URLs are not set, put the URLs in os.environ, stop them
+    on exit. Without it, every URL must be set: a node that quietly started a private database would sell
+    each seat once per node."""
+    missing = [key for _, key in SERVICE_URLS if not os.environ.get(key)]
+    if missing and not embed:
+        print(f"boxoffice: set {', '.join(missing)} (the services every node shares), or pass --embed to start "
+              f"private embedded ones in {state_dir} (one node only: `make run` and `boxoffice cluster` do that)",
+              file=sys.stderr)
+        raise SystemExit(2)
     not_installed = [key for key, module in EMBEDDED.items()
                      if not os.environ.get(key) and importlib.util.find_spec(module) is None]
     if not_installed:
@@ -70,8 +81,7 @@ def services(state_dir: Path = STATE_DIR) -> Iterator[dict[str, str]]:
               file=sys.stderr)
         raise SystemExit(2)
     stack = EmbeddedStack(state_dir)
-    wanted = [name for name, key in (("PostgreSQL", "DATABASE_URL"), ("Redis", "REDIS_URL"),
-                                     ("Kafka (Tansu)", "KAFKA_BOOTSTRAP_SERVERS")) if not os.environ.get(key)]
+    wanted = [name for name, key in SERVICE_URLS if not os.environ.get(key)]
     if wanted:
         print(f"boxoffice: starting embedded {', '.join(wanted)} in {stack.state_dir}", file=sys.stderr, flush=True)
     try:
@@ -173,7 +183,8 @@ def banner(settings: Settings, ids: dict[str, str]) -> str:
 
 
 def cmd_dev(args: argparse.Namespace) -> None:
-    with services():
+    refuse_weak_admin_token(_settings(args, log_format="console"))
+    with services(embed=True):
         settings = _settings(args, log_format="console")  # a person reads these lines (LOG_FORMAT=json if not)
         ids = prepare_database(settings.database_url, demo=True)
         # printed once the port is bound, so the URLs work the moment they appear
@@ -181,7 +192,8 @@ def cmd_dev(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    with services():
+    refuse_weak_admin_token(_settings(args))
+    with services(embed=args.embed):
         settings = _settings(args)
         prepare_database(settings.database_url, demo=False)
         if settings.admin_token_generated:
@@ -189,14 +201,21 @@ def cmd_serve(args: argparse.Namespace) -> None:
         serve(settings)
 
 
+def refuse_weak_admin_token(settings: Settings) -> None:
+    problem = settings.admin_token_problem()
+    if problem is not None:
+        print(f"boxoffice: {problem}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def cmd_migrate(args: argparse.Namespace) -> None:
-    with services():
+    with services(embed=args.embed):
         applied = asyncio.run(db.migrate(os.environ["DATABASE_URL"]))
         print("applied: " + (", ".join(applied) if applied else "nothing (up to date)"))
 
 
 def cmd_seed(args: argparse.Namespace) -> None:
-    with services():
+    with services(embed=args.embed):
         print(prepare_database(os.environ["DATABASE_URL"], demo=True))
 
 
@@ -227,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--host", default=None)
         p.add_argument("--port", type=int, default=None)
+        if name == "serve":
+            add_embed_flag(p)
         p.set_defaults(func=fn)
 
     p = sub.add_parser("cluster", help="N nodes behind HAProxy")
@@ -234,8 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=cmd_cluster)
 
-    sub.add_parser("migrate", help="apply schema migrations").set_defaults(func=cmd_migrate)
-    sub.add_parser("seed", help="load the demo room and session").set_defaults(func=cmd_seed)
+    for name, fn, helptext in (("migrate", cmd_migrate, "apply schema migrations"),
+                               ("seed", cmd_seed, "load the demo room and session")):
+        p = sub.add_parser(name, help=helptext)
+        add_embed_flag(p)
+        p.set_defaults(func=fn)
 
     for entry_point in entry_points(group=COMMANDS_GROUP):
         try:
@@ -245,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         register(sub)
     return parser
+
+
+def add_embed_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--embed", action="store_true",
+                        help="start private embedded PostgreSQL/Redis/Kafka for the URLs that are not set "
+                             "(one node only; without it every URL must be set)")
 
 
 def _register_missing(sub: argparse._SubParsersAction[Any], name: str, module: str) -> None:

@@ -50,6 +50,12 @@ LINKS = ("unix", "tcp")  # how HAProxy reaches the nodes
 SUN_PATH_MAX = 100  # a Unix socket's path must fit in sockaddr_un.sun_path (108 bytes on Linux)
 
 
+# The rush, the benchmarks and the multi-node tests run every client from one address (127.0.0.1): they turn
+# the per-caller limits off, explicitly (docs/security.md has the defaults a real deployment keeps).
+LOAD_TEST_LIMITS = {"RATE_LIMIT_PER_SECOND": "0", "RATE_LIMIT_ANON_PER_SECOND": "0", "MAX_SEATS_PER_ADDRESS": "0",
+                    "WS_MAX_SOCKETS_PER_ADDRESS": "0", "HAPROXY_MAX_SOCKETS_PER_ADDRESS": "1000000"}
+
+
 class ClusterError(RuntimeError):
     """A node or HAProxy could not start; the message says which and shows the end of its log."""
 
@@ -413,7 +419,7 @@ def cluster_services(name: str) -> Iterator[dict[str, str]]:
     (state in $BOXOFFICE_STATE_DIR/`name`), migrated; their URLs also in os.environ; stopped on exit."""
     from server.cli import STATE_DIR, prepare_database, services  # cli imports us lazily
 
-    with services(STATE_DIR / name) as urls:
+    with services(STATE_DIR / name, embed=True) as urls:
         prepare_database(urls["DATABASE_URL"], demo=False)
         yield urls
 
@@ -432,7 +438,7 @@ def run_cluster(nodes: int, port: int = 8080) -> int:
         print(f"boxoffice cluster: port {port} is already in use (choose another with --port)", file=sys.stderr)
         return 2
     try:
-        with _sigterm_as_interrupt(), services(STATE_DIR) as urls:
+        with _sigterm_as_interrupt(), services(STATE_DIR, embed=True) as urls:
             admin_token = os.environ.get("ADMIN_TOKEN") or secrets.token_urlsafe(24)
             ids = prepare_database(urls["DATABASE_URL"], demo=True)
             env = {**urls, "ADMIN_TOKEN": admin_token}

@@ -1,66 +1,36 @@
-"""Per-node request rate limits: a token bucket per user (or per client IP when anonymous) on writes.
+"""The REST write limit: an admission check (`server.typedefs.ADMISSION`) on POST/PUT/PATCH/DELETE.
 
-HAProxy enforces a per-IP limit across the cluster (haproxy.cfg); this one keeps a single user or bot
-from flooding the booking path of a node. Answers 429 `rate_limited` with Retry-After.
+A valid user token draws on its user's bucket (the one the socket's holds and releases draw on too); a write
+without one -- a guest sign-up, a token that is made up, expired or revoked -- draws on its address's bucket,
+so inventing tokens buys nothing. The admin is not limited. Answers 429 `rate_limited` with Retry-After
+(contract.limits). HAProxy adds a per-address request rate across the cluster (haproxy.cfg).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import math
-import socket
-from collections.abc import Awaitable, Callable
-
 from aiohttp import web
 
-from core.ratelimit import TokenBuckets
-from server.middlewares import error_response
-from server.typedefs import SETTINGS
-from storage.auth import hash_token
+from contract.actors import valid_principal
+from handlers.auth import PRINCIPAL, bearer_token
+from server.typedefs import LIMITS, SETTINGS
+from storage.auth import Principal
 
 LIMITED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def from_local_proxy(request: web.Request) -> bool:
-    """A loopback peer, or a peer on the node's Unix socket (UNIX_SOCKET: only processes of this machine
-    allowed to open its file reach it; `boxoffice cluster` keeps it in a folder only its user can enter)."""
-    transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is not None and sock.family == socket.AF_UNIX:
-        return True
-    try:
-        return ipaddress.ip_address(request.remote or "").is_loopback
-    except ValueError:
-        return False
-
-
-def client_ip(request: web.Request) -> str:
-    """The caller's address; X-Forwarded-For is believed only from a local proxy (HAProxy)."""
-    forwarded = request.headers.get("X-Forwarded-For", "")
-    if forwarded and from_local_proxy(request):
-        return forwarded.split(",")[-1].strip()[:64]
-    return request.remote or ""
-
-
-def rate_limiter(app: web.Application) -> Callable[[web.Request], Awaitable[web.Response | None]]:
-    """An admission check (`server.typedefs.ADMISSION`): a 429 for a caller over its rate, else None."""
-    settings = app[SETTINGS]
-    users = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
-    anonymous = TokenBuckets(settings.rate_limit_anon_per_second, settings.rate_limit_anon_burst)
-
-    async def limit(request: web.Request) -> web.Response | None:
-        if request.method in LIMITED_METHODS:
-            header = request.headers.get("Authorization", "")
-            if header[:7].lower() == "bearer " and settings.rate_limit_per_second > 0:
-                wait = users.take(hash_token(header[7:].strip()))
-            elif settings.rate_limit_anon_per_second > 0:
-                wait = anonymous.take(client_ip(request))
-            else:
-                wait = 0.0
-            if wait:
-                return error_response(429, "rate_limited", "Too many requests; slow down",
-                                      {"retryAfterSeconds": math.ceil(wait)},
-                                      headers={"Retry-After": str(math.ceil(wait))})
-        return None
-
-    return limit
+async def rate_limiter(request: web.Request) -> None:
+    """Raises RateLimited for a caller over its rate; else None (go on)."""
+    if request.method not in LIMITED_METHODS:
+        return
+    limits = request.app[LIMITS]
+    who: Principal | None = None
+    if request.app[SETTINGS].auth_required:
+        who = await valid_principal(request.app, bearer_token(request))
+        if who is not None:
+            request[PRINCIPAL] = who  # the handler's own lookup is then free
+    if who is not None and who.is_admin:
+        return
+    if who is not None and who.user_id is not None:
+        limits.take_user(who.user_id)
+    else:
+        limits.take_address(limits.client_ip(request))

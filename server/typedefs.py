@@ -14,6 +14,7 @@ from redis.asyncio.cluster import RedisCluster
 from core.settings import Settings
 
 if TYPE_CHECKING:  # names for the annotations only: this module imports no layer of ours at run time
+    from contract.limits import Limits
     from realtime.consumer import SeatEventConsumer
     from realtime.hub import Hub
     from realtime.kafka import KafkaLink
@@ -33,6 +34,7 @@ KAFKA: web.AppKey[KafkaLink] = web.AppKey("kafka")
 # Readiness checks beyond PostgreSQL and Redis (Kafka registers itself): name -> coroutine function.
 READY_CHECKS = web.AppKey("ready_checks", dict[str, Callable[[], Awaitable[object]]])
 BOOKING: web.AppKey[Booking] = web.AppKey("booking")
+LIMITS: web.AppKey[Limits] = web.AppKey("limits")
 # The checks every request passes before its handler, in order (server.middlewares.http_middleware runs them):
 # each answers early with a response (a 429) or raises (401/403/400), or returns None to go on.
 ADMISSION = web.AppKey("admission", tuple[Callable[[web.Request], Awaitable[web.StreamResponse | None]], ...])

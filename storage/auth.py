@@ -1,16 +1,30 @@
-"""Bearer tokens: generated once, stored as sha256, looked up through a small in-process cache."""
+"""Bearer tokens: generated once, stored as sha256, looked up through a small in-process cache; they expire
+`TOKEN_TTL` seconds after they were issued and can be revoked (every node hears of it at once: NOTIFY)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
+
+from core.errors import Unauthorized
+
+log = logging.getLogger("boxoffice.auth")
+REVOKED_CHANNEL = "bx_token_revoked"  # NOTIFY payload: the revoked token's sha256, hex
+UNKNOWN_TTL = 5.0  # seconds an unknown token is remembered as unknown (no database lookup per attempt)
+
+
+class TokenExpired(Unauthorized):
+    code, message = "token_expired", "The bearer token has expired; sign up again for a new one"
 
 
 def new_token() -> str:
@@ -45,8 +59,8 @@ MAX_TOKEN = 512  # longer "tokens" are cut, never hashed whole
 
 
 async def resolve_principal(token: str | None, admin_token: str, tokens: TokenCache) -> Principal | None:
-    """Who a bearer token (REST header or WebSocket `?token=`) speaks for: the admin, a user, or nobody
-    (no token); None when a token is given but unknown."""
+    """Who a bearer token (REST header, WebSocket subprotocol or `?token=`) speaks for: the admin, a user, or
+    nobody (no token); None when a token is given but unknown or revoked; TokenExpired past its TTL."""
     if not token:
         return ANONYMOUS
     token = token[:MAX_TOKEN]
@@ -57,28 +71,87 @@ async def resolve_principal(token: str | None, admin_token: str, tokens: TokenCa
 
 
 class TokenCache:
-    """token hash -> user id, for `ttl` seconds, at most `size` entries (tokens never change owner)."""
+    """token hash -> (user id, expiry), for `ttl` seconds, at most `size` entries; unknown tokens are remembered
+    as unknown for UNKNOWN_TTL seconds. A revocation (`forget`, from NOTIFY) drops an entry at once."""
 
-    def __init__(self, pool: asyncpg.Pool, *, ttl: float = 300.0, size: int = 100_000) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, token_ttl: float, ttl: float = 300.0, size: int = 100_000) -> None:
         self.pool = pool
+        self.token_ttl = token_ttl
         self.ttl = ttl
         self.size = size
-        self._entries: OrderedDict[bytes, tuple[float, uuid.UUID]] = OrderedDict()
+        self.db_lookups = 0
+        # digest -> (cached until, monotonic; user id or None for unknown; token expiry, wall clock)
+        self._entries: OrderedDict[bytes, tuple[float, uuid.UUID | None, float]] = OrderedDict()
 
     async def user_for(self, token: str) -> uuid.UUID | None:
         digest = hash_token(token)
         now = time.monotonic()
         hit = self._entries.get(digest)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        user_id = await self.pool.fetchval("SELECT id FROM users WHERE token_hash = $1", digest)
-        if user_id is None:
-            return None
-        self._entries[digest] = (now + self.ttl, user_id)
+        if hit is None or hit[0] <= now:
+            self.db_lookups += 1
+            row = await self.pool.fetchrow("SELECT id, created_at FROM users WHERE token_hash = $1", digest)
+            hit = self._store(digest, None if row is None else row["id"],
+                              None if row is None else row["created_at"])
+        if hit[1] is not None and hit[2] <= time.time():
+            raise TokenExpired()
+        return hit[1]
+
+    def _store(self, digest: bytes, user_id: uuid.UUID | None, issued: datetime | None
+               ) -> tuple[float, uuid.UUID | None, float]:
+        expires = issued.timestamp() + self.token_ttl if issued is not None else 0.0
+        entry = (time.monotonic() + (self.ttl if user_id is not None else UNKNOWN_TTL), user_id, expires)
+        self._entries[digest] = entry
         self._entries.move_to_end(digest)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
-        return user_id
+        return entry
 
-    def remember(self, token: str, user_id: uuid.UUID) -> None:
-        self._entries[hash_token(token)] = (time.monotonic() + self.ttl, user_id)
+    def remember(self, token: str, user_id: uuid.UUID, issued: datetime) -> None:
+        self._store(hash_token(token), user_id, issued)
+
+    def forget(self, digest: bytes) -> None:
+        self._entries.pop(digest, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    async def listen_revocations(self, dsn: str, retry: float = 0.5) -> None:
+        """Forget every token revoked on any node, as PostgreSQL announces it (NOTIFY, sent at the commit).
+        While the listening connection is down nothing is heard: the cache is emptied when it is back."""
+        while True:
+            try:
+                con = await asyncpg.connect(dsn, timeout=5)
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                log.warning("token revocations: cannot listen (%r); retrying", exc)
+                await asyncio.sleep(retry)
+                continue
+            lost = asyncio.Event()
+            try:
+                con.add_termination_listener(lambda _con, lost=lost: lost.set())  # type: ignore[misc]
+                await con.add_listener(REVOKED_CHANNEL, self._heard)
+                self.clear()  # anything revoked while nobody listened
+                await lost.wait()
+                log.warning("token revocations: the listening connection was lost; reconnecting")
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("token revocations: listening failed (%r); retrying", exc)
+            finally:
+                await con.close(timeout=2)
+            await asyncio.sleep(retry)
+
+    def _heard(self, _con: object, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            self.forget(bytes.fromhex(payload))
+        except ValueError:
+            log.warning("token revocations: ignoring a payload that is not hex")
+
+
+async def revoke_token(pool: asyncpg.Pool, user_id: uuid.UUID) -> bool:
+    """Replace the user's token hash with one nobody holds and tell every node (NOTIFY at the commit);
+    False when there is no such user."""
+    async with pool.acquire() as con, con.transaction():
+        old = await con.fetchval("SELECT token_hash FROM users WHERE id = $1 FOR UPDATE", user_id)
+        if old is None:
+            return False
+        await con.execute("UPDATE users SET token_hash = $2 WHERE id = $1", user_id, hash_token(new_token()))
+        await con.execute("SELECT pg_notify($1, $2)", REVOKED_CHANNEL, bytes(old).hex())
+    return True

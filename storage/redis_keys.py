@@ -38,3 +38,8 @@ def seat_value(status: str, reservation_id: uuid.UUID, expires_at: datetime,
     if status == "RESERVED":
         return f"H:{reservation_id}", epoch_ms(expires_at)
     return f"S:{reservation_id}", sold_until_ms(end_show_time)
+
+
+def address_seats_key(address: str) -> str:
+    """The seats one client address holds within a hold's lifetime (storage.limits)."""
+    return f"{PREFIX}:addr-seats:{address}"

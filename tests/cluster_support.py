@@ -22,7 +22,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from loadtests.invariants import broken, wait_for_invariants
-from server.cluster import LocalCluster
+from server.cluster import LOAD_TEST_LIMITS, LocalCluster
 from server.embedded import EmbeddedStack, find_haproxy
 from tests import conftest
 
@@ -41,6 +41,7 @@ def cluster_env(stack: EmbeddedStack, **extra: str) -> dict[str, str]:
         "HOLD_TTL_SECONDS": str(CLUSTER_HOLD_TTL),
         "LOG_LEVEL": "INFO",
         "LOG_FORMAT": "json",
+        **LOAD_TEST_LIMITS,  # the tests of the limits set their own
         **extra,
     }
 

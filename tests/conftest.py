@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -15,7 +16,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
 from core.settings import Settings
@@ -26,6 +27,10 @@ from storage import db
 pytest_plugins = ["tests.cluster_support", "tests.skips"]
 
 ADMIN_TOKEN = "test-admin-token"
+# Every test is one address (127.0.0.1) making many users and holds: the tests set their limits explicitly,
+# off here, and on in the tests of the limits (tests/test_security_limits.py, tests/test_ratelimit.py).
+NO_LIMITS: dict[str, Any] = {"rate_limit_per_second": 0.0, "rate_limit_anon_per_second": 0.0,
+                             "max_seats_per_address": 0, "ws_max_sockets_per_address": 0}
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
 
 
@@ -55,8 +60,19 @@ def base_settings(stack: EmbeddedStack) -> Settings:
     return Settings.from_env(
         env={}, database_url=urls["DATABASE_URL"], redis_url=urls["REDIS_URL"],
         kafka_bootstrap_servers=urls["KAFKA_BOOTSTRAP_SERVERS"], admin_token=ADMIN_TOKEN,
-        admin_token_generated=False, node_id="test-node", log_format="console",
+        admin_token_generated=False, node_id="test-node", log_format="console", **NO_LIMITS,
     )
+
+
+@contextlib.asynccontextmanager
+async def served(settings: Settings) -> AsyncIterator[TestServer]:
+    """A node on a real TCP port of 127.0.0.1, for clients that pick their own source address."""
+    server = TestServer(create_app(settings), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield server
+    finally:
+        await server.close()
 
 
 @pytest.fixture

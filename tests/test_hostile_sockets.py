@@ -36,6 +36,7 @@ import pytest
 
 from server.cluster import LocalCluster
 from tests.cluster_support import (
+    CLUSTER_ADMIN,
     CLUSTER_HOLD_TTL,
     SeatSocket,
     assert_invariants,
@@ -89,7 +90,7 @@ def rss_mb(pid: int) -> float:
 
 async def open_sockets(http: aiohttp.ClientSession, node_url: str) -> int:
     """The node's own count of open WebSockets (its /metrics gauge)."""
-    async with http.get(f"{node_url}/metrics") as resp:
+    async with http.get(f"{node_url}/metrics", headers=CLUSTER_ADMIN) as resp:
         for line in (await resp.text()).splitlines():
             if line.startswith("boxoffice_websockets_open "):
                 return int(float(line.split()[1]))

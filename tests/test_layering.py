@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OURS = {"server", "storage", "handlers", "realtime", "jobs", "core", "contract", "loadtests", "tests"}
 # what the load tests may take from the server side: the launcher of services and local clusters
 LAUNCHER = {
-    "server.cluster": {"LocalCluster", "ClusterError", "cluster_services"},
+    "server.cluster": {"LocalCluster", "ClusterError", "cluster_services", "LOAD_TEST_LIMITS"},
     "server.embedded": {"EmbeddedStack", "EmbeddedKafka", "free_port", "stop_group"},
 }
 

@@ -86,12 +86,12 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 async def test_metrics_are_prometheus_text_and_count_requests(client: TestClient) -> None:
-    before = await (await client.get("/metrics")).text()
+    before = await (await client.get("/metrics", headers=ADMIN)).text()
     for _ in range(3):
         assert (await client.get("/health")).status == 200
     assert (await client.get("/rooms/not-a-uuid")).status == 400
 
-    resp = await client.get("/metrics")
+    resp = await client.get("/metrics", headers=ADMIN)
 
     assert resp.status == 200
     assert resp.content_type == "text/plain"
@@ -193,7 +193,7 @@ async def test_swagger_describes_request_and_error_details(spec: dict[str, Any])
     sessions = spec["paths"]["/sessions"]["post"]
     assert "room_too_small" in sessions["responses"]["422"]["description"]
     assert spec["paths"]["/ready"]["get"]["responses"]["503"]["schema"]["$ref"] == "#/definitions/NotReady"
-    assert spec["paths"]["/metrics"]["get"]["produces"] == ["text/plain"]
+    assert spec["paths"]["/metrics"]["get"]["produces"] == ["text/plain", "application/json"]
 
 
 async def test_api_docs_page_is_swagger_ui(client: TestClient) -> None:
@@ -228,7 +228,8 @@ async def test_page_text_is_sent_compressed(client: TestClient) -> None:
 
 async def test_every_response_carries_the_node_id(client: TestClient) -> None:
     requests: list[tuple[str, str, dict[str, Any]]] = [
-        ("GET", "/health", {}), ("GET", "/", {}), ("GET", "/metrics", {}), ("GET", "/no/such/route", {}),
+        ("GET", "/health", {}), ("GET", "/", {}), ("GET", "/metrics", {"headers": ADMIN}),
+        ("GET", "/no/such/route", {}),
         ("PATCH", "/users", {}), ("POST", "/users", {"data": b"{"}), ("GET", "/rooms/bad", {}),
         ("POST", "/rooms", {"json": {"name": "x", "capacity": 20}}),  # 401 without a token
         ("POST", "/users", {"data": b"x" * (65 * 1024)}), ("HEAD", "/health", {}),

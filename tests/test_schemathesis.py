@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from server.cluster import LOAD_TEST_LIMITS
 from server.embedded import EmbeddedStack, free_port
 from tests.conftest import ADMIN_TOKEN, OUTPUT
 
@@ -32,7 +33,7 @@ CHECKS = ["--checks", "all", "--exclude-checks", "positive_data_acceptance,ignor
 def node(stack: EmbeddedStack) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, **stack.urls, "ADMIN_TOKEN": ADMIN_TOKEN, "LOG_LEVEL": "WARNING",  # type: ignore[attr-defined]
-           "NODE_ID": "schemathesis"}
+           "NODE_ID": "schemathesis", **LOAD_TEST_LIMITS}
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

@@ -134,7 +134,7 @@ def test_a_node_imports_nothing_from_the_extras() -> None:
 
 
 @pytest.mark.parametrize(("blocked", "argv", "message"), [
-    ("pgserver", ["migrate"], "pip install 'boxoffice[embedded]'"),
+    ("pgserver", ["migrate", "--embed"], "pip install 'boxoffice[embedded]'"),
     ("websocket", ["rush"], "pip install 'boxoffice[load]'"),
 ])
 def test_a_command_needing_a_missing_extra_says_which_to_install(blocked: str, argv: list[str], message: str) -> None:

@@ -82,7 +82,7 @@ async def bench(args: argparse.Namespace, cluster: LocalCluster, dsn: str, admin
             for p in pipes:
                 p.send(("final", final))
             results = [(await asyncio.to_thread(p.recv))[1] for p in pipes]
-            node_flush, node_consumers = await node_figures(http, cluster.node_urls)
+            node_flush, node_consumers = await node_figures(http, cluster.node_urls, admin)
             rss_after = [rss_kib(p) for p in pids]
         except BaseException:
             for proc in procs:  # they wait for a command that will not come

@@ -19,7 +19,7 @@ import loadtests.bench_broadcast as package
 from loadtests.bench_broadcast.bench import bench, progress
 from loadtests.bench_broadcast.report import report
 from loadtests.metrics import speed_probe
-from server.cluster import LocalCluster
+from server.cluster import LOAD_TEST_LIMITS, LocalCluster
 from server.embedded import EmbeddedStack
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         admin_token = secrets.token_urlsafe(16)
         env = {**urls, "ADMIN_TOKEN": admin_token, "HOLD_TTL_SECONDS": "30",
                "LOG_LEVEL": "INFO" if args.keep else "WARNING",
-               "RATE_LIMIT_PER_SECOND": "0", "RATE_LIMIT_ANON_PER_SECOND": "0"}
+               **LOAD_TEST_LIMITS}
         if args.tick_ms is not None:
             env["WS_BROADCAST_TICK_MS"] = str(args.tick_ms)
         progress(f"starting {args.nodes} nodes behind HAProxy")

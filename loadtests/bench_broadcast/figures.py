@@ -56,14 +56,15 @@ async def outbox_figures(dsn: str, session_id: str) -> dict[str, Any]:
                                          "max": round(hops[-1], 1) if hops else None}}
 
 
-async def node_figures(http: aiohttp.ClientSession, node_urls: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
+async def node_figures(http: aiohttp.ClientSession, node_urls: list[str],
+                       admin: dict[str, str]) -> tuple[dict[str, Any], dict[str, int]]:
     """From every node's /metrics: commit -> the node's write of the frame (`boxoffice_broadcast_latency_seconds`,
     per change batch, before the kernel, HAProxy and the client: bucket upper bounds), and the consumers'
     restarts and offset holes, summed over the nodes."""
     buckets: Counter[float] = Counter()
     consumer: Counter[str] = Counter()
     for url in node_urls:
-        async with http.get(url + "/metrics") as resp:
+        async with http.get(url + "/metrics", headers=admin) as resp:
             text = await resp.text()
         for line in text.splitlines():
             for family in ("boxoffice_kafka_consumer_restarts_total{", "boxoffice_kafka_consumer_gaps_total{"):

@@ -9,7 +9,7 @@ import secrets
 import urllib.parse
 
 from loadtests.rush.options import RushError, RushOptions, say
-from server.cluster import ClusterError, LocalCluster, cluster_services
+from server.cluster import LOAD_TEST_LIMITS, ClusterError, LocalCluster, cluster_services
 
 
 def is_loopback(url: str) -> bool:
@@ -41,7 +41,8 @@ def start_local_cluster(options: RushOptions, stack: contextlib.ExitStack) -> tu
     urls = stack.enter_context(cluster_services("rush"))
     admin_token = os.environ.get("ADMIN_TOKEN") or secrets.token_urlsafe(24)
     hold_ttl = os.environ.get("HOLD_TTL_SECONDS") or str(options.scenario.hold_ttl_seconds)
-    env = {**urls, "ADMIN_TOKEN": admin_token, "HOLD_TTL_SECONDS": hold_ttl, "LOG_LEVEL": "WARNING"}
+    env = {**urls, "ADMIN_TOKEN": admin_token, "HOLD_TTL_SECONDS": hold_ttl, "LOG_LEVEL": "WARNING",
+           **LOAD_TEST_LIMITS}  # every simulated buyer comes from 127.0.0.1
     try:
         cluster = stack.enter_context(LocalCluster(options.nodes, env=env, state_dir=options.out / "cluster"))
     except ClusterError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import logging
 import os
@@ -13,7 +14,15 @@ import subprocess
 from pathlib import Path
 from typing import ClassVar
 
-from server.embedded.process import Service, ServiceStartError, cmdline, pid_alive, port_open, wait_gone
+from server.embedded.process import (
+    Service,
+    ServiceStartError,
+    cmdline,
+    pid_alive,
+    port_open,
+    secret_file,
+    wait_gone,
+)
 
 log = logging.getLogger("boxoffice.embedded")
 
@@ -57,8 +66,17 @@ def _is_postmaster_of(pid: int, data: Path) -> bool:
         return True  # a postgres without -D on our pid file: treat it as ours, it holds the lock
 
 
+# Every connection, TCP or Unix socket, proves the password (other users of this machine cannot connect).
+PG_HBA = """# written by boxoffice (server/embedded/postgres.py) at every start
+local all all scram-sha-256
+host  all all 127.0.0.1/32 scram-sha-256
+host  all all ::1/128 scram-sha-256
+"""
+
+
 class EmbeddedPostgres(Service):
-    """PostgreSQL 16 from the `pgserver` wheel, listening on 127.0.0.1:<port>."""
+    """PostgreSQL 16 from the `pgserver` wheel, listening on 127.0.0.1:<port>, password required (kept in
+    `postgres.password` in the state folder, mode 0600)."""
 
     # SIGINT is PostgreSQL's "fast" shutdown: roll back open transactions, close, exit.
     stop_signal: ClassVar[int] = signal.SIGINT
@@ -68,6 +86,7 @@ class EmbeddedPostgres(Service):
         self.data = state_dir / "pgdata"
         self.socket_dir = state_dir / "pgsock"
         self.user: str | None = "pgserver" if os.geteuid() == 0 else None
+        self.password = secret_file(state_dir / "postgres.password")
 
     @staticmethod
     def bin_dir() -> Path:
@@ -111,6 +130,31 @@ class EmbeddedPostgres(Service):
         for folder in (self.data, self.socket_dir):
             self._own_folder(folder)
         self._clear_postmaster_pid()
+        self._require_password(bindir)
+
+    def _require_password(self, bindir: Path) -> None:
+        """pg_hba.conf asks every client for the password; the `postgres` role gets it (single-user mode, with
+        the server stopped) whenever the data folder does not have this password yet."""
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(PG_HBA)
+        marker = self.data / "boxoffice.password-sha256"
+        digest = hashlib.sha256(self.password.encode()).hexdigest()
+        if self.user:
+            entry = pwd.getpwnam(self.user)
+            os.chown(hba, entry.pw_uid, entry.pw_gid)
+        try:
+            if marker.read_text().strip() == digest:
+                return
+        except OSError:
+            pass
+        result = subprocess.run(  # noqa: S603
+            [str(bindir / "postgres"), "--single", "-D", str(self.data), "-c", "log_min_messages=warning", "postgres"],
+            input=f"ALTER ROLE postgres PASSWORD '{self.password}';\n", capture_output=True, text=True,
+            check=False, **self._as_user(),  # type: ignore[call-overload]
+        )
+        if result.returncode != 0:
+            raise ServiceStartError(f"postgres: could not set the password:\n{result.stdout}\n{result.stderr}")
+        marker.write_text(digest + "\n")
 
     def _own_folder(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -199,4 +243,4 @@ class EmbeddedPostgres(Service):
 
     @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/postgres"

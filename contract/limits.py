@@ -1,0 +1,130 @@
+"""Limits on what one caller may do, the same for REST and the socket: who the caller is (its address, behind a
+trusted proxy), write rates per user and per address, seats held per address over every node, open sockets
+per address.
+
+Refusals are domain errors with Retry-After: 429 `rate_limited`, `address_quota_exceeded`, `too_many_sockets`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import socket
+import uuid
+from collections.abc import Sequence
+
+from aiohttp import web
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from core.errors import RateLimited
+from core.ratelimit import TokenBuckets
+from core.settings import Settings
+from storage.booking import Booking
+from storage.limits import AddressSeats
+from storage.rows import Reservation
+
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+class AddressQuotaExceeded(RateLimited):
+    code, message = "address_quota_exceeded", "This address holds as many seats as it may; retry when a hold ends"
+
+
+class TooManySockets(RateLimited):
+    code, message = "too_many_sockets", "This address has as many seat channels open as it may"
+
+
+def retry_after(error: RateLimited, seconds: float) -> RateLimited:
+    wait = max(1, math.ceil(seconds))
+    error.details = {"retryAfterSeconds": wait, **error.details}
+    error.headers = {"Retry-After": str(wait)}
+    return error
+
+
+def from_trusted_proxy(request: web.Request, trusted: Networks) -> bool:
+    """A peer in TRUSTED_PROXIES, or a peer on the node's Unix socket (UNIX_SOCKET: only processes of this machine
+    allowed to open its file reach it; `boxoffice cluster` keeps it in a folder only its user can enter)."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None and sock.family == socket.AF_UNIX:
+        return True
+    try:
+        peer = ipaddress.ip_address(request.remote or "")
+    except ValueError:
+        return False
+    return any(peer in network for network in trusted)
+
+
+class Limits:
+    """One node's limits (an app resource): token buckets in memory, the per-address seat quota in Redis."""
+
+    def __init__(self, settings: Settings, redis: Redis | RedisCluster) -> None:
+        self.settings = settings
+        self.trusted: Networks = tuple(ipaddress.ip_network(n) for n in settings.trusted_proxies)
+        self.users = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
+        self.addresses = TokenBuckets(settings.rate_limit_anon_per_second, settings.rate_limit_anon_burst)
+        self.sockets: dict[str, int] = {}
+        self.seats = AddressSeats(redis)
+
+    def client_ip(self, request: web.Request) -> str:
+        """The caller's address: the last X-Forwarded-For entry (the one the proxy saw) from a trusted proxy,
+        else the peer's own address."""
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded and from_trusted_proxy(request, self.trusted):
+            return forwarded.split(",")[-1].strip()[:64]
+        return request.remote or ""
+
+    def take_user(self, user_id: uuid.UUID) -> None:
+        """One write of a user (a REST write, a socket hold or release); RateLimited when over its rate."""
+        if self.settings.rate_limit_per_second > 0:
+            self._take(self.users, user_id.bytes)
+
+    def take_address(self, address: str) -> None:
+        """One write from an address without a valid user token (a guest sign-up, a made-up token)."""
+        if self.settings.rate_limit_anon_per_second > 0:
+            self._take(self.addresses, address)
+
+    @staticmethod
+    def _take(buckets: TokenBuckets, key: str | bytes) -> None:
+        wait = buckets.take(key)
+        if wait:
+            raise retry_after(RateLimited("Too many requests; slow down"), wait)
+
+    async def take_seats(self, address: str, count: int) -> str | None:
+        """Count `count` seats against the address's quota (over every node); the share to give back if the hold
+        fails, None when there is none to give back."""
+        cap = self.settings.max_seats_per_address
+        if cap <= 0 or not address:
+            return None
+        share, wait_ms = await self.seats.take(address, count, cap, self.settings.hold_ttl_seconds * 1000)
+        if wait_ms:
+            raise retry_after(AddressQuotaExceeded(details={"maxSeatsPerAddress": cap}), wait_ms / 1000)
+        return share
+
+    def open_socket(self, address: str) -> None:
+        """Count one more open socket of `address`; TooManySockets over the cap. Pair with `close_socket`."""
+        cap = self.settings.ws_max_sockets_per_address
+        count = self.sockets.get(address, 0)
+        if cap > 0 and count >= cap:
+            raise retry_after(TooManySockets(details={"maxSocketsPerAddress": cap}), 5)
+        self.sockets[address] = count + 1
+
+    def close_socket(self, address: str) -> None:
+        count = self.sockets.get(address, 0) - 1
+        if count > 0:
+            self.sockets[address] = count
+        else:
+            self.sockets.pop(address, None)
+
+
+async def hold_within_limits(limits: Limits, booking: Booking, address: str, user_id: uuid.UUID,
+                             session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID],
+                             idempotency_key: str | None) -> Reservation:
+    """`Booking.hold` behind the address's seat quota: the one door of a hold for REST and the socket."""
+    share = await limits.take_seats(address, len(seat_ids))
+    try:
+        return await booking.hold(user_id, session_id, seat_ids, idempotency_key)
+    except Exception:
+        await limits.seats.give_back(address, share)
+        raise
