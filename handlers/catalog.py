@@ -54,7 +54,8 @@ async def get_user(request: web.Request) -> web.Response:
 
 
 @docs(tags=["users"], summary="Revoke a user's token (owner or admin): every node refuses it within a second",
-      responses={**INVALID, **OWNER_ONLY, **not_found("user_not_found")})
+      produces=[],  # a 204 carries no body (Swagger 2: an empty list overrides the spec-wide JSON)
+      responses={204: {"description": "revoked"}, **INVALID, **OWNER_ONLY, **not_found("user_not_found")})
 @match_info_schema(s.IdPathSchema)
 @signed_in
 async def revoke_user_token(request: web.Request) -> web.Response:
