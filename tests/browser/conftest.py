@@ -18,7 +18,7 @@ from tests.cluster_support import all_nodes_up, haproxy_binary
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # ends with the browser tests: its relays must not publish later tests' rows
 def browser_cluster(stack: EmbeddedStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """Two real nodes and HAProxy on the session's PostgreSQL, Redis and Kafka, with short holds."""
     haproxy_binary()
