@@ -55,6 +55,7 @@ def test_docker_compose_publishes_the_proxy_on_loopback_unless_told_otherwise() 
                             capture_output=True, text=True, timeout=60, check=True, cwd=ROOT,
                             env={**os.environ, "ADMIN_TOKEN": "x" * 40, "POSTGRES_PASSWORD": "compose-test-password"})
     ports = yaml.safe_load(result.stdout)["services"]["haproxy"]["ports"]
+    assert ports  # the proxy is published: on loopback only
     for port in ports:
         host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).rsplit(":", 2)[0]
         assert host_ip == "127.0.0.1", ports
@@ -144,8 +145,10 @@ async def test_embedded_redis_refuses_a_client_without_its_password(stack: Embed
 
 def test_embedded_passwords_are_readable_by_their_owner_only(stack: EmbeddedStack) -> None:
     secrets_found = sorted(stack.state_dir.glob("*.password"))
-    if "postgres" in stack.services:
-        assert stack.state_dir / "postgres.password" in secrets_found
+    for service in ("postgres", "redis"):  # the embedded servers that take passwords
+        if service in stack.services:
+            assert stack.state_dir / f"{service}.password" in secrets_found
+    assert secrets_found or not stack.services
     for path in secrets_found:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 

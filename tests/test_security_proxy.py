@@ -80,6 +80,7 @@ async def test_no_log_line_carries_a_token(proxied: LocalCluster, api: aiohttp.C
         await asyncio.sleep(0.1)
     text = proxied.haproxy_log.read_text()
     assert f"/ws/sessions/{session['id']}" in text  # the requests are logged ...
+    assert f"/users/{ana['id']}/purchases" in text
     for path in logs:
         assert ana["token"] not in path.read_text(), path  # ... without the token
 

@@ -49,7 +49,7 @@ async def test_old_records_are_deleted_and_live_ones_kept(client: TestClient, se
     made = await scene(client, pg)
     user_id, session_id = uuid.UUID(made["user"]["id"]), uuid.UUID(made["session"]["id"])
     reservations = [made[n] for n in ("confirmed", "cancelled", "expired", "pending")]
-    await wait_until(lambda: _all_published(pg, session_id), 15)  # the relay publishes every event
+    assert await wait_until(lambda: _all_published(pg, session_id), 15)  # the relay publishes every event
     for table, where, arg in [("outbox", "session_id = $1", session_id),
                               ("idempotency_keys", "user_id = $1", user_id),
                               ("reservations", "id = ANY($1)", reservations)]:
