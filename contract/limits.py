@@ -7,6 +7,7 @@ Refusals are domain errors with Retry-After: 429 `rate_limited`, `address_quota_
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 import socket
@@ -125,6 +126,6 @@ async def hold_within_limits(limits: Limits, booking: Booking, address: str, use
     share = await limits.take_seats(address, len(seat_ids))
     try:
         return await booking.hold(user_id, session_id, seat_ids, idempotency_key)
-    except Exception:
-        await limits.seats.give_back(address, share)
+    except BaseException:  # a cancelled hold (a closing socket, a stopping node) holds nothing either
+        await asyncio.shield(limits.seats.give_back(address, share))
         raise

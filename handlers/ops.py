@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from core.aio import within
 from core.metrics import REGISTRY
 from handlers import schemas as s
-from handlers.auth import admin_only, require_admin
+from handlers.auth import admin_only
 from server.typedefs import PG_POOL, READY_CHECKS, REDIS
 
 CHECK_TIMEOUT = 1.0
@@ -69,7 +69,6 @@ async def ready(request: web.Request) -> web.Response:
       security=[{"bearer": []}])
 @admin_only
 async def metrics(request: web.Request) -> web.Response:
-    await require_admin(request)
     return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

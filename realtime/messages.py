@@ -41,7 +41,7 @@ log = logging.getLogger("boxoffice.ws")
 MAX_SEAT_IDS = 100  # the booking rules (MAX_SEATS_PER_HOLD) refuse more; this only bounds the parse
 MAX_REQUEST_ID = 128
 MAX_COMMANDS_IN_FLIGHT = 8  # per socket: holds and releases still waiting for their answer
-COMMAND_GRACE = 5.0  # a closing socket's commands may finish for this long before they are cancelled
+COMMAND_GRACE = 2.0  # a closing socket's commands may finish this long (under the 3 s close wait), then are cancelled
 
 
 @dataclass(slots=True)

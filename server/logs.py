@@ -134,3 +134,5 @@ def setup_logging(level: str = "INFO", fmt: str = "json", node_id: str = "", log
     # aiohttp's access log is one line per request: too much under a rush.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # its warning about a subprotocol offer it cannot match lists the offer, which may carry a bearer token
+    logging.getLogger("aiohttp.websocket").setLevel(logging.ERROR)

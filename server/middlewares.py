@@ -10,7 +10,7 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from core import ids
@@ -154,8 +154,11 @@ async def http_middleware(request: web.Request, handler: Handler) -> web.StreamR
                     # A static file that is missing: FileResponse would answer an empty 404 only when sent.
                     response = error_response(404, "not_found", "Not Found")
                 elif Path(getattr(response, "_path", "")).suffix in COMPRESSED_SUFFIXES:
-                    # gzip or deflate if the client accepts it: the page's text goes out at a quarter of its size
-                    response.enable_compression()
+                    # gzip or deflate if the client accepts it: the page's text goes out at a quarter of its size;
+                    # never for a range (it counts the file's own bytes), and caches keep the two apart
+                    response.headers[hdrs.VARY] = hdrs.ACCEPT_ENCODING
+                    if hdrs.RANGE not in request.headers:
+                        response.enable_compression()
         except Exception as exc:  # noqa: BLE001 - `failure` maps every one (or raises it on: redirects)
             response = failure(request, exc)
         status = response.status
