@@ -32,7 +32,7 @@ def new_token() -> str:
 
 
 def hash_token(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ ADMIN = Principal(is_admin=True)
 
 
 def is_admin_token(token: str, admin_token: str) -> bool:
-    return hmac.compare_digest(token.encode(), admin_token.encode())
+    return hmac.compare_digest(token.encode("utf-8", "surrogateescape"), admin_token.encode())
 
 
 MAX_TOKEN = 512  # longer "tokens" are cut, never hashed whole

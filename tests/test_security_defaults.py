@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import subprocess
@@ -175,3 +176,13 @@ async def test_ready_names_the_failed_service_and_nothing_of_its_internals(
     body = await resp.json()
     assert body["checks"] == {"kafka": "ok", "postgres": "ok", "redis": "unavailable"}
     assert "Error" not in await resp.text()
+
+
+async def test_a_bearer_token_that_is_not_utf8_is_refused_not_a_500(client: TestClient) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(b"POST /reservations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ab\xffcd\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    assert status_line.split()[1] == b"401", status_line
