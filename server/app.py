@@ -32,6 +32,7 @@ from server.ratelimit import rate_limiter
 from server.typedefs import (
     ADMISSION,
     BOOKING,
+    EXTENDER,
     GATE,
     KAFKA,
     LIMITS,
@@ -42,11 +43,14 @@ from server.typedefs import (
     REDIS,
     SETTINGS,
     TOKENS,
+    WAITLIST,
 )
 from storage import db
 from storage.auth import TokenCache
 from storage.booking import Booking
+from storage.extension import HoldExtender
 from storage.redis_gate import NoGate, RedisGate
+from storage.waitlist import Waitlist
 
 log = logging.getLogger("boxoffice.app")
 STATIC = Path(__file__).parent / "static"
@@ -100,6 +104,8 @@ async def booking_ctx(app: web.Application) -> AsyncIterator[None]:
         gate_timeout=settings.redis_timeout, on_commit=wake.set,
         hold_batch_max=settings.hold_batch_max, hold_writers=settings.hold_writers,
     )
+    app[EXTENDER] = HoldExtender(app[BOOKING], settings.hold_extension_seconds)
+    app[WAITLIST] = Waitlist(app[BOOKING], settings.max_seats_per_hold)
     yield
 
 
