@@ -11,7 +11,6 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from storage.redis_keys import seat_key
-
 from tests.conftest import assert_invariants, bearer, make_session, make_user, seat_ids
 from tests.sockets.support import watch
 
