@@ -41,12 +41,11 @@ async def test_the_offer_reaches_the_buyer_on_another_node_than_the_release(
     holders = [await make_user(api) for _ in range(2)]
     first, second = await make_user(api), await make_user(api)
     node = live_cluster.node_urls
-    status, held = await post(api, f"{node[0]}/reservations", holders[0], {"sessionId": sid, "sessionSeatIds": seats[:4]})
-    assert status == 201, held
-    status, _ = await post(api, f"{node[0]}/reservations", holders[1], {"sessionId": sid, "sessionSeatIds": seats[4:14]})
-    assert status == 201
-    status, _ = await post(api, f"{node[0]}/reservations", holders[1], {"sessionId": sid, "sessionSeatIds": seats[14:]})
-    assert status == 201
+    held = {}
+    for holder, part in ((holders[0], seats[:4]), (holders[1], seats[4:14]), (holders[1], seats[14:])):
+        status, body = await post(api, f"{node[0]}/reservations", holder, {"sessionId": sid, "sessionSeatIds": part})
+        assert status == 201, body
+        held = held or body  # the first: the one released below
 
     async with aiohttp.ClientSession() as http:
         # the first in line listens on node 3, the second on node 2; the seats come back through node 1
