@@ -137,8 +137,7 @@ export class WaitlistControls {
       h("div", { class: "waitlist-row" },
         h("button", { class: "btn btn-primary", type: "button", "data-action": "waitlist-join",
           disabled: this.busy || !page.guest || !page.bookable, onclick: () => this.join() }, "Join the waiting list for"),
-        input,
-        h("label", { for: "waitlist-quantity" }, "seats")));
+        h("span", { class: "waitlist-count" }, input, h("label", { for: "waitlist-quantity" }, "seats"))));
   }
 
   /** "+N s" on a held hold, once. */
