@@ -214,3 +214,32 @@ async def test_the_socket_joins_leaves_and_is_told_of_its_offer(client: TestClie
     resp = await client.post(f"/reservations/{reservation['id']}/confirm", headers=bearer(buyer["token"]))
     assert resp.status == 201, await resp.text()
     await assert_invariants(pg, [sid])
+
+
+async def test_joins_racing_releases_never_leave_a_buyer_waiting_beside_free_seats(
+        client: TestClient, pg: asyncpg.Connection) -> None:
+    """16 buyers join while the 16 one-seat holds of a sold-out session are cancelled at the same moment: each join
+    either got in line (and then seats) or was told seats are free; once it settles, nobody waits while a seat is
+    free (the locks, and the sweep behind them, lose no release), and no seat went to two buyers."""
+    sid, seats, holds = await sold_out(client, [1] * 16)
+    line = [await make_user(client) for _ in range(16)]
+    results = await asyncio.gather(*(join(client, user, sid, 1) for user in line),
+                                   *(held.cancel(client) for held in holds))
+    joins = [status for status, _ in results[:16]]  # type: ignore[misc]
+    assert set(joins) <= {201, 409}, joins
+
+    async def settled() -> bool:
+        waiting = await pg.fetchval(
+            "SELECT count(*) FROM waitlist_entries WHERE session_id = $1 AND status = 'WAITING'", sid)
+        free = await pg.fetchval("SELECT count(*) FROM session_seats WHERE session_id = $1 AND status = 'AVAILABLE'",
+                                 sid)
+        return not (waiting and free)
+
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while not await settled():
+        assert asyncio.get_running_loop().time() < deadline, "buyers wait while seats are free"
+        await asyncio.sleep(0.1)
+    offered = await pg.fetch("SELECT reservation_id FROM waitlist_entries WHERE session_id = $1 AND status = 'OFFERED'",
+                             sid)
+    assert len(offered) == joins.count(201)  # every buyer who got in line got a seat (16 came back)
+    await assert_invariants(pg, [sid])
