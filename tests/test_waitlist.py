@@ -10,8 +10,10 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from core.settings import Settings
+from server.app import create_app
 from storage.redis_keys import seat_key
-from tests.conftest import assert_invariants, bearer, make_session, make_user, seat_ids
+from tests.conftest import assert_invariants, bearer, make_session, make_user, seat_ids, with_settings
 from tests.sockets.support import watch
 
 WAIT = 10.0
@@ -243,3 +245,36 @@ async def test_joins_racing_releases_never_leave_a_buyer_waiting_beside_free_sea
                              sid)
     assert len(offered) == joins.count(201)  # every buyer who got in line got a seat (16 came back)
     await assert_invariants(pg, [sid])
+
+
+async def test_demo_mode_takes_the_user_id_from_the_request(aiohttp_client: Any, base_settings: Settings,
+                                                            pg: asyncpg.Connection) -> None:
+    """AUTH_REQUIRED=false: userId in the body (join) or the query (read, leave), as for holds; the socket that
+    joined as a user is told of that user's offer."""
+    client = await aiohttp_client(create_app(with_settings(base_settings, auth_required=False)))
+    session = await make_session(client)
+    sid, seats = session["id"], await seat_ids(client, session["id"])
+    holder, buyer, other = await make_user(client), await make_user(client), await make_user(client)
+    first = await client.post("/reservations", json={"userId": holder["id"], "sessionId": sid,
+                                                     "sessionSeatIds": seats[:2]})
+    assert first.status == 201
+    released = await first.json()
+    for part in (seats[2:10], seats[10:]):
+        assert (await client.post("/reservations", json={"userId": other["id"], "sessionId": sid,
+                                                         "sessionSeatIds": part})).status == 201
+    resp = await client.post(f"/sessions/{sid}/waitlist", json={"quantity": 1})
+    assert (resp.status, (await resp.json())["code"]) == (401, "user_required")
+    resp = await client.post(f"/sessions/{sid}/waitlist", json={"quantity": 1, "userId": other["id"]})
+    assert resp.status == 201
+    assert (await client.get(f"/sessions/{sid}/waitlist?userId={other['id']}")).status == 200
+    assert (await client.delete(f"/sessions/{sid}/waitlist?userId={other['id']}")).status == 204
+
+    socket = await watch(client, sid)
+    joined = await socket.request({"type": "waitlist.join", "quantity": 2, "userId": buyer["id"]},
+                                  ("waitlist.joined", "error"))
+    assert joined["type"] == "waitlist.joined", joined
+    resp = await client.delete(f"/reservations/{released['id']}?userId={holder['id']}")
+    assert resp.status == 204
+    offer = await socket.wait_for("waitlist.offer")
+    assert offer["reservation"]["userId"] == buyer["id"]
+    assert (await held_by(pg, offer["reservation"]["id"])) == ("PENDING", set(seats[:2]))

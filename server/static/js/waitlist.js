@@ -2,7 +2,7 @@
  * The session page's waiting list and hold extension (docs/waiting-list.md). On a sold-out session the checkout
  * offers "Join the waiting list for [N] seats"; while waiting it shows the place in line; when seats are held for
  * the buyer (`waitlist.offer`, or found on reload) the checkout opens on them with their countdown. A held hold
- * gets one "+N s" extension while nobody waits.
+ * gets one "More time" extension while nobody waits.
  */
 
 import { api } from "./api.js";
