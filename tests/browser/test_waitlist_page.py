@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from server.cluster import LocalCluster
-from tests.browser.support import Buyer, call, new_session, seat_statuses
+from tests.browser.support import Buyer, axe_violations, call, new_session, seat_statuses
 
 
 def user(base: str) -> dict[str, Any]:
@@ -38,10 +38,12 @@ def test_sold_out_page_joins_the_waiting_list_and_opens_the_offered_hold(
         a.page.fill("#waitlist-quantity", "2")
         a.page.locator("#waitlist-quantity").dispatch_event("change")
         a.shot("01-sold-out")
+        assert axe_violations(a.page) == []
         a.click("waitlist-join")
         a.page.wait_for_selector("text=You are number 1 in line")
         a.page.wait_for_selector('[data-action="waitlist-leave"]')
         a.shot("02-in-line")
+        assert axe_violations(a.page) == []
 
         # seats come back: the first two (in seat order) are held for A, and the checkout opens on them
         status, _ = call(base, "DELETE", f"/reservations/{released['id']}", token=first["token"])
@@ -62,3 +64,29 @@ def test_sold_out_page_joins_the_waiting_list_and_opens_the_offered_hold(
         a.shot("04-bought")
     statuses = seat_statuses(base, session_id)
     assert statuses["A1"] == statuses["A2"] == "SOLD"
+
+
+def test_the_place_in_line_moves_up_and_works_on_a_phone(cluster: LocalCluster, chromium: Any, shots: Path) -> None:
+    base = cluster.url
+    session_id = new_session(base, rows=2, seats_per_row=8)
+    status, body = call(base, "GET", f"/sessions/{session_id}/seats")
+    seats = [s["id"] for s in body["seats"]]
+    holder, ahead = user(base), user(base)
+    for part in (seats[:8], seats[8:]):
+        assert call(base, "POST", "/reservations", {"sessionId": session_id, "sessionSeatIds": part},
+                    token=holder["token"])[0] == 201
+    assert call(base, "POST", f"/sessions/{session_id}/waitlist", {"quantity": 9}, token=ahead["token"])[0] == 201
+
+    with Buyer(chromium, "phone", shots, width=360) as phone:
+        phone.open(base, session_id)
+        phone.page.fill("#waitlist-quantity", "1")
+        phone.page.locator("#waitlist-quantity").dispatch_event("change")
+        phone.click("waitlist-join")
+        phone.page.wait_for_selector("text=You are number 2 in line")
+        phone.shot("01-second-in-line")
+        assert axe_violations(phone.page) == []
+        # the buyer ahead leaves: the page's place moves up without a reload
+        assert call(base, "DELETE", f"/sessions/{session_id}/waitlist", token=ahead["token"])[0] == 204
+        phone.page.wait_for_selector("text=You are number 1 in line", timeout=20_000)
+        phone.click("waitlist-leave")
+        phone.page.wait_for_selector('[data-action="waitlist-join"]')

@@ -124,6 +124,7 @@ class SessionPage {
   destroy() {
     this.destroyed = true;
     clearInterval(this.ticker);
+    this.waitlist.follow();
     this.live?.close();
     this.map?.destroy();
     clearBanner();
@@ -158,7 +159,7 @@ class SessionPage {
     if (typeof msg.watchers === "number") this.setWatchers(msg.watchers);
     switch (msg.type) {
       case "snapshot": this.onSnapshot(msg); break;
-      case "seats": this.onSeats(msg); break;
+      case "seats": this.onSeats(msg); if (this.waitlist.entry) this.waitlist.follow(true); break;
       case "waitlist.offer": this.waitlist.onOffer(msg); break;
       case "presence":
       case "watchers":

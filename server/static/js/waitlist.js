@@ -11,6 +11,7 @@ import { storeHold } from "./guest.js";
 import { toast } from "./notify.js";
 
 const MAX_SEATS = 10;
+const REFRESH_MS = 10000; // while in line, the place is read again this often (and soon after seats change)
 
 const ERRORS = {
   seats_available: "Seats are free again: pick them on the map.",
@@ -29,6 +30,43 @@ export class WaitlistControls {
     this.entry = null; // the buyer's place: {status: "WAITING", position, quantity, ...}
     this.quantity = 2;
     this.busy = false;
+    this.refreshTimer = null;
+    this.refreshDue = 0;
+  }
+
+  /** While in line: read the place again every REFRESH_MS, and shortly after seats change (others served). */
+  follow(soon = false) {
+    const delay = soon ? 1000 : REFRESH_MS;
+    // a busy session changes seats all the time: a read already due sooner is kept, never pushed back
+    if (soon && this.refreshTimer && this.refreshDue <= Date.now() + delay) return;
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+    if (!this.entry || this.page.destroyed) return;
+    this.refreshDue = Date.now() + delay;
+    this.refreshTimer = setTimeout(() => {
+      this.refreshTimer = null;
+      this.refresh();
+    }, delay);
+  }
+
+  async refresh() {
+    const page = this.page;
+    if (!this.entry || !page.guest || page.destroyed) return;
+    try {
+      const entry = await api(this.path, { token: page.guest.token });
+      if (!this.entry) return;
+      if (entry.status === "WAITING") {
+        const moved = entry.position !== this.entry.position;
+        this.entry = entry;
+        if (moved) page.renderPanel();
+      } else if (entry.status === "OFFERED" && entry.reservationId && !page.hold) {
+        const reservation = await api(`/reservations/${entry.reservationId}`, { token: page.guest.token });
+        if (reservation.status === "PENDING") this.takeOffer(reservation);
+      }
+    } catch {
+      // Not reachable now: try again at the next turn.
+    }
+    this.follow();
   }
 
   get path() {
@@ -41,8 +79,10 @@ export class WaitlistControls {
     if (!page.guest) return;
     try {
       const entry = await api(this.path, { token: page.guest.token });
-      if (entry.status === "WAITING") this.entry = entry;
-      else if (entry.status === "OFFERED" && entry.reservationId && !page.hold) {
+      if (entry.status === "WAITING") {
+        this.entry = entry;
+        this.follow();
+      } else if (entry.status === "OFFERED" && entry.reservationId && !page.hold) {
         const reservation = await api(`/reservations/${entry.reservationId}`, { token: page.guest.token });
         if (reservation.status === "PENDING") this.takeOffer(reservation);
       }
@@ -72,6 +112,7 @@ export class WaitlistControls {
       const reply = await this.call({ type: "waitlist.join", quantity: this.quantity },
         async () => ({ entry: await api(this.path, { method: "POST", token: page.guest.token, body: { quantity: this.quantity } }) }));
       this.entry = reply.entry;
+      this.follow();
       toast(`You are number ${this.entry.position} in line for ${plural(this.entry.quantity, "seat")}. Keep this page open: the seats are held for you as soon as they come back.`,
         { tone: "success", key: "waitlist", title: "On the waiting list" });
     } catch (error) {
@@ -93,6 +134,7 @@ export class WaitlistControls {
       if (error.code !== "not_on_waitlist") toast(error.message || "Could not leave the waiting list.", { tone: "error", key: "waitlist" });
     } finally {
       this.entry = null;
+      this.follow();
       this.busy = false;
       page.renderPanel();
     }
@@ -107,6 +149,7 @@ export class WaitlistControls {
   takeOffer(reservation) {
     const page = this.page;
     this.entry = null;
+    this.follow();
     page.startHold(reservation, uuid4(), { announce: false });
     const left = Math.max(0, Date.parse(reservation.expiresAt) - (Date.now() + page.skewMs));
     toast(`Seats came back for you: ${seatList(reservation.seats)} ${reservation.seats.length === 1 ? "is" : "are"} held for you for ${clock(left)}. Buy before the timer runs out.`,
