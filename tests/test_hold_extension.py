@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -183,3 +184,20 @@ async def test_an_extension_racing_the_expiry_ends_one_way_or_the_other_100_time
     await asyncio.sleep(max(0.0, (last - time.time() * 1000) / 1000) + 0.5)
     assert all(state == ("EXPIRED", "", None) for state in await states())
     await assert_invariants(pg, [sid])
+
+
+async def test_extend_lua_moves_the_owners_keys_sets_lapsed_ones_and_leaves_others(redis_client: Redis) -> None:
+    from storage.extension import EXTEND_LUA
+
+    script = redis_client.register_script(EXTEND_LUA.read_text())
+    session, owner, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    mine, lapsed, theirs = (seat_key(session, uuid.uuid4()) for _ in range(3))
+    await redis_client.set(mine, f"H:{owner}", px=1000)
+    await redis_client.set(theirs, f"H:{other}", px=1000)
+    until = int(time.time() * 1000) + 60_000
+    assert await script(keys=[mine, lapsed, theirs], args=[str(owner), until]) == 2
+    assert await redis_client.mget([mine, lapsed, theirs]) == [f"H:{owner}".encode(), f"H:{owner}".encode(),
+                                                                f"H:{other}".encode()]
+    for key in (mine, lapsed):
+        assert 55_000 < await redis_client.pttl(key) <= 60_000
+    assert await redis_client.pttl(theirs) <= 1000
