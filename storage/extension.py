@@ -21,7 +21,7 @@ from core.aio import within
 from core.errors import Conflict, DomainError, HoldExpired, NotPending, Unprocessable
 from storage.booking import Actor, Booking
 from storage.redis_gate import RedisGate
-from storage.redis_keys import epoch_ms, seat_key
+from storage.redis_keys import epoch_ms
 from storage.rows import Reservation
 
 log = logging.getLogger("boxoffice.extension")
@@ -115,7 +115,7 @@ class HoldExtender:
         to PostgreSQL, which refuses them, and the gate is repaired with the hold's true expiry."""
         if self._extend is None or not seat_ids:
             return
-        keys = [seat_key(session_id, s) for s in seat_ids]
+        keys = RedisGate.keys(session_id, seat_ids)  # the gate's own key list (its taken set first, where it has one)
         try:
             await within(self.booking.gate_timeout, self._extend(keys=keys, args=[str(owner), expire_at_ms]))
         except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:

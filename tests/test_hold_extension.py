@@ -201,3 +201,12 @@ async def test_extend_lua_moves_the_owners_keys_sets_lapsed_ones_and_leaves_othe
     for key in (mine, lapsed):
         assert 55_000 < await redis_client.pttl(key) <= 60_000
     assert await redis_client.pttl(theirs) <= 1000
+
+    # a gate that keeps a taken set beside the seat keys (its first key): the set's entries follow as well
+    taken = f"bx:taken:{{s:{session}}}"
+    await redis_client.zadd(taken, {mine.rsplit(":", 1)[1]: 1})
+    await redis_client.pexpire(taken, 1000)
+    later = until + 30_000
+    assert await script(keys=[taken, mine], args=[str(owner), later]) == 1
+    assert await redis_client.zscore(taken, mine.rsplit(":", 1)[1]) == later
+    assert await redis_client.pttl(taken) > 80_000
