@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from typing import Any
 
 import aiohttp
@@ -78,4 +79,63 @@ async def test_the_offer_reaches_the_buyer_on_another_node_than_the_release(
                                   sid, second["id"]) == "WAITING"
     finally:
         await con.close()
+    await assert_invariants(dsn, [sid])
+
+
+async def test_a_release_whose_node_dies_before_publishing_still_reaches_the_buyer(
+        live_cluster: LocalCluster, api: aiohttp.ClientSession, stack: EmbeddedStack) -> None:
+    """The broker is down, so the releasing node commits the release and its offer but cannot publish them; then
+    it is killed. The offer was made in the release's own transaction, so nothing is lost: the buyer holds the
+    seats in PostgreSQL at once, and once the broker is back the other nodes publish the offer and the buyer's
+    socket (on another node) learns of it -- pushed, or marked `mine` in the snapshot of the resync."""
+    victim = 0
+    session = await make_session(api)
+    sid, seats = session["id"], await seat_ids(api, session["id"])
+    holder, filler, buyer = await make_user(api), await make_user(api), await make_user(api)
+    node = live_cluster.node_urls
+    held: dict[str, Any] = {}
+    for user, part in ((holder, seats[:3]), (filler, seats[3:13]), (filler, seats[13:])):
+        status, body = await post(api, f"{node[1]}/reservations", user, {"sessionId": sid, "sessionSeatIds": part})
+        assert status == 201, body
+        held = held or body
+    dsn = stack.urls["DATABASE_URL"]  # type: ignore[attr-defined]
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"{node[2]}/ws/sessions/{sid}?token={buyer['token']}")
+        await next_of(ws, "snapshot")
+        status, _ = await post(api, f"{node[1]}/sessions/{sid}/waitlist", buyer, {"quantity": 3})
+        assert status == 201
+        await asyncio.to_thread(stack["kafka"].kill)  # type: ignore[index]
+        try:
+            async with api.delete(f"{node[victim]}/reservations/{held['id']}",
+                                  headers=bearer(holder["token"])) as resp:
+                assert resp.status == 204
+            con = await asyncpg.connect(dsn)
+            try:  # committed with the release: the seats are the buyer's before any event left
+                offered = await con.fetchrow("SELECT w.reservation_id, r.status, r.user_id FROM waitlist_entries w"
+                                             " JOIN reservations r ON r.id = w.reservation_id"
+                                             " WHERE w.session_id = $1 AND w.user_id = $2", sid, buyer["id"])
+                assert (offered["status"], str(offered["user_id"])) == ("PENDING", buyer["id"])
+                owners = await con.fetch("SELECT reservation_id FROM session_seats WHERE id = ANY($1::uuid[])",
+                                         seats[:3])
+                assert {r["reservation_id"] for r in owners} == {offered["reservation_id"]}
+                assert await con.fetchval("SELECT count(*) FROM outbox WHERE session_id = $1 AND published_at IS NULL"
+                                          " AND payload ? 'waitlist'", sid) == 1
+            finally:
+                await con.close()
+            assert live_cluster.kill_node(victim, signal.SIGKILL) == -signal.SIGKILL
+        finally:
+            await asyncio.to_thread(stack["kafka"].start)  # type: ignore[index]
+
+        reservation_id = str(offered["reservation_id"])
+        async with asyncio.timeout(30):
+            while True:
+                msg = await ws.receive()
+                assert msg.type is aiohttp.WSMsgType.TEXT, msg
+                data = json.loads(msg.data)
+                if data["type"] == "waitlist.offer":
+                    assert data["reservation"]["id"] == reservation_id
+                    break
+                if data["type"] == "snapshot" and {s["id"] for s in data["seats"] if s["mine"]} == set(seats[:3]):
+                    break
+        await ws.close()
     await assert_invariants(dsn, [sid])
