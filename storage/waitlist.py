@@ -79,7 +79,8 @@ class Waitlist:
         except BaseException as exc:
             raise self._mapped(exc) from None
         entry = await self._read("w.id = $1", row["entry_id"])
-        assert entry is not None  # committed above; entries are never deleted but with their session
+        if entry is None:  # committed above: gone only if its session was deleted meanwhile
+            raise NotOnWaitlist()
         return entry, bool(row["created"])
 
     async def leave(self, user_id: uuid.UUID, session_id: uuid.UUID) -> None:
