@@ -156,6 +156,11 @@ class Booking:
             raise ReservationNotFound()
         return held
 
+    async def replay(self, user_id: uuid.UUID, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID],
+                     idempotency_key: str) -> Reservation | None:
+        """The reservation an earlier hold with this key made for the same request, or None (a first request)."""
+        return await self._prior_hold(user_id, session_id, self.check_seat_list(seat_ids), idempotency_key)
+
     async def _gate_hold(self, session_id: uuid.UUID, seats: list[uuid.UUID], reservation_id: uuid.UUID,
                          user_id: uuid.UUID, idempotency_key: str | None) -> None:
         try:  # bounded by the gate's own timeout (on the Redis round trip); a lost answer is taken back there
