@@ -67,6 +67,13 @@ _REFUSALS: dict[str, Callable[[str, str], DomainError]] = {
 }
 
 
+IDEMPOTENCY_KEYS = "idempotency_keys_pkey"  # the constraint a key written twice violates (named in its message)
+
+
+def refusal_for(message: str, detail: str = "") -> DomainError:
+    return _REFUSALS[message](message, detail)
+
+
 def refusal(exc: asyncpg.PostgresError) -> DomainError | None:
     """The domain error a bx_* function raised, or None for any other database error."""
     state = getattr(exc, "sqlstate", "") or ""
@@ -325,6 +332,10 @@ class Booking:
 
     @staticmethod
     def _map_db_error(exc: BaseException) -> DomainError | None:
+        if isinstance(exc, asyncpg.UniqueViolationError) and IDEMPOTENCY_KEYS in str(exc):
+            # a concurrent request wrote this key first (neither saw it when it looked): the key is another
+            # request's (a retry of the same one replays it before this: Booking.hold, bx_confirm's lock)
+            return refusal_for("idempotency_key_reused")
         if isinstance(exc, asyncpg.ForeignKeyViolationError):
             return NotFound("User not found", code="user_not_found")
         if isinstance(exc, asyncpg.DeadlockDetectedError):

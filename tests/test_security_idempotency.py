@@ -3,6 +3,7 @@ key with a different body is 422 `idempotency_key_reused`, whatever became of th
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -101,3 +102,30 @@ async def test_a_retry_near_the_address_seat_cap_replays_its_hold_instead_of_cou
     assert fits.status == 201, await fits.text()
     over = await client.post("/reservations", json={**body, "sessionSeatIds": seats[3:4]}, headers=more)
     assert (over.status, (await over.json())["code"]) == (429, "address_quota_exceeded")
+
+
+async def test_one_key_raced_over_two_confirms_buys_one_and_refuses_the_other(client: TestClient,
+                                                                               pg: asyncpg.Connection) -> None:
+    """Two confirms of two holds sent at once with one Idempotency-Key: neither finds the key when it looks, both
+    write it, and the second write collides. That one answers 422 `idempotency_key_reused` (the key went to another
+    request), never a 500, and its hold is left as it was."""
+    session = await make_session(client)
+    seats = await seat_ids(client, session["id"])
+    user = await make_user(client)
+    for round_ in range(4):  # each round is one race; the collision needs both to look before either commits
+        holds = []
+        for pair in (seats[4 * round_:4 * round_ + 2], seats[4 * round_ + 2:4 * round_ + 4]):
+            status, body = await hold(client, user["token"], session["id"], pair, f"hold-{uuid.uuid4()}")
+            assert status == 201, body
+            holds.append(body["id"])
+        key = {**bearer(user["token"]), "Idempotency-Key": f"pay-{round_}"}
+        answers = await asyncio.gather(*(client.post(f"/reservations/{rid}/confirm", headers=key) for rid in holds))
+        outcome = sorted([(r.status, (await r.json()).get("code")) for r in answers], key=lambda a: a[0])
+        assert outcome == [(201, None), (422, "idempotency_key_reused")], outcome
+        paid = next(rid for rid, r in zip(holds, answers, strict=True) if r.status == 201)
+        refused = next(rid for rid in holds if rid != paid)
+        assert await pg.fetchval("SELECT status FROM reservations WHERE id = $1::uuid", refused) == "PENDING"
+        assert await pg.fetchval("SELECT count(*) FROM sales WHERE reservation_id = $1::uuid", refused) == 0
+        # a retry of the paid confirm with the key answers its sale
+        again = await client.post(f"/reservations/{paid}/confirm", headers=key)
+        assert again.status == 201, await again.text()
