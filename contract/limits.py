@@ -21,6 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 from core.errors import RateLimited
 from core.ratelimit import TokenBuckets
 from core.settings import Settings
+from storage.auth import Principal
 from storage.booking import Booking
 from storage.limits import AddressSeats
 from storage.rows import Reservation
@@ -75,6 +76,17 @@ class Limits:
         if forwarded and from_trusted_proxy(request, self.trusted):
             return forwarded.split(",")[-1].strip()[:64]
         return request.remote or ""
+
+    def take_write(self, principal: Principal | None, address: str) -> None:
+        """One write (a REST POST/PUT/PATCH/DELETE, a socket hold or release): a user's valid token draws on its
+        user's bucket, the admin on none, anything else (no valid token, or AUTH_REQUIRED=false: `principal` None)
+        on its address's bucket, so inventing tokens buys nothing. RateLimited when over the rate."""
+        if principal is not None and principal.is_admin:
+            return
+        if principal is not None and principal.user_id is not None:
+            self.take_user(principal.user_id)
+        else:
+            self.take_address(address)
 
     def take_user(self, user_id: uuid.UUID) -> None:
         """One write of a user (a REST write, a socket hold or release); RateLimited when over its rate."""
