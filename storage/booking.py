@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import asyncpg
-import redis.exceptions
 
 from core import ids, metrics
 from core.aio import within
@@ -31,7 +30,7 @@ from core.errors import (
     ValidationFailed,
 )
 from storage import details
-from storage.faults import RedisUnavailable, service_fault
+from storage.faults import REDIS_FAULTS, redis_fault, service_fault
 from storage.group_commit import HoldWriter
 from storage.redis_gate import GateEntry, SeatGate
 from storage.redis_keys import seat_value, sold_until_ms
@@ -172,10 +171,9 @@ class Booking:
                          user_id: uuid.UUID, idempotency_key: str | None) -> None:
         try:  # bounded by the gate's own timeout (on the Redis round trip); a lost answer is taken back there
             taken = await self.gate.hold(session_id, seats, reservation_id, self.hold_ttl_ms)
-        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # unreachable, slow, OOM, READONLY...
+        except REDIS_FAULTS as exc:  # unreachable, slow, OOM, READONLY...
             metrics.HOLDS.labels("redis_unavailable").inc()
-            log.warning("the gate refused a hold: %r", exc)
-            raise RedisUnavailable() from None
+            raise redis_fault(exc) from None
         if taken:
             if idempotency_key:  # a concurrent retry of this same hold may be the one holding them
                 prior = await self._prior_hold(user_id, session_id, seats, idempotency_key, wait=0.2)
@@ -188,7 +186,7 @@ class Booking:
                                     owner: uuid.UUID) -> None:
         try:
             await within(self.gate_timeout, self.gate.release(session_id, seats, owner))
-        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # the keys expire on their own
+        except REDIS_FAULTS as exc:  # the keys expire on their own
             log.warning("could not release gate keys of %s: %r", owner, exc)
 
     async def _repair_gate(self, session_id: uuid.UUID, seat_ids: list[uuid.UUID]) -> None:
@@ -207,7 +205,7 @@ class Booking:
 
         try:
             await within(self.gate_timeout, self.gate.repair(true_owners))
-        except (TimeoutError, redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
+        except (*REDIS_FAULTS, asyncpg.PostgresError) as exc:
             log.warning("could not repair the gate for %d seats: %r", len(seat_ids), exc)
 
     async def _prior_hold(self, user_id: uuid.UUID, session_id: uuid.UUID, seats: Sequence[uuid.UUID], key: str,
@@ -252,7 +250,7 @@ class Booking:
                 sold = self.gate.mark_sold(row["session_id"], row["seat_ids"], reservation_id,
                                            sold_until_ms(row["sold_until"]))
                 await within(self.gate_timeout, sold)
-            except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # reconciliation restores it
+            except REDIS_FAULTS as exc:  # reconciliation restores it
                 log.warning("could not mark seats sold in Redis for %s: %r", reservation_id, exc)
         else:
             metrics.CONFIRMS.labels("replay").inc()
