@@ -31,9 +31,10 @@ from core.errors import (
 )
 from storage import details
 from storage.faults import REDIS_FAULTS, redis_fault, service_fault
+from storage.gate_state import live_gate_entries
 from storage.group_commit import HoldWriter
 from storage.redis_gate import GateEntry, SeatGate
-from storage.redis_keys import seat_value, sold_until_ms
+from storage.redis_keys import sold_until_ms
 from storage.rows import Released, Reservation, Sale
 
 log = logging.getLogger("boxoffice.booking")
@@ -196,12 +197,7 @@ class Booking:
             return
 
         async def true_owners() -> list[GateEntry]:
-            rows = await self.pool.fetch(
-                "SELECT ss.id, ss.status, ss.reservation_id, r.expires_at, s.end_show_time FROM session_seats ss"
-                " JOIN reservations r ON r.id = ss.reservation_id JOIN sessions s ON s.id = ss.session_id"
-                " WHERE ss.id = ANY($1::uuid[]) AND ss.session_id = $2", seat_ids, session_id)
-            return [(session_id, r["id"], *seat_value(r["status"], r["reservation_id"], r["expires_at"],
-                                                      r["end_show_time"])) for r in rows]
+            return await live_gate_entries(self.pool, session_id, seat_ids)
 
         try:
             await within(self.gate_timeout, self.gate.repair(true_owners))
