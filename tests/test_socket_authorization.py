@@ -22,9 +22,7 @@ from tests.cluster_support import (
     seat_ids,
 )
 
-pytestmark = [
-    pytest.mark.cluster,
-]
+pytestmark = pytest.mark.cluster
 
 
 async def test_socket_commands_act_only_for_the_tokens_user(
