@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 from aiohttp import web
 
+from core.appkeys import GATE, PG_POOL
 from jobs.runner import running
-from server.typedefs import GATE, PG_POOL
 from storage.gate_state import rebuild_gate
 from storage.redis_gate import RedisGate
 

@@ -19,9 +19,9 @@ from datetime import timedelta
 import asyncpg
 from aiohttp import web
 
+from core.appkeys import PG_POOL, SETTINGS
 from core.settings import Settings
 from jobs.runner import running
-from server.typedefs import PG_POOL, SETTINGS
 
 log = logging.getLogger("boxoffice.retention")
 

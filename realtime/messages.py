@@ -28,10 +28,10 @@ from contract.actors import valid_principal
 from contract.limits import hold_within_limits
 from contract.rules import MAX_IDEMPOTENCY_KEY, Text
 from core.aio import stop_task
+from core.appkeys import BOOKING, LIMITS, SETTINGS
 from core.errors import DomainError, RateLimited, SeatsUnavailable, ValidationFailed
 from core.ratelimit import TokenBucket
 from realtime.hub import Connection
-from server.typedefs import BOOKING, LIMITS, SETTINGS
 from storage.auth import Principal
 from storage.booking import Actor
 from storage.faults import service_fault

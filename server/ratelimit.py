@@ -1,4 +1,4 @@
-"""The REST write limit: an admission check (`server.typedefs.ADMISSION`) on POST/PUT/PATCH/DELETE.
+"""The REST write limit: an admission check (`core.appkeys.ADMISSION`) on POST/PUT/PATCH/DELETE.
 
 The rule, the same for the socket's holds and releases, is `Limits.take_write`: a valid user token draws on its
 user's bucket; a write without one -- a guest sign-up, a token that is made up, expired or revoked, any write with
@@ -11,8 +11,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from contract.actors import valid_principal
+from core.appkeys import LIMITS, SETTINGS
 from handlers.auth import PRINCIPAL, bearer_token
-from server.typedefs import LIMITS, SETTINGS
 from storage.auth import Principal
 
 LIMITED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -20,10 +20,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from core.appkeys import PG_POOL
 from core.settings import Settings
 from server.app import create_app
 from server.embedded import free_port
-from server.typedefs import PG_POOL
 from tests.cluster_support import wait_until
 from tests.conftest import bearer, make_session, make_user, seat_ids, table_counts, with_settings
 

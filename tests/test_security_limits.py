@@ -10,9 +10,9 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from core.appkeys import TOKENS
 from core.settings import Settings
 from server.app import create_app
-from server.typedefs import TOKENS
 from tests.conftest import (
     ADMIN_TOKEN,
     bearer,

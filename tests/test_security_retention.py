@@ -9,10 +9,10 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient
 
+from core.appkeys import PG_POOL
 from core.settings import Settings
 from jobs.retention import purge_once
 from server.app import create_app
-from server.typedefs import PG_POOL
 from tests.cluster_support import wait_until
 from tests.conftest import bearer, make_session, make_user, seat_ids, with_settings
 

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from aiohttp.test_utils import TestClient
 
+from core.appkeys import PG_POOL
 from core.settings import Settings
-from server.typedefs import PG_POOL
 from storage.auth import REVOKED_CHANNEL, TokenCache, revoke_token
 from tests.conftest import make_user
 
