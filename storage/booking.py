@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import asyncpg
 
@@ -141,7 +142,7 @@ class Booking:
         except _PriorHold as prior:
             return prior.reservation
         try:
-            await self.writer.write(reservation_id, user_id, session_id, seats, idempotency_key)
+            row = await self.writer.write(reservation_id, user_id, session_id, seats, idempotency_key)
         except BaseException as exc:
             await self._gate_release_quietly(session_id, seats, reservation_id)
             error = self._map_db_error(exc)
@@ -158,10 +159,10 @@ class Booking:
             raise error from None
         metrics.HOLDS.labels("ok").inc()
         self.on_commit()
-        held = await details.held(self.pool, reservation_id, idempotency_key or None)
-        if held is None:  # it was committed above; a reservation is never deleted
-            raise ReservationNotFound()
-        return held
+        # the hold's own row is its answer: it was created at expires_at - TTL, exactly (bx_hold)
+        created = row.expires_at - timedelta(milliseconds=self.hold_ttl_ms)
+        return Reservation(reservation_id, user_id, session_id, "PENDING", row.expires_at, created, created,
+                           idempotency_key or None, row.seats)
 
     async def replay(self, user_id: uuid.UUID, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID],
                      idempotency_key: str) -> Reservation | None:
