@@ -12,10 +12,10 @@ from marshmallow import Schema
 
 from contract import shapes
 from contract.limits import hold_within_limits
+from core.appkeys import BOOKING, LIMITS
 from handlers import schemas as s
 from handlers.auth import acting_user, actor, require_owner_or_admin, signed_in
 from handlers.openapi import INVALID, OWNER_ONLY, USER_ONLY, E, not_found
-from server.typedefs import BOOKING, LIMITS
 
 HOLD_ERRORS = {
     **USER_ONLY,

@@ -9,10 +9,10 @@ from marshmallow import Schema, fields, validate
 
 from contract import shapes
 from contract import waitlist as wire
+from core.appkeys import EXTENDER, WAITLIST
 from handlers import schemas as s
 from handlers.auth import acting_user, actor, signed_in
 from handlers.openapi import INVALID, OWNER_ONLY, USER_ONLY, E, not_found
-from server.typedefs import EXTENDER, WAITLIST
 
 MAX_QUANTITY = 100  # the parse bound; the booking rule (MAX_SEATS_PER_HOLD) is checked after
 

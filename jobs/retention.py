@@ -3,7 +3,7 @@
 - published outbox events, after OUTBOX_RETENTION_HOURS (an unpublished one is never deleted);
 - idempotency keys, after IDEMPOTENCY_RETENTION_HOURS (a retry after that is a new request);
 - CANCELLED and EXPIRED reservations, with their seat links, after RESERVATION_RETENTION_DAYS (a purchase, its
-  reservation and a pending hold are never deleted).
+  reservation and a pending hold are never deleted, nor a reservation whose idempotency key is still kept).
 
 A setting of 0 keeps those records forever. Each statement deletes at most `batch` rows and skips rows another
 node has locked (SKIP LOCKED), so every node runs the job without waiting on the others, and a backlog is
@@ -19,9 +19,9 @@ from datetime import timedelta
 import asyncpg
 from aiohttp import web
 
+from core.appkeys import PG_POOL, SETTINGS
 from core.settings import Settings
 from jobs.runner import running
-from server.typedefs import PG_POOL, SETTINGS
 
 log = logging.getLogger("boxoffice.retention")
 
@@ -37,13 +37,17 @@ PURGES: dict[str, str] = {
         DELETE FROM idempotency_keys WHERE (user_id, scope, key) IN (
             SELECT user_id, scope, key FROM idempotency_keys WHERE created_at < now() - $1::interval
             ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)""",
-    # only reservations that hold no seat (always so once finished; checked through reservation_seats)
+    # only reservations that hold no seat (always so once finished; checked through reservation_seats) and that no
+    # idempotency key names any more: a key the purge above skipped (locked, or past its batches) keeps its
+    # reservation, so a retry with it never finds a key without its reservation
     "reservations": """
         DELETE FROM reservations WHERE id IN (
             SELECT r.id FROM reservations r
             WHERE r.status IN ('CANCELLED', 'EXPIRED') AND r.updated_at < now() - $1::interval
               AND NOT EXISTS (SELECT 1 FROM reservation_seats rs JOIN session_seats ss ON ss.id = rs.session_seat_id
                               WHERE rs.reservation_id = r.id AND ss.reservation_id = r.id)
+              AND NOT EXISTS (SELECT 1 FROM idempotency_keys k
+                              WHERE k.user_id = r.user_id AND k.scope = 'hold' AND k.resource_id = r.id)
             ORDER BY r.updated_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED)""",
 }
 

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from core.appkeys import SETTINGS, WAITLIST
 from jobs.runner import running
-from server.typedefs import SETTINGS, WAITLIST
 
 
 async def waitlist_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -6,13 +6,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from core.appkeys import CONSUMER, HUB, KAFKA, NODE_ID, PG_POOL, SETTINGS, SNAPSHOTS
 from realtime.channel import session_socket
 from realtime.consumer import SeatEventConsumer
 from realtime.hub import Hub, WSClose
 from realtime.kafka import quiet_repeated_kafka_logs
 from realtime.snapshot import SnapshotReader
 from realtime.waitlist import extend as _registers_waitlist_commands  # noqa: F401 - the socket's extend, waitlist.*
-from server.typedefs import CONSUMER, HUB, KAFKA, NODE_ID, PG_POOL, SETTINGS, SNAPSHOTS
 
 SHUTDOWN_CLOSE_TIMEOUT = 3.0
 

@@ -13,8 +13,8 @@ from marshmallow import fields, validate
 
 from contract import shapes
 from contract import waitlist as wire
+from core.appkeys import EXTENDER, LIMITS, SETTINGS, WAITLIST
 from realtime.messages import MessageSchema, Peer, acting_user, actor, message
-from server.typedefs import EXTENDER, SETTINGS, WAITLIST
 
 MAX_QUANTITY = 100  # the parse bound; the booking rule (MAX_SEATS_PER_HOLD) is checked after
 
@@ -34,17 +34,18 @@ class LeaveMessage(MessageSchema):
 
 @message("extend", ExtendMessage, in_task=True)
 async def extend(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
-    who = await actor(peer)
-    if who.check_owner:
-        peer.take_write(who.user_id)
-    reservation = await peer.app[EXTENDER].extend(who, msg["reservationId"])
+    who = await peer.writer()
+    acting = actor(peer, who)
+    peer.app[LIMITS].take_write(who, peer.address)
+    reservation = await peer.app[EXTENDER].extend(acting, msg["reservationId"])
     return {"type": "extend.ok", "reservation": shapes.reservation(reservation)}
 
 
 @message("waitlist.join", JoinMessage, in_task=True)
 async def join(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
-    user_id = await acting_user(peer, msg.get("userId"))
-    peer.take_write(user_id)
+    who = await peer.writer()
+    user_id = acting_user(peer, who, msg.get("userId"))
+    peer.app[LIMITS].take_write(who, peer.address)
     entry, created = await peer.app[WAITLIST].join(user_id, peer.session_id, msg["quantity"])
     if peer.conn.user_id is None and not peer.app[SETTINGS].auth_required:
         peer.conn.user_id = str(user_id)  # demo mode: the offer finds this socket by the user it joined as
@@ -53,7 +54,8 @@ async def join(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
 
 @message("waitlist.leave", LeaveMessage, in_task=True)
 async def leave(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
-    user_id = await acting_user(peer, msg.get("userId"))
-    peer.take_write(user_id)
+    who = await peer.writer()
+    user_id = acting_user(peer, who, msg.get("userId"))
+    peer.app[LIMITS].take_write(who, peer.address)
     await peer.app[WAITLIST].leave(user_id, peer.session_id)
     return {"type": "waitlist.left", "sessionId": str(peer.session_id)}

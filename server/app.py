@@ -19,17 +19,7 @@ from redis.backoff import NoBackoff
 
 from contract.limits import Limits
 from core.aio import owned_task
-from core.settings import Settings, plain_redis_url
-from handlers import setup_routes
-from handlers.openapi import add_common_errors
-from handlers.parsing import ContractParser
-from handlers.validation import admit
-from jobs import setup as setup_jobs
-from realtime import setup as setup_realtime
-from realtime.kafka import KafkaLink
-from server.middlewares import http_middleware
-from server.ratelimit import rate_limiter
-from server.typedefs import (
+from core.appkeys import (
     ADMISSION,
     BOOKING,
     EXTENDER,
@@ -45,6 +35,16 @@ from server.typedefs import (
     TOKENS,
     WAITLIST,
 )
+from core.settings import Settings, plain_redis_url
+from handlers import setup_routes
+from handlers.openapi import add_common_errors
+from handlers.parsing import ContractParser
+from handlers.validation import admit
+from jobs import setup as setup_jobs
+from realtime import setup as setup_realtime
+from realtime.kafka import KafkaLink
+from server.middlewares import http_middleware
+from server.ratelimit import rate_limiter
 from storage import db
 from storage.auth import TokenCache
 from storage.booking import Booking

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import asyncpg
-import redis.exceptions
 
 from core import ids, metrics
 from core.aio import within
@@ -32,11 +31,12 @@ from core.errors import (
     ValidationFailed,
 )
 from storage import details
-from storage.faults import RedisUnavailable, service_fault
+from storage.faults import REDIS_FAULTS, redis_fault, service_fault
+from storage.gate_state import live_gate_entries
 from storage.group_commit import HoldWriter
 from storage.offers import hand_over
 from storage.redis_gate import GateEntry, SeatGate
-from storage.redis_keys import seat_value, sold_until_ms
+from storage.redis_keys import sold_until_ms
 from storage.rows import Released, Reservation, Sale
 
 log = logging.getLogger("boxoffice.booking")
@@ -67,6 +67,13 @@ _REFUSALS: dict[str, Callable[[str, str], DomainError]] = {
     "idempotency_key_reused": lambda m, d: Unprocessable(
         "This idempotency key was already used for another request", code=m),
 }
+
+
+IDEMPOTENCY_KEYS = "idempotency_keys_pkey"  # the constraint a key written twice violates (named in its message)
+
+
+def refusal_for(message: str, detail: str = "") -> DomainError:
+    return _REFUSALS[message](message, detail)
 
 
 def refusal(exc: asyncpg.PostgresError) -> DomainError | None:
@@ -158,14 +165,18 @@ class Booking:
         return Reservation(reservation_id, user_id, session_id, "PENDING", row.expires_at, created, created,
                            idempotency_key or None, row.seats)
 
+    async def replay(self, user_id: uuid.UUID, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID],
+                     idempotency_key: str) -> Reservation | None:
+        """The reservation an earlier hold with this key made for the same request, or None (a first request)."""
+        return await self._prior_hold(user_id, session_id, self.check_seat_list(seat_ids), idempotency_key)
+
     async def _gate_hold(self, session_id: uuid.UUID, seats: list[uuid.UUID], reservation_id: uuid.UUID,
                          user_id: uuid.UUID, idempotency_key: str | None) -> None:
         try:  # bounded by the gate's own timeout (on the Redis round trip); a lost answer is taken back there
             taken = await self.gate.hold(session_id, seats, reservation_id, self.hold_ttl_ms)
-        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # unreachable, slow, OOM, READONLY...
+        except REDIS_FAULTS as exc:  # unreachable, slow, OOM, READONLY...
             metrics.HOLDS.labels("redis_unavailable").inc()
-            log.warning("the gate refused a hold: %r", exc)
-            raise RedisUnavailable() from None
+            raise redis_fault(exc) from None
         if taken:
             if idempotency_key:  # a concurrent retry of this same hold may be the one holding them
                 prior = await self._prior_hold(user_id, session_id, seats, idempotency_key, wait=0.2)
@@ -178,7 +189,7 @@ class Booking:
                                     owner: uuid.UUID) -> None:
         try:
             await within(self.gate_timeout, self.gate.release(session_id, seats, owner))
-        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # the keys expire on their own
+        except REDIS_FAULTS as exc:  # the keys expire on their own
             log.warning("could not release gate keys of %s: %r", owner, exc)
 
     async def _repair_gate(self, session_id: uuid.UUID, seat_ids: list[uuid.UUID]) -> None:
@@ -188,16 +199,11 @@ class Booking:
             return
 
         async def true_owners() -> list[GateEntry]:
-            rows = await self.pool.fetch(
-                "SELECT ss.id, ss.status, ss.reservation_id, r.expires_at, s.end_show_time FROM session_seats ss"
-                " JOIN reservations r ON r.id = ss.reservation_id JOIN sessions s ON s.id = ss.session_id"
-                " WHERE ss.id = ANY($1::uuid[]) AND ss.session_id = $2", seat_ids, session_id)
-            return [(session_id, r["id"], *seat_value(r["status"], r["reservation_id"], r["expires_at"],
-                                                      r["end_show_time"])) for r in rows]
+            return await live_gate_entries(self.pool, session_id, seat_ids)
 
         try:
             await within(self.gate_timeout, self.gate.repair(true_owners))
-        except (TimeoutError, redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
+        except (*REDIS_FAULTS, asyncpg.PostgresError) as exc:
             log.warning("could not repair the gate for %d seats: %r", len(seat_ids), exc)
 
     async def _prior_hold(self, user_id: uuid.UUID, session_id: uuid.UUID, seats: Sequence[uuid.UUID], key: str,
@@ -242,7 +248,7 @@ class Booking:
                 sold = self.gate.mark_sold(row["session_id"], row["seat_ids"], reservation_id,
                                            sold_until_ms(row["sold_until"]))
                 await within(self.gate_timeout, sold)
-            except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # reconciliation restores it
+            except REDIS_FAULTS as exc:  # reconciliation restores it
                 log.warning("could not mark seats sold in Redis for %s: %r", reservation_id, exc)
         else:
             metrics.CONFIRMS.labels("replay").inc()
@@ -330,6 +336,10 @@ class Booking:
 
     @staticmethod
     def _map_db_error(exc: BaseException) -> DomainError | None:
+        if isinstance(exc, asyncpg.UniqueViolationError) and IDEMPOTENCY_KEYS in str(exc):
+            # a concurrent request wrote this key first (neither saw it when it looked): the key is another
+            # request's (a retry of the same one replays it before this: Booking.hold, bx_confirm's lock)
+            return refusal_for("idempotency_key_reused")
         if isinstance(exc, asyncpg.ForeignKeyViolationError):
             return NotFound("User not found", code="user_not_found")
         if isinstance(exc, asyncpg.DeadlockDetectedError):

@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
-import redis.exceptions
 
 from core import metrics
 from core.aio import within
 from core.errors import Conflict, DomainError, HoldExpired, NotPending, Unprocessable
 from storage.booking import Actor, Booking
+from storage.faults import REDIS_FAULTS
 from storage.redis_gate import RedisGate
 from storage.redis_keys import epoch_ms
 from storage.rows import Reservation
@@ -118,5 +118,5 @@ class HoldExtender:
         keys = RedisGate.keys(session_id, seat_ids)  # the gate's own key list (its taken set first, where it has one)
         try:
             await within(self.booking.gate_timeout, self._extend(keys=keys, args=[str(owner), expire_at_ms]))
-        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
+        except REDIS_FAULTS as exc:
             log.warning("could not extend the gate keys of %s: %r", owner, exc)

@@ -12,10 +12,9 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import redis.exceptions
-
 from core import metrics
 from core.aio import within
+from storage.faults import REDIS_FAULTS
 from storage.redis_gate import GateEntry, SeatGate
 
 log = logging.getLogger("boxoffice.waitlist")
@@ -41,5 +40,5 @@ async def hand_over(gate: SeatGate, session_id: uuid.UUID, offers: Sequence[dict
 
     try:
         await within(within_seconds, gate.repair(owners))
-    except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # PostgreSQL refuses others meanwhile
+    except REDIS_FAULTS as exc:  # PostgreSQL refuses others meanwhile
         log.warning("could not write the gate keys of %d waiting-list holds: %r", len(offers or ()), exc)

@@ -16,9 +16,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from core.appkeys import BOOKING
 from core.settings import Settings
 from server.app import create_app
-from server.typedefs import BOOKING
 from storage.redis_keys import seat_key
 from tests.conftest import assert_invariants, bearer, make_session, make_user, seat_ids, with_settings
 from tests.sockets.support import watch

@@ -1,4 +1,7 @@
-"""Typed application keys: every shared resource of a node, declared once beside the app factory."""
+"""Typed application keys: every shared resource of a node, declared once (server.app sets them).
+
+They live in `core`, below every package that reads them (handlers, realtime, contract, jobs), so none of those
+imports `server`; the names of the other layers are imported for the annotations only."""
 
 from __future__ import annotations
 
