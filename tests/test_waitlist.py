@@ -278,3 +278,23 @@ async def test_demo_mode_takes_the_user_id_from_the_request(aiohttp_client: Any,
     offer = await socket.wait_for("waitlist.offer")
     assert offer["reservation"]["userId"] == buyer["id"]
     assert (await held_by(pg, offer["reservation"]["id"])) == ("PENDING", set(seats[:2]))
+
+
+async def test_seats_offered_sit_together_when_they_can(client: TestClient, pg: asyncpg.Connection) -> None:
+    session = await make_session(client)  # rows A and B of 8 seats, in seat order
+    sid, seats = session["id"], await seat_ids(client, session["id"])
+    scattered = [seats[1], seats[3], seats[12], seats[13]]  # A2, A4, B5, B6
+    holder, other = await make_user(client), await make_user(client)
+    released = Held(holder, await hold(client, holder, sid, scattered))
+    rest = [s for s in seats if s not in scattered]
+    await hold(client, other, sid, rest[:10])
+    await hold(client, await make_user(client), sid, rest[10:])
+    pair, second = await make_user(client), await make_user(client)
+    assert (await join(client, pair, sid, 2))[0] == 201
+    assert (await join(client, second, sid, 2))[0] == 201
+    await released.cancel(client)
+    together = await wait_offered(client, pair, sid)
+    assert (await held_by(pg, together["reservationId"]))[1] == {seats[12], seats[13]}  # B5 and B6, side by side
+    apart = await wait_offered(client, second, sid)
+    assert (await held_by(pg, apart["reservationId"]))[1] == {seats[1], seats[3]}  # no pair left: the first free
+    await assert_invariants(pg, [sid])

@@ -110,10 +110,31 @@ BEGIN
     LOOP
         EXIT WHEN v_free <= 0;
         CONTINUE WHEN e.quantity > v_free;
-        SELECT array_agg(x.id ORDER BY x.position) INTO v_seats FROM (
-            SELECT ss.id, ss.position FROM session_seats ss
+        -- Together if possible: the first run (in seat order) of free seats numbered side by side in one row
+        -- that is long enough for the request; else the first free seats in seat order.
+        WITH free AS (
+            SELECT ss.id, ss.position, st.row_label,
+                   st.seat_number - row_number() OVER (PARTITION BY st.row_label ORDER BY st.seat_number) AS run
+            FROM session_seats ss JOIN seats st ON st.id = ss.seat_id
             WHERE ss.session_id = p_session AND ss.status = 'AVAILABLE'
-            ORDER BY ss.position LIMIT e.quantity FOR UPDATE SKIP LOCKED) x;
+        ), first_run AS (
+            SELECT free.row_label, free.run FROM free GROUP BY free.row_label, free.run
+            HAVING count(*) >= e.quantity ORDER BY min(free.position) LIMIT 1
+        )
+        SELECT array_agg(x.id ORDER BY x.position) INTO v_seats FROM (
+            SELECT free.id, free.position FROM free JOIN first_run USING (row_label, run)
+            ORDER BY free.position LIMIT e.quantity) x;
+        IF v_seats IS NOT NULL THEN  -- lock them; one taken meanwhile by a hold in flight: the plain choice
+            SELECT array_agg(ss.id ORDER BY ss.position) INTO v_seats FROM (
+                SELECT ss.id, ss.position FROM session_seats ss
+                WHERE ss.id = ANY (v_seats) AND ss.status = 'AVAILABLE' FOR UPDATE SKIP LOCKED) ss;
+        END IF;
+        IF coalesce(cardinality(v_seats), 0) < e.quantity THEN
+            SELECT array_agg(x.id ORDER BY x.position) INTO v_seats FROM (
+                SELECT ss.id, ss.position FROM session_seats ss
+                WHERE ss.session_id = p_session AND ss.status = 'AVAILABLE'
+                ORDER BY ss.position LIMIT e.quantity FOR UPDATE SKIP LOCKED) x;
+        END IF;
         -- seats a hold in flight has locked are skipped: if too few are left, the waitlist sweep tries again
         EXIT WHEN coalesce(cardinality(v_seats), 0) < e.quantity;
         v_res := gen_random_uuid();
