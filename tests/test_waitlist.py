@@ -10,7 +10,9 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from core.appkeys import PG_POOL
 from core.settings import Settings
+from jobs.retention import purge_once
 from server.app import create_app
 from storage.redis_keys import seat_key
 from tests.conftest import assert_invariants, bearer, make_session, make_user, seat_ids, with_settings
@@ -298,3 +300,17 @@ async def test_seats_offered_sit_together_when_they_can(client: TestClient, pg: 
     apart = await wait_offered(client, second, sid)
     assert (await held_by(pg, apart["reservationId"]))[1] == {seats[1], seats[3]}  # no pair left: the first free
     await assert_invariants(pg, [sid])
+
+
+async def test_retention_deletes_places_that_are_over_and_keeps_those_still_waiting(
+        client: TestClient, pg: asyncpg.Connection, settings: Settings) -> None:
+    sid, _, _ = await sold_out(client, [10, 6])
+    left, waiting = await make_user(client), await make_user(client)
+    assert (await join(client, left, sid, 1))[0] == 201
+    assert (await join(client, waiting, sid, 1))[0] == 201
+    assert (await client.delete(f"/sessions/{sid}/waitlist", headers=bearer(left["token"]))).status == 204
+    await pg.execute("UPDATE waitlist_entries SET updated_at = now() - interval '400 days' WHERE session_id = $1", sid)
+    deleted = await purge_once(client.app[PG_POOL], with_settings(settings, reservation_retention_days=30))
+    assert deleted["waitlist_entries"] >= 1
+    rows = await pg.fetch("SELECT user_id, status FROM waitlist_entries WHERE session_id = $1", sid)
+    assert [(str(r["user_id"]), r["status"]) for r in rows] == [(waiting["id"], "WAITING")]  # its show is ahead
