@@ -25,7 +25,9 @@ if TYPE_CHECKING:  # names for the annotations only: this module imports no laye
     from realtime.snapshot import SnapshotReader
     from storage.auth import TokenCache
     from storage.booking import Booking
+    from storage.extension import HoldExtender
     from storage.redis_gate import RedisGate
+    from storage.waitlist import Waitlist
 
 SETTINGS = web.AppKey("settings", Settings)
 NODE_ID = web.AppKey("node_id", str)
@@ -37,6 +39,9 @@ KAFKA: web.AppKey[KafkaLink] = web.AppKey("kafka")
 # Readiness checks beyond PostgreSQL and Redis (Kafka registers itself): name -> coroutine function.
 READY_CHECKS = web.AppKey("ready_checks", dict[str, Callable[[], Awaitable[object]]])
 BOOKING: web.AppKey[Booking] = web.AppKey("booking")
+# hold extension and the waiting lists of sold-out sessions (docs/waiting-list.md)
+EXTENDER: web.AppKey[HoldExtender] = web.AppKey("hold_extender")
+WAITLIST: web.AppKey[Waitlist] = web.AppKey("waitlist")
 LIMITS: web.AppKey[Limits] = web.AppKey("limits")
 # The checks every request passes before its handler, in order (server.middlewares.http_middleware runs them):
 # each answers early with a response (a 429) or raises (401/403/400), or returns None to go on.

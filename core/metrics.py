@@ -38,3 +38,7 @@ BROADCAST_LATENCY = Histogram(
 )
 REDIS_REBUILDS = Counter("boxoffice_redis_rebuilds_total", "Times the Redis gate was rebuilt from PostgreSQL",
                          registry=REGISTRY)
+HOLD_EXTENSIONS = Counter("boxoffice_hold_extensions_total", "Hold extensions by outcome", ["outcome"],
+                          registry=REGISTRY)
+WAITLIST_OFFERS = Counter("boxoffice_waitlist_offers_total",
+                          "Holds made for buyers on a waiting list when seats came back", registry=REGISTRY)

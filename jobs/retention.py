@@ -49,6 +49,14 @@ PURGES: dict[str, str] = {
               AND NOT EXISTS (SELECT 1 FROM idempotency_keys k
                               WHERE k.user_id = r.user_id AND k.scope = 'hold' AND k.resource_id = r.id)
             ORDER BY r.updated_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED)""",
+    # places in line that are over (left, or offered: their hold is a reservation of its own), and places still
+    # waiting for a show that ended; kept as long as reservations
+    "waitlist_entries": """
+        DELETE FROM waitlist_entries WHERE id IN (
+            SELECT w.id FROM waitlist_entries w JOIN sessions s ON s.id = w.session_id
+            WHERE w.updated_at < now() - $1::interval
+              AND (w.status <> 'WAITING' OR s.end_show_time < now() - $1::interval)
+            ORDER BY w.id LIMIT $2 FOR UPDATE OF w SKIP LOCKED)""",
 }
 
 
@@ -62,7 +70,8 @@ def retention(settings: Settings) -> dict[str, timedelta | None]:
     if keys is not None and reservations is not None:
         keys = min(keys, reservations)
     outbox = timedelta(hours=settings.outbox_retention_hours) if settings.outbox_retention_hours > 0 else None
-    return {"outbox": outbox, "idempotency_keys": keys, "reservations": reservations}
+    return {"outbox": outbox, "idempotency_keys": keys, "reservations": reservations,
+            "waitlist_entries": reservations}
 
 
 async def purge_once(pool: asyncpg.Pool | asyncpg.Connection, settings: Settings, batch: int = BATCH) -> dict[str, int]:

@@ -12,6 +12,7 @@ from realtime.consumer import SeatEventConsumer
 from realtime.hub import Hub, WSClose
 from realtime.kafka import quiet_repeated_kafka_logs
 from realtime.snapshot import SnapshotReader
+from realtime.waitlist import extend as _registers_waitlist_commands  # noqa: F401 - the socket's extend, waitlist.*
 
 SHUTDOWN_CLOSE_TIMEOUT = 3.0
 

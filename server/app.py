@@ -22,6 +22,7 @@ from core.aio import owned_task
 from core.appkeys import (
     ADMISSION,
     BOOKING,
+    EXTENDER,
     GATE,
     KAFKA,
     LIMITS,
@@ -32,6 +33,7 @@ from core.appkeys import (
     REDIS,
     SETTINGS,
     TOKENS,
+    WAITLIST,
 )
 from core.settings import Settings, plain_redis_url
 from handlers import setup_routes
@@ -46,7 +48,9 @@ from server.ratelimit import rate_limiter
 from storage import db
 from storage.auth import TokenCache
 from storage.booking import Booking
+from storage.extension import HoldExtender
 from storage.redis_gate import NoGate, RedisGate
+from storage.waitlist import Waitlist
 
 log = logging.getLogger("boxoffice.app")
 STATIC = Path(__file__).parent / "static"
@@ -100,6 +104,8 @@ async def booking_ctx(app: web.Application) -> AsyncIterator[None]:
         gate_timeout=settings.redis_timeout, on_commit=wake.set,
         hold_batch_max=settings.hold_batch_max, hold_writers=settings.hold_writers,
     )
+    app[EXTENDER] = HoldExtender(app[BOOKING], settings.hold_extension_seconds)
+    app[WAITLIST] = Waitlist(app[BOOKING], settings.max_seats_per_hold)
     yield
 
 

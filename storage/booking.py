@@ -34,6 +34,7 @@ from storage import details
 from storage.faults import REDIS_FAULTS, redis_fault, service_fault
 from storage.gate_state import live_gate_entries
 from storage.group_commit import HoldWriter
+from storage.offers import hand_over
 from storage.redis_gate import GateEntry, SeatGate
 from storage.redis_keys import sold_until_ms
 from storage.rows import Released, Reservation, Sale
@@ -259,7 +260,7 @@ class Booking:
         """Cancel a PENDING reservation and free its seats."""
         try:
             row = await self.pool.fetchrow(
-                "SELECT session_id, seat_ids FROM bx_release($1, $2, $3)",
+                "SELECT session_id, seat_ids, offers FROM bx_release($1, $2, $3)",
                 reservation_id, actor.user_id, actor.check_owner,
             )
         except BaseException as exc:
@@ -270,18 +271,26 @@ class Booking:
         metrics.CANCELLED.inc()
         self.on_commit()
         await self._gate_release_quietly(row["session_id"], row["seat_ids"], reservation_id)
+        await hand_over(self.gate, row["session_id"], row["offers"], self.gate_timeout)  # the waiting list's holds
         return Released(reservation_id, row["session_id"], list(row["seat_ids"]))
 
     async def expire_due(self, limit: int = 500) -> int:
-        """Expire every PENDING reservation past its time (safe on many nodes at once)."""
-        rows = await self.pool.fetch("SELECT reservation_id, session_id, seat_ids FROM bx_expire_due($1)", limit)
+        """Expire every PENDING reservation past its time (safe on many nodes at once); return how many. The seats
+        that came back are offered to the sessions' waiting lists in the same transaction (rows without a
+        reservation_id carry those offers)."""
+        rows = await self.pool.fetch(
+            "SELECT reservation_id, session_id, seat_ids, offers FROM bx_expire_due($1)", limit)
+        expired = [row for row in rows if row["reservation_id"] is not None]
         if not rows:
             return 0
-        metrics.EXPIRED.inc(len(rows))
+        metrics.EXPIRED.inc(len(expired))
         self.on_commit()
-        for row in rows:
+        for row in expired:
             await self._gate_release_quietly(row["session_id"], row["seat_ids"], row["reservation_id"])
-        return len(rows)
+        for row in rows:
+            if row["reservation_id"] is None:
+                await hand_over(self.gate, row["session_id"], row["offers"], self.gate_timeout)
+        return len(expired)
 
     # ------------------------------------------------------------------ reads
 

@@ -138,7 +138,8 @@ async def test_a_retention_of_zero_keeps_everything(client: TestClient, settings
     await age(pg, "reservations", "user_id = $1", user_id, days=4000)
     keep = with_settings(settings, outbox_retention_hours=0, idempotency_retention_hours=0,
                          reservation_retention_days=0)
-    assert await purge_once(client.app[PG_POOL], keep) == {"outbox": 0, "idempotency_keys": 0, "reservations": 0}
+    assert await purge_once(client.app[PG_POOL], keep) == {"outbox": 0, "idempotency_keys": 0, "reservations": 0,
+                                                           "waitlist_entries": 0}
     assert await pg.fetchval("SELECT count(*) FROM reservations WHERE user_id = $1", user_id) == 4
 
 
