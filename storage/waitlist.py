@@ -68,14 +68,16 @@ class Waitlist:
 
     async def join(self, user_id: uuid.UUID, session_id: uuid.UUID, quantity: int) -> tuple[WaitlistEntry, bool]:
         """A place in line for `quantity` seats; (entry, created). Joining again returns the same place (its
-        quantity as first asked). Refused 409 seats_available while that many seats are free."""
+        quantity as first asked). Refused 409 seats_available while that many seats are free, and 429
+        hold_quota_exceeded while the user's held seats and `quantity` pass MAX_SEATS_PER_USER (the seats held for
+        them when served count against it too: bx_waitlist_serve skips them while they hold too many)."""
         if not 1 <= quantity <= self.max_quantity:
             raise ValidationFailed(f"A waiting-list place asks for 1 to {self.max_quantity} seats",
                                    code="invalid_seat_count", details={"count": quantity, "max": self.max_quantity})
         try:
             row = await self.booking.pool.fetchrow(
-                "SELECT entry_id, created FROM bx_waitlist_join($1, $2, $3, $4)",
-                session_id, user_id, quantity, self.booking.hold_ttl_ms)
+                "SELECT entry_id, created FROM bx_waitlist_join($1, $2, $3, $4, $5)",
+                session_id, user_id, quantity, self.booking.hold_ttl_ms, self.booking.max_seats_per_user)
         except BaseException as exc:
             raise self._mapped(exc) from None
         entry = await self._read("w.id = $1", row["entry_id"])

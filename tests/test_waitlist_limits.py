@@ -1,0 +1,69 @@
+"""Limits of the waiting list: the seats held for a buyer in line count against MAX_SEATS_PER_USER like any
+hold, so one buyer cannot take a sold-out show's returns by joining again after each offer."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from core.settings import Settings
+from server.app import create_app
+from tests.conftest import assert_invariants, bearer, make_session, make_user, seat_ids, with_settings
+from tests.test_waitlist import entry, hold, join, sold_out, wait_offered
+
+QUOTA = 4
+
+
+@pytest.fixture
+async def quota_client(aiohttp_client: Any, settings: Settings) -> TestClient:
+    return await aiohttp_client(create_app(with_settings(settings, max_seats_per_user=QUOTA)))
+
+
+async def held_seats(pg: asyncpg.Connection, user_id: str) -> int:
+    return await pg.fetchval(  # type: ignore[no-any-return]
+        "SELECT count(*) FROM reservations r JOIN reservation_seats rs ON rs.reservation_id = r.id "
+        "WHERE r.user_id = $1 AND r.status = 'PENDING'", user_id)
+
+
+async def test_joining_again_after_an_offer_cannot_take_more_than_the_user_quota(
+        quota_client: TestClient, pg: asyncpg.Connection) -> None:
+    client = quota_client
+    sid, _, holds = await sold_out(client, [4, 4, 4, 4])
+    scalper = await make_user(client)
+    assert (await join(client, scalper, sid, 4))[0] == 201
+    await holds[0].cancel(client)
+    await wait_offered(client, scalper, sid)
+    assert await held_seats(pg, scalper["id"]) == QUOTA
+    # holding the quota already: a second place in line is refused at once, as a hold would be
+    status, body = await join(client, scalper, sid, 4)
+    assert (status, body.get("code")) == (429, "hold_quota_exceeded"), body
+    assert await pg.fetchval("SELECT count(*) FROM waitlist_entries WHERE user_id = $1 AND status = 'WAITING'",
+                             scalper["id"]) == 0
+    await assert_invariants(pg, [sid])
+
+
+async def test_a_buyer_in_line_holding_their_quota_elsewhere_keeps_their_place_and_the_next_is_served(
+        quota_client: TestClient, pg: asyncpg.Connection) -> None:
+    client = quota_client
+    sid, seats, holds = await sold_out(client, [4, 4, 4, 4])
+    first, next_ = await make_user(client), await make_user(client)
+    assert (await join(client, first, sid, 2))[0] == 201
+    assert (await join(client, next_, sid, 2))[0] == 201
+    other = await make_session(client)  # the first in line then holds their quota on another show
+    elsewhere = await hold(client, first, other["id"], (await seat_ids(client, other["id"]))[:QUOTA])
+    await holds[0].cancel(client)  # 4 seats back: 2 would exceed the first's quota; the next gets 2
+    await wait_offered(client, next_, sid)
+    status, body = await entry(client, first, sid)
+    assert (status, body["status"], body["position"]) == (200, "WAITING", 1)
+    assert await held_seats(pg, first["id"]) == QUOTA
+    # once the first holds fewer seats, the seats still free go to them (the backstop serves the line)
+    resp = await client.delete(f"/reservations/{elsewhere['id']}", headers=bearer(first["token"]))
+    assert resp.status == 204
+    await wait_offered(client, first, sid)
+    assert await held_seats(pg, first["id"]) == 2
+    await asyncio.sleep(0)
+    await assert_invariants(pg, [sid, other["id"]])
