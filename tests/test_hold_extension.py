@@ -109,6 +109,31 @@ async def test_refused_while_buyers_wait_on_the_waiting_list(client: TestClient,
     assert (await extend(client, ana, mine["id"]))[0] == 200
 
 
+async def test_an_extension_racing_a_join_in_flight_is_refused_once_the_join_commits(
+        client: TestClient, settings: Settings, pg: asyncpg.Connection) -> None:
+    """A join that has taken the line's lock and is about to commit its place: an extension arriving meanwhile
+    waits for it and is refused, rather than slipping past a buyer who joined first."""
+    session = await make_session(client)
+    sid, seats = session["id"], await seat_ids(client, session["id"])
+    ana, bob, carla = await make_user(client), await make_user(client), await make_user(client)
+    mine = await hold(client, ana, sid, seats[:10])
+    await hold(client, bob, sid, seats[10:])
+    joiner = await asyncpg.connect(settings.database_url)
+    try:
+        async with joiner.transaction():  # what bx_waitlist_join does, held open before its commit
+            await joiner.execute("SELECT pg_advisory_xact_lock(x'776c'::integer, bx_waitlist_key($1))",
+                                 uuid.UUID(sid))
+            await joiner.execute("INSERT INTO waitlist_entries (session_id, user_id, quantity, hold_ttl_ms) "
+                                 "VALUES ($1, $2, 2, 30000)", uuid.UUID(sid), uuid.UUID(carla["id"]))
+            pending = asyncio.ensure_future(extend(client, ana, mine["id"]))
+            await asyncio.sleep(0.5)
+    finally:
+        await joiner.close()
+    status, body = await asyncio.wait_for(pending, 10)
+    assert (status, body.get("code")) == (409, "extension_not_allowed"), body
+    assert await pg.fetchval("SELECT extended_at FROM reservations WHERE id = $1", uuid.UUID(mine["id"])) is None
+
+
 async def test_the_socket_extends_through_the_same_rules(client: TestClient) -> None:
     session = await make_session(client)
     sid, seats = session["id"], await seat_ids(client, session["id"])
