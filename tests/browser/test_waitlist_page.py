@@ -90,3 +90,33 @@ def test_the_place_in_line_moves_up_and_works_on_a_phone(cluster: LocalCluster, 
         phone.page.wait_for_selector("text=You are number 1 in line", timeout=20_000)
         phone.click("waitlist-leave")
         phone.page.wait_for_selector('[data-action="waitlist-join"]')
+
+
+def test_a_buyer_in_line_keeps_their_place_shown_while_fewer_seats_than_asked_are_free(
+        cluster: LocalCluster, chromium: Any, shots: Path) -> None:
+    """One seat comes back but the buyer waits for two: they are still in line, and the page still says so and
+    still lets them leave (it showed the empty "pick seats" panel as soon as any seat was free)."""
+    base = cluster.url
+    session_id = new_session(base, rows=2, seats_per_row=8)
+    status, body = call(base, "GET", f"/sessions/{session_id}/seats")
+    seats = [s["id"] for s in body["seats"]]
+    one, rest = user(base), user(base)
+    status, single = call(base, "POST", "/reservations", {"sessionId": session_id, "sessionSeatIds": seats[:1]},
+                          token=one["token"])
+    assert status == 201, single
+    for part in (seats[1:9], seats[9:]):
+        assert call(base, "POST", "/reservations", {"sessionId": session_id, "sessionSeatIds": part},
+                    token=rest["token"])[0] == 201
+
+    with Buyer(chromium, "phone", shots, width=360) as phone:
+        phone.open(base, session_id)
+        phone.page.fill("#waitlist-quantity", "2")
+        phone.page.locator("#waitlist-quantity").dispatch_event("change")
+        phone.click("waitlist-join")
+        phone.page.wait_for_selector("text=You are number 1 in line")
+        assert call(base, "DELETE", f"/reservations/{single['id']}", token=one["token"])[0] == 204
+        phone.wait_state(["A1"], "available", timeout=10_000)
+        phone.page.wait_for_selector("text=You are number 1 in line", timeout=5_000)
+        phone.page.wait_for_selector('[data-action="waitlist-leave"]', timeout=5_000)
+        phone.shot("01-still-in-line-with-a-seat-free")
+        assert axe_violations(phone.page) == []

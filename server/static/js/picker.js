@@ -779,8 +779,7 @@ class SessionPage {
         h("button", { class: "btn btn-secondary", type: "button", "data-action": "tickets", onclick: () => openTickets() },
           icon("ticket"), "View my tickets")));
       parts.push(h("p", { class: "hint" }, "Want more seats? Pick them on the map."));
-    } else if (!listed.length && this.bookable && this.seats.size
-      && ![...this.seats.values()].some((s) => s.status === "AVAILABLE")) {
+    } else if (!listed.length && this.waitlist.shows()) {
       parts.push(this.waitlist.panel());
     } else if (!listed.length) {
       parts.push(h("div", { class: "empty-pick" },

@@ -22,6 +22,7 @@ const ERRORS = {
   extension_disabled: "Holds cannot be extended here.",
   hold_expired: "Your hold has already expired.",
   rate_limited: "Too many tries in a short time. Wait a few seconds and try again.",
+  hold_quota_exceeded: "You already hold as many seats as one buyer may. Buy or release some, then join.",
 };
 
 export class WaitlistControls {
@@ -154,6 +155,15 @@ export class WaitlistControls {
     const left = Math.max(0, Date.parse(reservation.expiresAt) - (Date.now() + page.skewMs));
     toast(`Seats came back for you: ${seatList(reservation.seats)} ${reservation.seats.length === 1 ? "is" : "are"} held for you for ${clock(left)}. Buy before the timer runs out.`,
       { tone: "success", key: "hold", title: "Your turn", timeout: 12000 });
+  }
+
+  /** Whether the checkout shows this panel (nothing picked): while the buyer waits in line, even with a few seats
+   * free that do not make up their request, so the place and "Leave" stay in view; else on a sold-out session. */
+  shows() {
+    const page = this.page;
+    if (!page.bookable) return false;
+    if (this.entry) return true;
+    return page.seats.size > 0 && ![...page.seats.values()].some((s) => s.status === "AVAILABLE");
   }
 
   /** The panel of a sold-out session without a hold: join, or the place in line. */
