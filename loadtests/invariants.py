@@ -2,8 +2,8 @@
 
 The one module through which the load tests (and the test suite) judge a run from the database. It is
 plain SQL over asyncpg and imports nothing of boxoffice: it reads the schema's tables (session_seats,
-reservations, reservation_seats, sales, sale_seats, outbox) through the connection or pool it is given,
-so it judges any deployment it can reach, not only one started from this checkout.
+reservations, reservation_seats, sales, sale_seats, outbox, waitlist_entries) through the connection or pool
+it is given, so it judges any deployment it can reach, not only one started from this checkout.
 
 What it checks (`CHECKS`, each an SQL query returning the rows that break it):
 - no seat sold twice, and every SOLD seat is in exactly one sale, of the reservation that holds it;
@@ -12,7 +12,9 @@ What it checks (`CHECKS`, each an SQL query returning the rows that break it):
 - a RESERVED seat belongs to a PENDING reservation that lists it, and a PENDING reservation still holds
   every one of its seats;
 - no PENDING hold has outlived its expiry by more than `expiry_slack_seconds`;
-- every outbox event has been published.
+- every outbox event has been published;
+- the waiting list: a place offered seats points at a hold of its buyer, on its session, of its size; and
+  nobody waits for N seats while N are free (and their MAX_SEATS_PER_USER allows them).
 
 `check_invariants` returns a report: each invariant's name -> the offending rows (empty = holds);
 `wait_for_invariants` checks until they all hold or a timeout passes; `broken` keeps the failures only.
@@ -84,6 +86,24 @@ CHECKS: dict[str, str] = {
     "outbox_published": """
         SELECT o.id, o.event_type, o.created_at FROM outbox o
         WHERE o.published_at IS NULL AND ($1::uuid[] IS NULL OR o.session_id = ANY($1))""",
+    # a place offered seats points at a hold of its own buyer, on its session, of the size it asked for
+    "waitlist_offers_match_their_holds": """
+        SELECT w.id, w.reservation_id, r.user_id, r.session_id FROM waitlist_entries w
+        JOIN reservations r ON r.id = w.reservation_id
+        WHERE w.status = 'OFFERED' AND ($1::uuid[] IS NULL OR w.session_id = ANY($1))
+          AND (r.user_id <> w.user_id OR r.session_id <> w.session_id
+               OR (SELECT count(*) FROM reservation_seats rs WHERE rs.reservation_id = r.id) <> w.quantity)""",
+    # nobody waits in line for N seats while N seats of a show still to come are free and their quota allows
+    # them (the release that frees seats serves the line, and a backstop job catches what it could not)
+    "waitlist_not_stalled": """
+        SELECT w.id, w.session_id, w.quantity FROM waitlist_entries w JOIN sessions se ON se.id = w.session_id
+        WHERE w.status = 'WAITING' AND se.start_show_time > now() + interval '5 seconds'
+          AND ($1::uuid[] IS NULL OR w.session_id = ANY($1))
+          AND w.quantity <= (SELECT count(*) FROM session_seats ss
+                             WHERE ss.session_id = w.session_id AND ss.status = 'AVAILABLE')
+          AND (w.max_user_seats = 0 OR w.quantity + (
+                SELECT count(*) FROM reservations r JOIN reservation_seats rs ON rs.reservation_id = r.id
+                WHERE r.user_id = w.user_id AND r.status = 'PENDING' AND r.expires_at > now()) <= w.max_user_seats)""",
 }
 
 

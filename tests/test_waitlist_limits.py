@@ -67,3 +67,26 @@ async def test_a_buyer_in_line_holding_their_quota_elsewhere_keeps_their_place_a
     assert await held_seats(pg, first["id"]) == 2
     await asyncio.sleep(0)
     await assert_invariants(pg, [sid, other["id"]])
+
+
+async def test_the_invariants_see_a_stalled_line_and_an_offer_that_does_not_match_its_hold(
+        client: TestClient, pg: asyncpg.Connection) -> None:
+    from loadtests.invariants import check_invariants
+
+    session = await make_session(client)
+    sid = session["id"]
+    buyer, other = await make_user(client), await make_user(client)
+    held = await hold(client, other, sid, (await seat_ids(client, sid))[:2])
+    seen_here = pg.transaction()  # rolled back: no other connection (no job) ever sees these rows
+    await seen_here.start()
+    try:
+        await pg.execute("INSERT INTO waitlist_entries (session_id, user_id, quantity, hold_ttl_ms) "
+                         "VALUES ($1, $2, 2, 30000)", sid, buyer["id"])
+        await pg.execute("INSERT INTO waitlist_entries (session_id, user_id, quantity, hold_ttl_ms, status, "
+                         "reservation_id) VALUES ($1, $2, 3, 30000, 'OFFERED', $3)", sid, buyer["id"], held["id"])
+        report = await check_invariants(pg, [sid])
+    finally:
+        await seen_here.rollback()
+    assert [r["quantity"] for r in report["waitlist_not_stalled"]] == [2]
+    assert [str(r["reservation_id"]) for r in report["waitlist_offers_match_their_holds"]] == [held["id"]]
+    await assert_invariants(pg, [sid])
