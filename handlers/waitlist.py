@@ -9,7 +9,7 @@ from marshmallow import Schema, fields, validate
 
 from contract import shapes
 from contract import waitlist as wire
-from core.appkeys import EXTENDER, WAITLIST
+from core.appkeys import EXTENDER, LIMITS, WAITLIST
 from handlers import schemas as s
 from handlers.auth import acting_user, actor, signed_in
 from handlers.openapi import INVALID, OWNER_ONLY, USER_ONLY, E, not_found
@@ -63,6 +63,8 @@ async def extend_reservation(request: web.Request) -> web.Response:
       responses={**USER_ONLY, **INVALID, **not_found("session_not_found, user_not_found (AUTH_REQUIRED=false)"),
                  200: {"schema": WaitlistEntrySchema, "description": "already on the list: the same place"},
                  409: {"schema": E, "description": "seats_available (details.available): pick them instead"},
+                 429: {"schema": E, "description": "hold_quota_exceeded (MAX_SEATS_PER_USER), address_quota_exceeded "
+                                                   "(MAX_SEATS_PER_ADDRESS waited for on this show), rate_limited"},
                  422: {"schema": E, "description": "session_started"}})
 @match_info_schema(s.IdPathSchema)
 @request_schema(WaitlistJoinSchema)
@@ -71,7 +73,8 @@ async def extend_reservation(request: web.Request) -> web.Response:
 async def join_waitlist(request: web.Request) -> web.Response:
     body = request["data"]
     user_id = await acting_user(request, body.get("userId"))
-    entry, created = await request.app[WAITLIST].join(user_id, request["match_info"]["id"], body["quantity"])
+    entry, created = await request.app[WAITLIST].join(user_id, request["match_info"]["id"], body["quantity"],
+                                                      request.app[LIMITS].client_ip(request))
     return web.json_response(wire.entry(entry), status=201 if created else 200)
 
 

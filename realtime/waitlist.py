@@ -46,7 +46,7 @@ async def join(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
     who = await peer.writer()
     user_id = acting_user(peer, who, msg.get("userId"))
     peer.app[LIMITS].take_write(who, peer.address)
-    entry, created = await peer.app[WAITLIST].join(user_id, peer.session_id, msg["quantity"])
+    entry, created = await peer.app[WAITLIST].join(user_id, peer.session_id, msg["quantity"], peer.address)
     if peer.conn.user_id is None and not peer.app[SETTINGS].auth_required:
         peer.conn.user_id = str(user_id)  # demo mode: the offer finds this socket by the user it joined as
     return {"type": "waitlist.joined", "created": created, "entry": wire.entry(entry)}

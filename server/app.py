@@ -105,7 +105,7 @@ async def booking_ctx(app: web.Application) -> AsyncIterator[None]:
         hold_batch_max=settings.hold_batch_max, hold_writers=settings.hold_writers,
     )
     app[EXTENDER] = HoldExtender(app[BOOKING], settings.hold_extension_seconds)
-    app[WAITLIST] = Waitlist(app[BOOKING], settings.max_seats_per_hold)
+    app[WAITLIST] = Waitlist(app[BOOKING], settings.max_seats_per_hold, settings.max_seats_per_address)
     yield
 
 

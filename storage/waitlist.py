@@ -16,7 +16,7 @@ from datetime import datetime
 
 import asyncpg
 
-from core.errors import Conflict, DomainError, NotFound, ValidationFailed
+from core.errors import Conflict, DomainError, NotFound, RateLimited, ValidationFailed
 from storage.booking import Booking
 from storage.offers import hand_over
 
@@ -27,6 +27,10 @@ class NotOnWaitlist(NotFound):
 
 class SeatsAvailable(Conflict):
     code, message = "seats_available", "Enough seats are free for this request: pick them on the seat map"
+
+
+class AddressWaitsEnough(RateLimited):
+    code, message = "address_quota_exceeded", "This address already waits for as many seats on this show as it may"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,22 +66,26 @@ def _entry(row: asyncpg.Record) -> WaitlistEntry:
 class Waitlist:
     """Join, leave, read one's place, and the backstop sweep; through one booking (pool, gate, error mapping)."""
 
-    def __init__(self, booking: Booking, max_quantity: int) -> None:
+    def __init__(self, booking: Booking, max_quantity: int, max_address_seats: int = 0) -> None:
         self.booking = booking
         self.max_quantity = max_quantity
+        self.max_address_seats = max_address_seats  # MAX_SEATS_PER_ADDRESS: seats one address waits for per show
 
-    async def join(self, user_id: uuid.UUID, session_id: uuid.UUID, quantity: int) -> tuple[WaitlistEntry, bool]:
+    async def join(self, user_id: uuid.UUID, session_id: uuid.UUID, quantity: int,
+                   address: str = "") -> tuple[WaitlistEntry, bool]:
         """A place in line for `quantity` seats; (entry, created). Joining again returns the same place (its
         quantity as first asked). Refused 409 seats_available while that many seats are free, and 429
         hold_quota_exceeded while the user's held seats and `quantity` pass MAX_SEATS_PER_USER (the seats held for
-        them when served count against it too: bx_waitlist_serve skips them while they hold too many)."""
+        them when served count against it too: bx_waitlist_serve skips them while they hold too many), and 429
+        address_quota_exceeded while the places of `address` on this show and `quantity` pass MAX_SEATS_PER_ADDRESS."""
         if not 1 <= quantity <= self.max_quantity:
             raise ValidationFailed(f"A waiting-list place asks for 1 to {self.max_quantity} seats",
                                    code="invalid_seat_count", details={"count": quantity, "max": self.max_quantity})
         try:
             row = await self.booking.pool.fetchrow(
-                "SELECT entry_id, created FROM bx_waitlist_join($1, $2, $3, $4, $5)",
-                session_id, user_id, quantity, self.booking.hold_ttl_ms, self.booking.max_seats_per_user)
+                "SELECT entry_id, created FROM bx_waitlist_join($1, $2, $3, $4, $5, $6, $7)",
+                session_id, user_id, quantity, self.booking.hold_ttl_ms, self.booking.max_seats_per_user,
+                address, self.max_address_seats)
         except BaseException as exc:
             raise self._mapped(exc) from None
         entry = await self._read("w.id = $1", row["entry_id"])
@@ -122,5 +130,10 @@ class Waitlist:
                 return SeatsAvailable(details={"available": int(getattr(exc, "detail", "") or 0)})
             if message == "not_on_waitlist":
                 return NotOnWaitlist()
+            if message == "address_quota_exceeded":  # places leave the line as holds end: retry after one
+                wait = str(max(1, self.booking.hold_ttl_ms // 1000))
+                return AddressWaitsEnough(details={"maxSeatsPerAddress": self.max_address_seats,
+                                                   "waiting": int(getattr(exc, "detail", "") or 0)},
+                                          headers={"Retry-After": wait})
         error: DomainError | None = self.booking._map_db_error(exc)
         return error if error is not None else exc

@@ -69,6 +69,28 @@ async def test_a_buyer_in_line_holding_their_quota_elsewhere_keeps_their_place_a
     await assert_invariants(pg, [sid, other["id"]])
 
 
+async def test_one_address_waits_for_at_most_its_seat_quota_on_a_show(
+        client: TestClient, aiohttp_client: Any, settings: Settings, pg: asyncpg.Connection) -> None:
+    """Many buyers from one address (each a new guest) cannot fill a show's line: the seats they wait for
+    together stay within MAX_SEATS_PER_ADDRESS, as the seats they may hold do."""
+    sid, _, _ = await sold_out(client, [10, 6])  # made by an app without limits
+    capped = await aiohttp_client(create_app(with_settings(settings, max_seats_per_address=4)))
+    first, second, third = [await make_user(client) for _ in range(3)]
+    assert (await join(capped, first, sid, 3))[0] == 201
+    resp = await capped.post(f"/sessions/{sid}/waitlist", json={"quantity": 2}, headers=bearer(second["token"]))
+    body = await resp.json()
+    assert (resp.status, body["code"], body["details"]["maxSeatsPerAddress"]) == (
+        429, "address_quota_exceeded", 4), body
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert (await join(capped, second, sid, 1))[0] == 201  # 3 + 1: within the quota
+    assert (await join(capped, third, sid, 1))[0] == 429
+    # a place given up makes room again
+    assert (await capped.delete(f"/sessions/{sid}/waitlist", headers=bearer(first["token"]))).status == 204
+    assert (await join(capped, third, sid, 3))[0] == 201
+    assert await pg.fetchval("SELECT sum(quantity) FROM waitlist_entries WHERE session_id = $1 AND status = 'WAITING'",
+                             sid) == 4
+
+
 async def test_the_invariants_see_a_stalled_line_and_an_offer_that_does_not_match_its_hold(
         client: TestClient, pg: asyncpg.Connection) -> None:
     from loadtests.invariants import check_invariants

@@ -23,6 +23,7 @@ const ERRORS = {
   hold_expired: "Your hold has already expired.",
   rate_limited: "Too many tries in a short time. Wait a few seconds and try again.",
   hold_quota_exceeded: "You already hold as many seats as one buyer may. Buy or release some, then join.",
+  address_quota_exceeded: "Buyers on your network already wait for as many seats of this show as they may. Try again later.",
 };
 
 export class WaitlistControls {

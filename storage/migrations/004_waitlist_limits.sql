@@ -3,15 +3,21 @@
 -- (BX429 hold_quota_exceeded) while the user's held seats and the request together pass it, and a pass over
 -- the line skips a buyer who holds too many seats at that moment (they keep their place). Without this, one
 -- user joining again after each offer would take every seat a sold-out show gets back.
+-- The seats one client address waits for on one show stay within MAX_SEATS_PER_ADDRESS, as the seats it may
+-- hold do (BX429 address_quota_exceeded), so one address making many guests cannot fill a show's line; the
+-- sum is taken under the line's exclusive lock, so joins from one address at once cannot pass it together.
 
 ALTER TABLE waitlist_entries ADD COLUMN max_user_seats integer NOT NULL DEFAULT 0 CHECK (max_user_seats >= 0);
+ALTER TABLE waitlist_entries ADD COLUMN address text;  -- the client address that joined ('' or NULL: unknown)
+CREATE INDEX waitlist_address_idx ON waitlist_entries (session_id, address) WHERE status = 'WAITING';
 
 DROP FUNCTION bx_waitlist_join(uuid, uuid, integer, integer);
 -- Join the line for p_quantity seats: the existing place if the user already waits; refused while the
 -- session has that many seats free (BX409 seats_available: pick them) or has started, or while the user's
--- held seats and the request pass their quota (BX429 hold_quota_exceeded).
+-- held seats and the request pass their quota (BX429 hold_quota_exceeded), or while the places of the same
+-- address on this line and the request pass MAX_SEATS_PER_ADDRESS (BX429 address_quota_exceeded).
 CREATE FUNCTION bx_waitlist_join(p_session uuid, p_user uuid, p_quantity integer, p_ttl_ms integer,
-                                 p_max_user_seats integer)
+                                 p_max_user_seats integer, p_address text, p_max_address_seats integer)
 RETURNS TABLE (entry_id bigint, created boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -19,6 +25,7 @@ DECLARE
     v_free  integer;
     v_id    bigint;
     v_held  integer;
+    v_addr  integer;
 BEGIN
     SELECT s.start_show_time INTO v_start FROM sessions s WHERE s.id = p_session;
     IF NOT FOUND THEN
@@ -45,8 +52,15 @@ BEGIN
     IF v_free >= p_quantity THEN
         RAISE EXCEPTION USING ERRCODE = 'BX409', MESSAGE = 'seats_available', DETAIL = v_free::text;
     END IF;
-    INSERT INTO waitlist_entries (session_id, user_id, quantity, hold_ttl_ms, max_user_seats)
-    VALUES (p_session, p_user, p_quantity, p_ttl_ms, p_max_user_seats)
+    IF p_max_address_seats > 0 AND coalesce(p_address, '') <> '' THEN
+        SELECT coalesce(sum(w.quantity), 0) INTO v_addr FROM waitlist_entries w
+        WHERE w.session_id = p_session AND w.status = 'WAITING' AND w.address = p_address;
+        IF v_addr + p_quantity > p_max_address_seats THEN
+            RAISE EXCEPTION USING ERRCODE = 'BX429', MESSAGE = 'address_quota_exceeded', DETAIL = v_addr::text;
+        END IF;
+    END IF;
+    INSERT INTO waitlist_entries (session_id, user_id, quantity, hold_ttl_ms, max_user_seats, address)
+    VALUES (p_session, p_user, p_quantity, p_ttl_ms, p_max_user_seats, nullif(p_address, ''))
     ON CONFLICT (session_id, user_id) WHERE status = 'WAITING' DO NOTHING
     RETURNING id INTO v_id;
     IF v_id IS NULL THEN  -- a concurrent join of the same user won
