@@ -19,6 +19,7 @@ import asyncpg
 from core.errors import Conflict, DomainError, NotFound, RateLimited, ValidationFailed
 from storage.booking import Booking
 from storage.offers import hand_over
+from storage.waitlist_line import LineOrder
 
 
 class NotOnWaitlist(NotFound):
@@ -49,18 +50,11 @@ class WaitlistEntry:
 
 ENTRY_SQL = """
 SELECT w.id, w.session_id, w.user_id, w.quantity, w.status, w.reservation_id, w.created_at, w.updated_at,
-       CASE WHEN w.status = 'WAITING' THEN (SELECT count(*) FROM waitlist_entries a
-            WHERE a.session_id = w.session_id AND a.status = 'WAITING' AND a.id <= w.id) END AS position,
-       (SELECT count(*) FROM waitlist_entries a WHERE a.session_id = w.session_id AND a.status = 'WAITING') AS waiting
+       (SELECT l.version FROM waitlist_lines l WHERE l.session_id = w.session_id) AS line_version
 FROM waitlist_entries w
 WHERE {where}
 ORDER BY w.id DESC LIMIT 1
 """
-
-
-def _entry(row: asyncpg.Record) -> WaitlistEntry:
-    return WaitlistEntry(row["id"], row["session_id"], row["user_id"], row["quantity"], row["status"],
-                         row["position"], row["waiting"], row["reservation_id"], row["created_at"], row["updated_at"])
 
 
 class Waitlist:
@@ -70,6 +64,7 @@ class Waitlist:
         self.booking = booking
         self.max_quantity = max_quantity
         self.max_address_seats = max_address_seats  # MAX_SEATS_PER_ADDRESS: seats one address waits for per show
+        self.line = LineOrder(booking.pool)  # places in line without counting the line per read
 
     async def join(self, user_id: uuid.UUID, session_id: uuid.UUID, quantity: int,
                    address: str = "") -> tuple[WaitlistEntry, bool]:
@@ -109,7 +104,12 @@ class Waitlist:
 
     async def _read(self, where: str, *args: object) -> WaitlistEntry | None:
         row = await self.booking.pool.fetchrow(ENTRY_SQL.format(where=where), *args)
-        return _entry(row) if row is not None else None
+        if row is None:
+            return None
+        position, waiting = await self.line.place(row["session_id"], row["id"], row["line_version"])
+        return WaitlistEntry(row["id"], row["session_id"], row["user_id"], row["quantity"], row["status"],
+                             position if row["status"] == "WAITING" else None, waiting, row["reservation_id"],
+                             row["created_at"], row["updated_at"])
 
     async def sweep(self) -> int:
         """Serve every line that waits while seats are free (the backstop of the hand-over in each release);
