@@ -112,3 +112,19 @@ async def test_the_invariants_see_a_stalled_line_and_an_offer_that_does_not_matc
     assert [r["quantity"] for r in report["waitlist_not_stalled"]] == [2]
     assert [str(r["reservation_id"]) for r in report["waitlist_offers_match_their_holds"]] == [held["id"]]
     await assert_invariants(pg, [sid])
+
+
+async def test_a_pass_over_a_line_where_no_request_fits_locks_no_place(
+        client: TestClient, pg: asyncpg.Connection) -> None:
+    """One seat back, everyone waits for two: the release (and each backstop pass) serves nobody, and it must not
+    lock (write) every place in a long line to find that out."""
+    sid, _, holds = await sold_out(client, [1, 8, 7])
+    line = [await make_user(client) for _ in range(20)]
+    for user in line:
+        assert (await join(client, user, sid, 2))[0] == 201
+    await holds[0].cancel(client)  # the release's own pass
+    await pg.fetch("SELECT * FROM bx_waitlist_sweep()")  # and a backstop pass
+    locked = await pg.fetchval("SELECT count(*) FROM waitlist_entries WHERE session_id = $1 AND xmax::text <> '0'",
+                               sid)
+    assert locked == 0
+    assert (await entry(client, line[0], sid))[1]["status"] == "WAITING"

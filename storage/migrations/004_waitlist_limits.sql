@@ -97,8 +97,10 @@ BEGIN
     END IF;
     SELECT count(*) INTO v_free FROM session_seats ss WHERE ss.session_id = p_session AND ss.status = 'AVAILABLE';
     FOR e IN
+        -- only places whose request fits in the seats free now are locked: a long line where none fits (one seat
+        -- back, everyone waiting for two) is read, not written, by each release and backstop pass
         SELECT w.id, w.user_id, w.quantity, w.hold_ttl_ms, w.max_user_seats FROM waitlist_entries w
-        WHERE w.session_id = p_session AND w.status = 'WAITING' ORDER BY w.id FOR UPDATE
+        WHERE w.session_id = p_session AND w.status = 'WAITING' AND w.quantity <= v_free ORDER BY w.id FOR UPDATE
     LOOP
         EXIT WHEN v_free <= 0;
         CONTINUE WHEN e.quantity > v_free;
