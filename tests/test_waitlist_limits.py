@@ -128,3 +128,30 @@ async def test_a_pass_over_a_line_where_no_request_fits_locks_no_place(
                                sid)
     assert locked == 0
     assert (await entry(client, line[0], sid))[1]["status"] == "WAITING"
+
+
+async def test_offers_on_many_shows_released_at_once_never_pass_the_user_quota(
+        aiohttp_client: Any, settings: Settings, pg: asyncpg.Connection) -> None:
+    """A buyer waits on five sold-out shows for four seats each (quota 8) and holds seats on a sixth meanwhile;
+    every show gets seats back at the same moment: whatever the order, they never hold more than 8."""
+    quota = 8
+    client: TestClient = await aiohttp_client(create_app(with_settings(settings, max_seats_per_user=quota)))
+    buyer = await make_user(client)
+    shows = [await sold_out(client, [4, 6, 6]) for _ in range(5)]
+    for sid, _, _ in shows:
+        assert (await join(client, buyer, sid, 4))[0] == 201
+    other = await make_session(client)
+    other_seats = await seat_ids(client, other["id"])
+
+    async def hold_elsewhere() -> None:
+        resp = await client.post("/reservations", json={"sessionId": other["id"], "sessionSeatIds": other_seats[:2]},
+                                 headers=bearer(buyer["token"]))
+        assert resp.status in (201, 429), await resp.text()
+
+    await asyncio.gather(hold_elsewhere(), *(holds[0].cancel(client) for _, _, holds in shows))
+    await asyncio.sleep(1.5)  # the backstop passes over what the releases could not serve
+    assert await held_seats(pg, buyer["id"]) <= quota
+    offered = await pg.fetchval("SELECT count(*) FROM waitlist_entries WHERE user_id = $1 AND status = 'OFFERED'",
+                                buyer["id"])
+    assert offered >= 1
+    await assert_invariants(pg, [sid for sid, _, _ in shows] + [other["id"]])
