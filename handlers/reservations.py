@@ -15,10 +15,12 @@ from server.typedefs import BOOKING
 
 HOLD_ERRORS = {
     **USER_ONLY,
-    400: {"schema": E, "description": "validation_error, malformed_json, invalid_seat_count, duplicate_seats"},
+    400: {"schema": E, "description": "validation_error, malformed_json, invalid_seat_count, duplicate_seats,"
+                                      " invalid_hold_request"},
     404: {"schema": E, "description": "session_not_found, user_not_found (AUTH_REQUIRED=false)"},
     409: {"schema": E, "description": "seats_unavailable (details.conflicts lists the seat ids)"},
-    422: {"schema": E, "description": "session_started, seats_not_in_session, idempotency_key_reused"},
+    422: {"schema": E, "description": "session_started, seats_not_in_session, idempotency_key_reused,"
+                                      " rows_not_in_session"},
     429: {"schema": E, "description": "hold_quota_exceeded, rate_limited"},
     503: {"schema": E, "description": "redis_unavailable, database_unavailable (Retry-After)"},
 }
@@ -29,7 +31,8 @@ def idempotency_key(request: web.Request) -> str | None:
     return headers.get("idempotency_key") or headers.get("x_idempotency_key")  # type: ignore[no-any-return]
 
 
-@docs(tags=["reservations"], summary="Hold seats for 30 s (all or nothing)", responses=HOLD_ERRORS)
+@docs(tags=["reservations"], summary="Hold seats for 30 s (all or nothing): named, or the best N available",
+      responses=HOLD_ERRORS)
 @request_schema(s.ReservationCreateSchema)
 @headers_schema(s.IdempotencyHeaderSchema)
 @response_schema(s.ReservationSchema, 201)
@@ -37,8 +40,9 @@ def idempotency_key(request: web.Request) -> str | None:
 async def create_reservation(request: web.Request) -> web.Response:
     body = request["data"]
     user_id = await acting_user(request, body.get("userId"))
-    reservation = await request.app[BOOKING].hold(user_id, body["sessionId"], body["sessionSeatIds"],
-                                                  idempotency_key(request))
+    reservation = await request.app[BOOKING].hold_request(
+        user_id, body["sessionId"], body.get("sessionSeatIds"), body.get("quantity"), body.get("rows"),
+        idempotency_key(request))
     return web.json_response(shapes.reservation(reservation), status=201)
 
 

@@ -10,6 +10,7 @@ from realtime.channel import session_socket
 from realtime.consumer import SeatEventConsumer
 from realtime.hub import Hub, WSClose
 from realtime.kafka import quiet_repeated_kafka_logs
+from realtime.presence import setup as setup_presence
 from realtime.snapshot import SnapshotReader
 from server.typedefs import CONSUMER, HUB, KAFKA, NODE_ID, PG_POOL, SETTINGS, SNAPSHOTS
 
@@ -41,4 +42,5 @@ def setup(app: web.Application) -> None:
     quiet_repeated_kafka_logs()
     app.router.add_get("/ws/sessions/{sessionId}", session_socket)
     app.cleanup_ctx.append(fanout_ctx)
+    setup_presence(app)
     app.on_shutdown.append(close_sockets)

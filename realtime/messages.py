@@ -24,7 +24,7 @@ from aiohttp import web
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from contract import actors, shapes
-from contract.rules import MAX_IDEMPOTENCY_KEY
+from contract.rules import MAX_BEST_ROWS, MAX_IDEMPOTENCY_KEY, MAX_ROW_LABEL
 from core.aio import stop_task
 from core.errors import DomainError, RateLimited, SeatsUnavailable, ValidationFailed
 from core.ratelimit import TokenBucket
@@ -125,7 +125,10 @@ class MessageSchema(Schema):
 
 
 class HoldMessage(MessageSchema):
-    sessionSeatIds = fields.List(fields.UUID(), required=True, validate=validate.Length(max=MAX_SEAT_IDS))
+    sessionSeatIds = fields.List(fields.UUID(), validate=validate.Length(max=MAX_SEAT_IDS))
+    quantity = fields.Integer(validate=validate.Range(min=1, max=MAX_SEAT_IDS))  # best available, as in REST
+    rows = fields.List(fields.String(validate=validate.Length(min=1, max=MAX_ROW_LABEL)),
+                       validate=validate.Length(min=1, max=MAX_BEST_ROWS))
     idempotencyKey = fields.String(validate=validate.Length(min=1, max=MAX_IDEMPOTENCY_KEY))
     userId = fields.UUID(metadata={"description": "only with AUTH_REQUIRED=false, as in POST /reservations"})
 
@@ -153,8 +156,9 @@ def actor(peer: Peer) -> Actor:
 @message("hold", HoldMessage, in_task=True)
 async def hold(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
     user_id = acting_user(peer, msg.get("userId"))
-    reservation = await peer.app[BOOKING].hold(user_id, peer.session_id, msg["sessionSeatIds"],
-                                               msg.get("idempotencyKey"))
+    reservation = await peer.app[BOOKING].hold_request(
+        user_id, peer.session_id, msg.get("sessionSeatIds"), msg.get("quantity"), msg.get("rows"),
+        msg.get("idempotencyKey"))
     return {"type": "hold.ok", "reservation": shapes.reservation(reservation)}
 
 

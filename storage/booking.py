@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 import redis.exceptions
@@ -31,9 +32,11 @@ from core.errors import (
     Unprocessable,
     ValidationFailed,
 )
+from storage import best_seats
+from storage.best_seats import LayoutRow, MapRow
 from storage.group_commit import HoldWriter
 from storage.redis_gate import GateEntry, SeatGate
-from storage.redis_keys import seat_value, sold_until_ms
+from storage.redis_keys import epoch_ms, seat_value, sold_until_ms
 from storage.rows import Released, Reservation, Sale, Seat, seats_from_json
 
 log = logging.getLogger("boxoffice.booking")
@@ -100,6 +103,34 @@ class Actor:
     check_owner: bool = True
 
 
+UNSWEPT_GATE_MS = 1000  # how long a repaired key of an expired, not yet swept hold keeps buyers off it
+# A best-available gate key outlives its hold by this much: the seats' keys are read by every later choice,
+# and a hold written slowly (a busy database) must not be offered again before PostgreSQL has it. The hold's
+# end (expiry sweep, release) deletes the key; a sale overwrites it.
+BEST_GATE_MARGIN_MS = 5000
+BEST_ATTEMPTS = 4  # a best-available choice PostgreSQL refuses (the gate was stale) is made again this often
+LAYOUT_CACHE = 1024  # session layouts a node keeps
+
+
+@dataclass(frozen=True)
+class SessionLayout:
+    rows: list[LayoutRow]
+
+    @property
+    def total_rows(self) -> int:
+        return len(self.rows)
+
+    def rows_named(self, labels: Sequence[str] | None) -> list[LayoutRow]:
+        if not labels:
+            return self.rows
+        unknown = sorted(set(labels) - {r.label for r in self.rows})
+        if unknown:
+            raise Unprocessable("Some rows are not in this session's room", code="rows_not_in_session",
+                                details={"rows": unknown})
+        wanted = set(labels)
+        return [r for r in self.rows if r.label in wanted]
+
+
 class Booking:
     def __init__(self, pool: asyncpg.Pool, gate: SeatGate, *, hold_ttl_seconds: int, max_seats_per_hold: int,
                  max_seats_per_user: int = 0, gate_timeout: float = 0.5,
@@ -112,6 +143,7 @@ class Booking:
         self.max_seats_per_user = max_seats_per_user
         self.gate_timeout = gate_timeout  # a hold never waits longer than this on Redis: it fails fast instead
         self.on_commit = on_commit or (lambda: None)
+        self._layouts: dict[uuid.UUID, SessionLayout] = {}
         self.writer = HoldWriter(pool, hold_ttl_ms=self.hold_ttl_ms, max_seats_per_user=max_seats_per_user,
                                  max_batch=hold_batch_max,
                                  # without the gate, concurrent batches could take overlapping seats in
@@ -146,6 +178,11 @@ class Booking:
             await self._gate_hold(session_id, seats, reservation_id, user_id, idempotency_key)
         except _PriorHold as prior:
             return prior.reservation
+        return await self._write_hold(reservation_id, user_id, session_id, seats, idempotency_key)
+
+    async def _write_hold(self, reservation_id: uuid.UUID, user_id: uuid.UUID, session_id: uuid.UUID,
+                          seats: list[uuid.UUID], idempotency_key: str | None) -> Reservation:
+        """PostgreSQL's half of a hold the gate let through (the group-committed bx_hold paths)."""
         try:
             row = await self.writer.write(reservation_id, user_id, session_id, seats, idempotency_key)
         except BaseException as exc:
@@ -165,6 +202,86 @@ class Booking:
         metrics.HOLDS.labels("ok").inc()
         self.on_commit()
         return Reservation(reservation_id, user_id, session_id, "PENDING", row.expires_at, row.seats)
+
+    async def hold_request(self, user_id: uuid.UUID, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID] | None,
+                           quantity: int | None, rows: Sequence[str] | None = None,
+                           idempotency_key: str | None = None) -> Reservation:
+        """A hold as REST and the socket ask for it: named seats, or `quantity` best available seats."""
+        if (seat_ids is None) == (quantity is None) or (rows is not None and quantity is None):
+            raise ValidationFailed("Give either sessionSeatIds, or quantity (with rows optionally)",
+                                   code="invalid_hold_request")
+        if seat_ids is not None:
+            return await self.hold(user_id, session_id, seat_ids, idempotency_key)
+        assert quantity is not None
+        return await self.hold_best(user_id, session_id, quantity, rows, idempotency_key)
+
+    # ------------------------------------------------------------------ best available
+
+    async def hold_best(self, user_id: uuid.UUID, session_id: uuid.UUID, quantity: int,
+                        rows: Sequence[str] | None = None, idempotency_key: str | None = None) -> Reservation:
+        """Hold the `quantity` best free seats (storage/best_seats.py), chosen and locked in one Redis script,
+        then written to PostgreSQL like any hold. Should PostgreSQL know better than the gate (Redis flushed),
+        the gate is repaired and the choice made again."""
+        if not 1 <= quantity <= self.max_seats_per_hold:
+            raise ValidationFailed(
+                f"A hold takes 1 to {self.max_seats_per_hold} seats", code="invalid_seat_count",
+                details={"count": quantity, "max": self.max_seats_per_hold})
+        if idempotency_key:
+            prior = await self._prior_hold(user_id, session_id, idempotency_key)
+            if prior is not None:
+                return prior
+        layout = await self.layout(session_id)
+        chosen_rows = layout.rows_named(rows)
+        for attempt in range(BEST_ATTEMPTS):
+            reservation_id = ids.uuid4()
+            seats = await self._choose_and_gate(session_id, layout, chosen_rows, quantity, reservation_id)
+            if not seats:
+                metrics.HOLDS.labels("conflict").inc()
+                raise SeatsUnavailable([], f"Fewer than {quantity} seats are free")
+            try:
+                return await self._write_hold(reservation_id, user_id, session_id, seats, idempotency_key)
+            except SeatsUnavailable:
+                if attempt == BEST_ATTEMPTS - 1:
+                    raise
+                # the gate was stale for some seats, maybe for more: bring the whole map up to date first
+                await self._repair_gate(session_id, None)
+        raise AssertionError("unreachable")
+
+    async def _choose_and_gate(self, session_id: uuid.UUID, layout: SessionLayout, rows: Sequence[LayoutRow],
+                               quantity: int, reservation_id: uuid.UUID) -> list[uuid.UUID]:
+        try:
+            seats = await self.gate.hold_best(session_id, rows, layout.total_rows, quantity, reservation_id,
+                                              self.hold_ttl_ms + BEST_GATE_MARGIN_MS)
+        except (TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+            metrics.HOLDS.labels("redis_unavailable").inc()
+            raise RedisUnavailable() from None
+        if seats is not None:
+            return seats
+        # no gate (REDIS_GATE=false): the same choice from PostgreSQL's seat map; PostgreSQL refuses a stale one
+        free = {r["id"] for r in await self.pool.fetch(
+            "SELECT id FROM session_seats WHERE session_id = $1 AND status = 'AVAILABLE'", session_id)}
+        chosen = best_seats.choose([MapRow(r.index, tuple(s not in free for s in r.seat_ids)) for r in rows],
+                                   layout.total_rows, quantity)
+        return [rows[m].seat_ids[c] for m, c in chosen or ()]
+
+    async def layout(self, session_id: uuid.UUID) -> SessionLayout:
+        """The session's rows of seats (they never change), read once per node."""
+        layout = self._layouts.get(session_id)
+        if layout is not None:
+            return layout
+        records = await self.pool.fetch(
+            "SELECT ss.id, st.row_label FROM session_seats ss JOIN seats st ON st.id = ss.seat_id"
+            " WHERE ss.session_id = $1 ORDER BY ss.position, st.seat_number", session_id)
+        if not records:
+            raise NotFound("Session not found", code="session_not_found")
+        by_label: dict[str, list[uuid.UUID]] = {}
+        for r in records:
+            by_label.setdefault(r["row_label"], []).append(r["id"])
+        layout = SessionLayout([LayoutRow(i, label, tuple(seats)) for i, (label, seats) in enumerate(by_label.items())])
+        if len(self._layouts) >= LAYOUT_CACHE:
+            self._layouts.pop(next(iter(self._layouts)))
+        self._layouts[session_id] = layout
+        return layout
 
     async def _gate_hold(self, session_id: uuid.UUID, seats: list[uuid.UUID], reservation_id: uuid.UUID,
                          user_id: uuid.UUID, idempotency_key: str | None) -> None:
@@ -188,24 +305,31 @@ class Booking:
         except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # the keys expire on their own
             log.warning("could not release gate keys of %s: %r", owner, exc)
 
-    async def _repair_gate(self, session_id: uuid.UUID, seat_ids: list[uuid.UUID]) -> None:
+    async def _repair_gate(self, session_id: uuid.UUID, seat_ids: list[uuid.UUID] | None) -> None:
         """Write the true owner of seats the gate let through although PostgreSQL has them taken (after a
-        flush or restart of Redis), so the next buyers are turned away in Redis again."""
-        if not seat_ids:
+        flush or restart of Redis, or a hold past its gate key but not yet swept), so the next buyers are
+        turned away in Redis again. `seat_ids` None: every taken seat of the session (live keys are kept)."""
+        if seat_ids is not None and not seat_ids:
             return
 
         async def true_owners() -> list[GateEntry]:
             rows = await self.pool.fetch(
                 "SELECT ss.id, ss.status, ss.reservation_id, r.expires_at, s.end_show_time FROM session_seats ss"
                 " JOIN reservations r ON r.id = ss.reservation_id JOIN sessions s ON s.id = ss.session_id"
-                " WHERE ss.id = ANY($1::uuid[]) AND ss.session_id = $2", seat_ids, session_id)
-            return [(session_id, r["id"], *seat_value(r["status"], r["reservation_id"], r["expires_at"],
-                                                      r["end_show_time"])) for r in rows]
+                " WHERE ($1::uuid[] IS NULL OR ss.id = ANY($1::uuid[])) AND ss.session_id = $2"
+                " AND ss.status <> 'AVAILABLE'", seat_ids, session_id)
+            # a hold past its time but not swept yet is still PostgreSQL's: gate it until the sweeper frees it
+            soon = epoch_ms(datetime.now(UTC)) + UNSWEPT_GATE_MS
+            entries: list[GateEntry] = []
+            for r in rows:
+                value, expire_at = seat_value(r["status"], r["reservation_id"], r["expires_at"], r["end_show_time"])
+                entries.append((session_id, r["id"], value, max(expire_at, soon)))
+            return entries
 
         try:
             await within(self.gate_timeout, self.gate.repair(true_owners))
         except (TimeoutError, redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
-            log.warning("could not repair the gate for %d seats: %r", len(seat_ids), exc)
+            log.warning("could not repair the gate for %s seats: %r", len(seat_ids) if seat_ids else "all", exc)
 
     async def _prior_hold(self, user_id: uuid.UUID, session_id: uuid.UUID, key: str,
                           wait: float = 0.0) -> Reservation | None:

@@ -24,10 +24,12 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from storage.batching import Batcher
+from storage.best_seats import LayoutRow
 from storage.redis_keys import GATE_EPOCH, seat_key
 
 LUA = Path(__file__).parent / "lua"
 log = logging.getLogger("boxoffice.gate")
+BEST_INFLIGHT = 2
 TAKE_BACK_DELAYS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # seconds between tries to undo holds Redis did not answer
 
 
@@ -50,6 +52,12 @@ class SeatGate(Protocol):
 
     async def repair(self, true_owners: Callable[[], Awaitable[Sequence[GateEntry]]]) -> int: ...
 
+    async def hold_best(self, session_id: uuid.UUID, rows: Sequence[LayoutRow], total_rows: int, quantity: int,
+                        owner: uuid.UUID, ttl_ms: int) -> list[uuid.UUID] | None:
+        """Choose the best `quantity` free seats of `rows` and hold them for `owner`; [] when fewer are free,
+        None when this gate cannot choose (the booking code then chooses from PostgreSQL)."""
+        ...
+
 
 class NoGate:
     """REDIS_GATE=false: every hold goes to PostgreSQL, nothing is written to Redis."""
@@ -70,6 +78,10 @@ class NoGate:
     async def repair(self, true_owners: Callable[[], Awaitable[Sequence[GateEntry]]]) -> int:
         return 0
 
+    async def hold_best(self, session_id: uuid.UUID, rows: Sequence[LayoutRow], total_rows: int, quantity: int,
+                        owner: uuid.UUID, ttl_ms: int) -> list[uuid.UUID] | None:
+        return None
+
 
 class RedisGate:
     screens_holds = True
@@ -83,6 +95,10 @@ class RedisGate:
         self._release = client.register_script((LUA / "release.lua").read_text())
         self._mark_sold = client.register_script((LUA / "mark_sold.lua").read_text())
         self._restore = client.register_script((LUA / "restore.lua").read_text())
+        self._hold_best = client.register_script((LUA / "hold_best.lua").read_text())
+        # best-available scripts: pipelined like the holds; few in flight, as each reads a whole map
+        self._bests: Batcher[tuple[list[str], list[str | int]], list[int]] = Batcher(
+            self._best_many, max_batch=16, max_inflight=BEST_INFLIGHT, name="gate-bests")
         # holds asked for while others are in flight share one pipelined round trip (storage.batching)
         self._holds: Batcher[tuple[list[str], list[str | int]], list[int]] = Batcher(
             self._hold_many, max_batch=64, max_inflight=4, name="gate-holds")
@@ -114,6 +130,29 @@ class RedisGate:
             if isinstance(exc, (RedisConnectionError, OSError)) and not isinstance(exc, TimeoutError):
                 self._holds.fail_waiting(exc)
             task = asyncio.create_task(self._take_back([(keys, [args[0]]) for keys, args in holds]))
+            self._take_backs.add(task)
+            task.add_done_callback(self._take_backs.discard)
+            raise
+
+    async def hold_best(self, session_id: uuid.UUID, rows: Sequence[LayoutRow], total_rows: int, quantity: int,
+                        owner: uuid.UUID, ttl_ms: int) -> list[uuid.UUID] | None:
+        """Choose and hold in one script (lua/hold_best.lua), so the choice is never stale."""
+        seat_ids = [s for row in rows for s in row.seat_ids]
+        keys = self.keys(session_id, seat_ids)
+        args: list[str | int] = [str(owner), ttl_ms, quantity, total_rows]
+        for row in rows:
+            args += [row.index, len(row.seat_ids)]
+        chosen = await self._bests.submit((keys, args))
+        return [seat_ids[int(i) - 1] for i in sorted(chosen)]
+
+    async def _best_many(self, calls: list[tuple[list[str], list[str | int]]]) -> list[list[int] | BaseException]:
+        """Run hold_best.lua for each call, pipelined in one round trip (each script still atomic on its own,
+        so each choice sees the seats the previous one took). A lost answer is taken back, as for holds."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._run_each(self._hold_best, calls)
+        except (TimeoutError, RedisConnectionError, RedisTimeoutError, OSError):
+            task = asyncio.create_task(self._take_back([(keys, [args[0]]) for keys, args in calls]))
             self._take_backs.add(task)
             task.add_done_callback(self._take_backs.discard)
             raise

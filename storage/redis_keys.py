@@ -37,3 +37,8 @@ def seat_value(status: str, reservation_id: uuid.UUID, expires_at: datetime,
     if status == "RESERVED":
         return f"H:{reservation_id}", epoch_ms(expires_at)
     return f"S:{reservation_id}", sold_until_ms(end_show_time)
+
+
+def presence_key(session_id: uuid.UUID | str) -> str:
+    """Hash of the watchers of a session: node id -> "<sockets>:<expire-at ms>" (lua/presence.lua)."""
+    return f"{PREFIX}:presence:{{s:{session_id}}}"
