@@ -18,9 +18,10 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from core.errors import RateLimited
+from core.errors import RateLimited, ValidationFailed
 from core.ratelimit import TokenBuckets
 from core.settings import Settings
+from storage.best_hold import best_seats_of, check_best_request
 from storage.booking import Booking
 from storage.limits import AddressSeats
 from storage.rows import Reservation
@@ -120,11 +121,22 @@ class Limits:
 
 
 async def hold_within_limits(limits: Limits, booking: Booking, address: str, user_id: uuid.UUID,
-                             session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID],
-                             idempotency_key: str | None) -> Reservation:
-    """`Booking.hold` behind the address's seat quota: the one door of a hold for REST and the socket."""
-    share = await limits.take_seats(address, len(seat_ids))
+                             session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID] | None,
+                             idempotency_key: str | None, *, quantity: int | None = None,
+                             rows: Sequence[str] | None = None) -> Reservation:
+    """A hold behind the address's seat quota: the one door of a hold for REST and the socket. Named seats
+    (`seat_ids`) or the `quantity` best available ones (`rows` optionally), never both."""
+    if (seat_ids is None) == (quantity is None) or (rows is not None and quantity is None):
+        raise ValidationFailed("Give either sessionSeatIds, or quantity (with rows optionally)",
+                               code="invalid_hold_request")
+    if quantity is not None:
+        check_best_request(quantity, booking.max_seats_per_hold)  # before any share of the quota is taken
+    count = quantity if quantity is not None else len(seat_ids or ())
+    share = await limits.take_seats(address, count)
     try:
+        if quantity is not None:
+            return await best_seats_of(booking).hold(user_id, session_id, quantity, rows, idempotency_key)
+        assert seat_ids is not None
         return await booking.hold(user_id, session_id, seat_ids, idempotency_key)
     except BaseException:  # a cancelled hold (a closing socket, a stopping node) holds nothing either
         await asyncio.shield(limits.seats.give_back(address, share))

@@ -151,12 +151,14 @@ def user_detail(row: User, reservations: Sequence[Reservation]) -> Body:
 
 
 def snapshot(rows: Sequence[asyncpg.Record], session_id: str, user_id: str | None, node_id: str,
-             hold_ttl_seconds: int) -> Body:
+             hold_ttl_seconds: int, watchers: int | None = None) -> Body:
     """The socket's `snapshot` message, from the seat-map records of `storage.catalog.seat_rows` (kept as
-    records: a snapshot renders thousands of them); `mine` marks the seats the socket's user holds or bought."""
+    records: a snapshot renders thousands of them); `mine` marks the seats the socket's user holds or bought;
+    `watchers` is how many sockets watch the session over every node (docs/beyond.md)."""
+    extra: Body = {} if watchers is None else {"watchers": watchers}
     return {
         "type": "snapshot", "sessionId": session_id, "nodeId": node_id, "serverTime": int(time.time() * 1000),
-        "holdTtlSeconds": hold_ttl_seconds,
+        "holdTtlSeconds": hold_ttl_seconds, **extra,
         "seats": [
             {"id": str(r["id"]), "status": r["status"], "version": r["version"], "rowLabel": r["row_label"],
              "seatNumber": r["seat_number"],

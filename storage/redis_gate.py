@@ -14,6 +14,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,7 +26,8 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from storage.batching import Batcher
-from storage.redis_keys import GATE_EPOCH, seat_key
+from storage.best_seats import LayoutRow
+from storage.redis_keys import GATE_EPOCH, layout_key, seat_key, seat_key_prefix, sold_until_ms, taken_key
 
 LUA = Path(__file__).parent / "lua"
 log = logging.getLogger("boxoffice.gate")
@@ -34,6 +36,10 @@ TAKE_BACK_DELAYS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # seconds between tries to u
 
 # (session_id, seat_id, value, expire_at_ms): one seat key as the gate should have it
 GateEntry = tuple[uuid.UUID, uuid.UUID, str, int]
+
+
+class GateInconsistent(RedisError):
+    """The session's taken set kept disagreeing with its seat keys (lua/hold_best.lua): repair, then retry."""
 
 
 class SeatGate(Protocol):
@@ -50,6 +56,14 @@ class SeatGate(Protocol):
                         until_ms: int) -> None: ...
 
     async def repair(self, true_owners: Callable[[], Awaitable[Sequence[GateEntry]]]) -> int: ...
+
+    async def hold_best(self, session_id: uuid.UUID, layout: Sequence[LayoutRow], show_ends: datetime,
+                        rows: Sequence[LayoutRow], quantity: int, owner: uuid.UUID,
+                        ttl_ms: int) -> list[uuid.UUID] | None:
+        """Choose the best `quantity` free seats of `rows` (of the session's `layout`) and hold them for `owner`;
+        [] when fewer are free, None when this gate cannot choose (the booking code then chooses from
+        PostgreSQL)."""
+        ...
 
 
 class NoGate:
@@ -71,6 +85,11 @@ class NoGate:
     async def repair(self, true_owners: Callable[[], Awaitable[Sequence[GateEntry]]]) -> int:
         return 0
 
+    async def hold_best(self, session_id: uuid.UUID, layout: Sequence[LayoutRow], show_ends: datetime,
+                        rows: Sequence[LayoutRow], quantity: int, owner: uuid.UUID,
+                        ttl_ms: int) -> list[uuid.UUID] | None:
+        return None
+
 
 class RedisGate:
     screens_holds = True
@@ -84,13 +103,18 @@ class RedisGate:
         self._release = client.register_script((LUA / "release.lua").read_text())
         self._mark_sold = client.register_script((LUA / "mark_sold.lua").read_text())
         self._restore = client.register_script((LUA / "restore.lua").read_text())
+        self._hold_best = client.register_script((LUA / "hold_best.lua").read_text())
+        # best-available scripts: pipelined like the holds (each reads one session's taken set, not its map)
+        self._bests: Batcher[tuple[list[str], list[str | int]], Any] = Batcher(
+            self._best_many, max_batch=64, max_inflight=4, name="gate-bests")
         # holds asked for while others are in flight share one pipelined round trip (storage.batching)
         self._holds: Batcher[tuple[list[str], list[str | int]], list[int]] = Batcher(
             self._hold_many, max_batch=64, max_inflight=4, name="gate-holds")
 
     @staticmethod
     def keys(session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID]) -> list[str]:
-        return [seat_key(session_id, s) for s in seat_ids]
+        """The keys a gate script gets: the session's taken set, then the seats' keys."""
+        return [taken_key(session_id), *(seat_key(session_id, s) for s in seat_ids)]
 
     async def hold(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID,
                    ttl_ms: int) -> list[uuid.UUID]:
@@ -118,6 +142,56 @@ class RedisGate:
             self._take_backs.add(task)
             task.add_done_callback(self._take_backs.discard)
             raise
+
+    async def hold_best(self, session_id: uuid.UUID, layout: Sequence[LayoutRow], show_ends: datetime,
+                        rows: Sequence[LayoutRow], quantity: int, owner: uuid.UUID,
+                        ttl_ms: int) -> list[uuid.UUID] | None:
+        """Choose and hold in one script (lua/hold_best.lua), so the choice is never stale. The script reads the
+        session's taken set and its layout (written here the first time, or again after a flush)."""
+        keys = [taken_key(session_id), layout_key(session_id)]
+        args: list[str | int] = [str(owner), ttl_ms, quantity, seat_key_prefix(session_id)]
+        if len(rows) != len(layout):
+            args += [row.index for row in rows]
+        for _ in range(2):
+            try:
+                chosen = await self._bests.submit((keys, args))
+            except (TimeoutError, RedisConnectionError, RedisTimeoutError, OSError):
+                # the script may have run all the same: take back whatever it held (compare-and-delete by owner)
+                every_seat = [s for row in layout for s in row.seat_ids]
+                task = asyncio.create_task(self._take_back([(self.keys(session_id, every_seat), [str(owner)])]))
+                self._take_backs.add(task)
+                task.add_done_callback(self._take_backs.discard)
+                raise
+            if chosen == -1:
+                await self.write_layout(session_id, layout, show_ends)
+                continue
+            if chosen == -2:
+                raise GateInconsistent("the taken set disagrees with the seat keys")
+            return [uuid.UUID(i.decode() if isinstance(i, bytes) else i) for i in chosen]
+        raise GateInconsistent("the layout could not be written")
+
+    async def write_layout(self, session_id: uuid.UUID, layout: Sequence[LayoutRow], show_ends: datetime) -> None:
+        """The session's seats for lua/hold_best.lua: row lengths, the ids in seat order, each id's position.
+        Kept until the show is over (as sold seats' keys are)."""
+        mapping: dict[str, str | int] = {"rows": ",".join(str(len(row.seat_ids)) for row in layout),
+                                         "ids": "".join(str(s) for row in layout for s in row.seat_ids)}
+        position = 0
+        for row in layout:
+            for seat in row.seat_ids:
+                mapping[str(seat)] = position
+                position += 1
+        key = layout_key(session_id)
+        async with asyncio.timeout(self.timeout):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+            pipe.pexpireat(key, sold_until_ms(show_ends))
+            await pipe.execute()
+
+    async def _best_many(self, calls: list[tuple[list[str], list[str | int]]]) -> list[Any]:
+        """Run hold_best.lua for each call, pipelined in one round trip (each script still atomic on its own,
+        so each choice sees the seats the previous one took). A lost answer is taken back by `hold_best`."""
+        async with asyncio.timeout(self.timeout):
+            return await self._run_each(self._hold_best, calls)
 
     async def _run_each(self, script: AsyncScript, calls: Sequence[tuple[list[str], list[str | int]]]) -> list[Any]:
         """Run `script` once per (keys, args): alone, or pipelined (each call still atomic on its own).
@@ -171,7 +245,7 @@ class RedisGate:
         await asyncio.gather(*self._take_backs, return_exceptions=True)
 
     async def release(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID) -> int:
-        """Delete only the keys `owner` has (compare-and-delete)."""
+        """Delete only the keys `owner` has (compare-and-delete), and their taken-set entries."""
         if not seat_ids:
             return 0
         return int(await self._release(keys=self.keys(session_id, seat_ids), args=[str(owner)]))

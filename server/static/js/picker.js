@@ -5,6 +5,7 @@
  */
 
 import { api } from "./api.js";
+import { bestAvailableControl } from "./beyond.js";
 import {
   bySeatOrder, clock, epochMs, h, icon, money, plural, posterStyle, runtime, seatCode, seatList, seatName, showDay, showTime, uuid4,
 } from "./format.js";
@@ -396,17 +397,18 @@ class SessionPage {
    * Send the hold with an idempotency key. If the connection drops (or the reply is late) the same key is sent
    * again once the socket is back: had the first try held the seats, the server answers with that reservation.
    */
-  async sendHold(ids, key, attempt) {
+  async sendHold(ids, key, attempt, best = null) {
     this.inflight = new Set(ids);
     this.phase = "holding";
     this.renderPanel();
     let reply;
     try {
-      reply = await this.live.request({ type: "hold", sessionSeatIds: ids, idempotencyKey: key });
+      // `best`: {quantity}, the server chooses the seats (best available)
+      reply = await this.live.request({ type: "hold", ...(best ?? { sessionSeatIds: ids }), idempotencyKey: key });
     } catch (error) {
       if (this.destroyed) return;
       if (attempt < 2) {
-        this.pendingHold = { ids, key, attempt: attempt + 1 };
+        this.pendingHold = { ids, key, attempt: attempt + 1, best };
         if (this.live.isOpen()) {
           this.resumeHold();
         } else {
@@ -437,7 +439,7 @@ class SessionPage {
   resumeHold() {
     const pending = this.pendingHold;
     this.pendingHold = null;
-    if (pending && !this.destroyed) this.sendHold(pending.ids, pending.key, pending.attempt);
+    if (pending && !this.destroyed) this.sendHold(pending.ids, pending.key, pending.attempt, pending.best);
   }
 
   holdRefused(reply, ids) {
@@ -777,7 +779,11 @@ class SessionPage {
       parts.push(h("div", { class: "empty-pick" },
         h("div", { class: "empty-seat", "aria-hidden": "true" }),
         h("p", {}, this.bookable ? "Pick your seats on the map." : "Booking is closed for this show."),
-        this.bookable ? h("p", { class: "hint" }, `Click or tap a seat, or use the arrow keys and Enter. Up to ${MAX_SEATS} seats.`) : null));
+        this.bookable ? h("p", { class: "hint" }, `Click or tap a seat, or use the arrow keys and Enter. Up to ${MAX_SEATS} seats.`) : null,
+        this.bookable ? bestAvailableControl({
+          maxSeats: MAX_SEATS, disabled: phase !== "browse" && phase !== "bought",
+          hold: (quantity) => this.live?.isOpen() && this.sendHold([], uuid4(), 0, { quantity }),
+        }) : null));
     } else {
       parts.push(h("ul", { class: "chips", "aria-label": holding ? "Seats held for you" : "Selected seats" },
         listed.map((seat) => h("li", { class: `chip${holding ? " chip-held" : ""}` },
