@@ -13,6 +13,7 @@ import math
 import socket
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -120,12 +121,21 @@ class Limits:
             self.sockets.pop(address, None)
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A hold's answer: the reservation, and the free seats it leaves alone (the no-orphan rule's warning)."""
+
+    reservation: Reservation
+    stranded: list[uuid.UUID]
+
+
 async def hold_within_limits(limits: Limits, booking: Booking, address: str, user_id: uuid.UUID,
                              session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID] | None,
                              idempotency_key: str | None, *, quantity: int | None = None,
-                             rows: Sequence[str] | None = None) -> Reservation:
+                             rows: Sequence[str] | None = None) -> Held:
     """A hold behind the address's seat quota: the one door of a hold for REST and the socket. Named seats
-    (`seat_ids`) or the `quantity` best available ones (`rows` optionally), never both."""
+    (`seat_ids`) or the `quantity` best available ones (`rows` optionally), never both. The answer says which
+    free seats the hold leaves alone (a warning: the hold is made all the same; docs/beyond.md)."""
     if (seat_ids is None) == (quantity is None) or (rows is not None and quantity is None):
         raise ValidationFailed("Give either sessionSeatIds, or quantity (with rows optionally)",
                                code="invalid_hold_request")
@@ -133,11 +143,14 @@ async def hold_within_limits(limits: Limits, booking: Booking, address: str, use
         check_best_request(quantity, booking.max_seats_per_hold)  # before any share of the quota is taken
     count = quantity if quantity is not None else len(seat_ids or ())
     share = await limits.take_seats(address, count)
+    best = best_seats_of(booking)
     try:
         if quantity is not None:
-            return await best_seats_of(booking).hold(user_id, session_id, quantity, rows, idempotency_key)
-        assert seat_ids is not None
-        return await booking.hold(user_id, session_id, seat_ids, idempotency_key)
+            reservation = await best.hold(user_id, session_id, quantity, rows, idempotency_key)
+        else:
+            assert seat_ids is not None
+            reservation = await booking.hold(user_id, session_id, seat_ids, idempotency_key)
     except BaseException:  # a cancelled hold (a closing socket, a stopping node) holds nothing either
         await asyncio.shield(limits.seats.give_back(address, share))
         raise
+    return Held(reservation, await best.stranded_by(session_id, [s.id for s in reservation.seats]))

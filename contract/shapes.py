@@ -106,6 +106,16 @@ def seat_map(row: SeatMap) -> Body:
             "seats": [session_seat(s) for s in row.seats]}
 
 
+def held(row: Reservation, stranded: Sequence[uuid.UUID]) -> Body:
+    """A hold's answer (REST 201, the socket's `hold.ok` reservation): the reservation, and when the hold leaves
+    free seats alone, `warnings` (docs/beyond.md: the no-orphan rule warns, it does not refuse)."""
+    out = reservation(row)
+    if stranded:
+        out["warnings"] = [{"code": "seats_stranded", "message": "This hold leaves single seats alone beside it",
+                            "sessionSeatIds": [str(s) for s in stranded]}]
+    return out
+
+
 def reservation(row: Reservation, with_user: bool = True) -> Body:
     """A reservation (REST body, the socket's `hold.ok`) with its seats, both ours (`seats`) and the StarSoft
     API's (`reservationSeats`, `seatLabels`), and its session and user when read."""

@@ -39,16 +39,16 @@ def idempotency_key(request: web.Request) -> str | None:
       responses=HOLD_ERRORS)
 @request_schema(s.ReservationCreateSchema)
 @headers_schema(s.IdempotencyHeaderSchema)
-@response_schema(s.ReservationSchema, 201)
+@response_schema(s.HeldReservationSchema, 201)
 @signed_in
 async def create_reservation(request: web.Request) -> web.Response:
     body = request["data"]
     user_id = await acting_user(request, body.get("userId"))
     limits = request.app[LIMITS]
-    reservation = await hold_within_limits(limits, request.app[BOOKING], limits.client_ip(request), user_id,
-                                           body["sessionId"], body.get("sessionSeatIds"), idempotency_key(request),
-                                           quantity=body.get("quantity"), rows=body.get("rows"))
-    return web.json_response(shapes.reservation(reservation), status=201)
+    held = await hold_within_limits(limits, request.app[BOOKING], limits.client_ip(request), user_id,
+                                    body["sessionId"], body.get("sessionSeatIds"), idempotency_key(request),
+                                    quantity=body.get("quantity"), rows=body.get("rows"))
+    return web.json_response(shapes.held(held.reservation, held.stranded), status=201)
 
 
 @docs(tags=["reservations"], summary="Read a reservation (owner or admin)",

@@ -287,6 +287,17 @@ class ReservationSchema(ReservationCoreSchema):
     user = fields.Nested(UserSchema, required=True)
 
 
+class HoldWarningSchema(Schema):
+    code = fields.String(required=True, metadata={"description": "seats_stranded"})
+    message = fields.String(required=True)
+    sessionSeatIds = fields.List(fields.UUID(), required=True, metadata={"description": "the seats left alone"})
+
+
+class HeldReservationSchema(ReservationSchema):
+    warnings = fields.List(fields.Nested(HoldWarningSchema), metadata={
+        "description": "only when the hold leaves single free seats alone (docs/beyond.md, the no-orphan rule)"})
+
+
 class UserDetailSchema(UserSchema):
     reservations = fields.List(fields.Nested(ReservationCoreSchema), required=True,
                                metadata={"description": "the newest 100, any status"})

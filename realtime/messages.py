@@ -173,10 +173,10 @@ async def actor(peer: Peer) -> Actor:
 async def hold(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
     user_id = await acting_user(peer, msg.get("userId"))
     peer.take_write(user_id)
-    reservation = await hold_within_limits(peer.app[LIMITS], peer.app[BOOKING], peer.address, user_id,
-                                           peer.session_id, msg.get("sessionSeatIds"), msg.get("idempotencyKey"),
-                                           quantity=msg.get("quantity"), rows=msg.get("rows"))
-    return {"type": "hold.ok", "reservation": shapes.reservation(reservation)}
+    held = await hold_within_limits(peer.app[LIMITS], peer.app[BOOKING], peer.address, user_id,
+                                    peer.session_id, msg.get("sessionSeatIds"), msg.get("idempotencyKey"),
+                                    quantity=msg.get("quantity"), rows=msg.get("rows"))
+    return {"type": "hold.ok", "reservation": shapes.held(held.reservation, held.stranded)}
 
 
 @message("release", ReleaseMessage, in_task=True)

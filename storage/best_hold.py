@@ -6,6 +6,7 @@ The one implementation REST and the socket both reach, through `contract.limits.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 import weakref
@@ -13,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
 import redis.exceptions
 
 from core import ids, metrics
@@ -44,6 +46,11 @@ class SessionLayout:
     @property
     def total_rows(self) -> int:
         return len(self.rows)
+
+    @functools.cached_property
+    def places(self) -> dict[uuid.UUID, tuple[int, int]]:
+        """Each seat's (row, place in the row)."""
+        return {seat: (m, c) for m, row in enumerate(self.rows) for c, seat in enumerate(row.seat_ids)}
 
     def rows_named(self, labels: Sequence[str] | None) -> list[LayoutRow]:
         if not labels:
@@ -128,6 +135,39 @@ class BestSeats:
             return [rows[m].seat_ids[c] for m, c in chosen or ()]
         metrics.HOLDS.labels("redis_unavailable").inc()
         raise RedisUnavailable()
+
+    async def stranded_by(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+        """The free seats a hold of `seat_ids` (just made) leaves alone: a free seat beside a held one whose other
+        side is a taken seat or the row's end (docs/beyond.md, the no-orphan rule). Read from the gate (one
+        MGET), or PostgreSQL without one; a failure to read tells nothing (an empty list), it never fails the
+        hold."""
+        try:
+            layout = await self.layout(session_id)
+        except NotFound:
+            return []
+        held = set(seat_ids)
+        beside: list[tuple[uuid.UUID, uuid.UUID | None]] = []  # (a free neighbour, the seat past it or the end)
+        for seat in held:
+            m, c = layout.places.get(seat, (-1, -1))
+            row = layout.rows[m].seat_ids if m >= 0 else ()
+            for step in (-1, 1):
+                if 0 <= c + step < len(row) and row[c + step] not in held:
+                    past = c + 2 * step
+                    beside.append((row[c + step], row[past] if 0 <= past < len(row) else None))
+        if not beside:
+            return []
+        ask = sorted({x for pair in beside for x in pair if x is not None and x not in held})
+        try:
+            taken = await self.booking.gate.taken_among(session_id, ask)
+            if taken is None:
+                taken = {r["id"] for r in await self.booking.pool.fetch(
+                    "SELECT id FROM session_seats WHERE id = ANY($1::uuid[]) AND status <> 'AVAILABLE'", ask)}
+        except (TimeoutError, redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
+            log.debug("could not check a hold for stranded seats: %r", exc)
+            return []
+        stranded = {seat for seat, past in beside
+                    if seat not in taken and (past is None or past in held or past in taken)}
+        return sorted(stranded, key=layout.places.__getitem__)
 
     async def layout(self, session_id: uuid.UUID) -> SessionLayout:
         """The session's rows of seats, read once per node."""

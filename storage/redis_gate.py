@@ -57,6 +57,10 @@ class SeatGate(Protocol):
 
     async def repair(self, true_owners: Callable[[], Awaitable[Sequence[GateEntry]]]) -> int: ...
 
+    async def taken_among(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID]) -> set[uuid.UUID] | None:
+        """Which of these seats the gate has held or sold; None when this gate cannot tell."""
+        ...
+
     async def hold_best(self, session_id: uuid.UUID, layout: Sequence[LayoutRow], show_ends: datetime,
                         rows: Sequence[LayoutRow], quantity: int, owner: uuid.UUID,
                         ttl_ms: int) -> list[uuid.UUID] | None:
@@ -84,6 +88,9 @@ class NoGate:
 
     async def repair(self, true_owners: Callable[[], Awaitable[Sequence[GateEntry]]]) -> int:
         return 0
+
+    async def taken_among(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID]) -> set[uuid.UUID] | None:
+        return None
 
     async def hold_best(self, session_id: uuid.UUID, layout: Sequence[LayoutRow], show_ends: datetime,
                         rows: Sequence[LayoutRow], quantity: int, owner: uuid.UUID,
@@ -249,6 +256,14 @@ class RedisGate:
         if not seat_ids:
             return 0
         return int(await self._release(keys=self.keys(session_id, seat_ids), args=[str(owner)]))
+
+    async def taken_among(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID]) -> set[uuid.UUID] | None:
+        """Which of these seats have a key (held or sold): one MGET, bounded by the gate's timeout."""
+        if not seat_ids:
+            return set()
+        async with asyncio.timeout(self.timeout):
+            values = await self.client.mget([seat_key(session_id, s) for s in seat_ids])
+        return {seat for seat, value in zip(seat_ids, values, strict=True) if value is not None}
 
     async def mark_sold(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID,
                         until_ms: int) -> None:
