@@ -1,10 +1,10 @@
 """Benchmark: a best-available hold (`{sessionId, quantity}`) against a hold of known seats, on one node,
 interleaved run by run (the machine is shared and noisy: compare the ratio of the medians), not a test.
 
-Both kinds hold one seat per request, 64 clients by default, on demo-sized sessions (10 rows x 16 seats, the
-size the best-available script reads per call): known seats are spread over the same sessions.
+Both kinds hold one seat per request, 64 clients by default, on demo-sized sessions (10 rows x 16 seats by
+default; `--rows`/`--per-row` for bigger rooms): known seats are spread over the same sessions.
 
-Run:  .venv/bin/python -m loadtests.bench_best [--clients 64] [--holds 1600] [--repeat 3]
+Run:  .venv/bin/python -m loadtests.bench_best [--clients 64] [--holds 1600] [--repeat 3] [--rows 10 --per-row 16]
 """
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ from server.embedded import EmbeddedStack
 ROWS, PER_ROW = 10, 16
 
 
-async def holds(url: str, clients: int, count: int, best: bool) -> dict[str, Any]:
-    per_session = ROWS * PER_ROW
+async def holds(url: str, clients: int, count: int, best: bool, rows: int = ROWS,
+                per_row: int = PER_ROW) -> dict[str, Any]:
+    per_session = rows * per_row
     async with aiohttp.ClientSession() as http:
         count_sessions = (count + per_session - 1) // per_session
-        sessions = [await make_session(http, url, ROWS, PER_ROW) for _ in range(count_sessions)]
+        sessions = [await make_session(http, url, rows, per_row) for _ in range(count_sessions)]
         tokens = await make_users(http, url, max(clients, count // USER_HOLDS))
     bodies: list[dict[str, Any]] = []
     for i in range(count):  # round robin over the sessions: each gets at most its number of seats
@@ -71,6 +72,8 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--holds", type=int, default=1600)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=ROWS)
+    parser.add_argument("--per-row", type=int, default=PER_ROW)
     parser.add_argument("--out", default="loadtests/results/bench_best.json")
     args = parser.parse_args()
     command = "python -m loadtests.bench_best " + " ".join(sys.argv[1:])
@@ -81,11 +84,13 @@ async def main() -> None:
         urls = stack.start()
         try:
             async with Node(urls) as node:
-                await holds(node.url, args.clients, 320, best=False)  # warm-up, not counted
-                await holds(node.url, args.clients, 320, best=True)
+                room = {"rows": args.rows, "per_row": args.per_row}
+                await holds(node.url, args.clients, 320, best=False, **room)  # warm-up, not counted
+                await holds(node.url, args.clients, 320, best=True, **room)
                 for i in range(args.repeat):
                     for kind in ("known", "best") if i % 2 == 0 else ("best", "known"):
-                        runs[kind].append(await holds(node.url, args.clients, args.holds, best=kind == "best"))
+                        runs[kind].append(await holds(node.url, args.clients, args.holds, best=kind == "best",
+                                                      **room))
                     print(f"run {i + 1}/{args.repeat}: " + json.dumps({k: v[-1] for k, v in runs.items()}), flush=True)
         finally:
             stack.stop()

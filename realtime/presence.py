@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -56,19 +57,21 @@ class Presence:
         sessions = sorted(set(counts) | set(self.totals))  # a session left since the last tick reports 0
         if not sessions:
             return
-        now_ms = int(time.time() * 1000)
-        pipe = self.redis.pipeline(transaction=False)
-        for sid in sessions:
-            pipe.evalsha(self.script.sha, 1, presence_key(sid), self.node_id, counts.get(sid, 0), now_ms,
-                         PRESENCE_TTL_MS)
+        calls: list[tuple[list[str], list[str | int]]] = [
+            ([presence_key(sid)], [self.node_id, counts.get(sid, 0), PRESENCE_TTL_MS]) for sid in sessions]
         async with asyncio.timeout(self.timeout):
-            totals = await pipe.execute(raise_on_error=False)
+            if isinstance(self.redis, RedisCluster):  # a cluster pipeline refuses scripts: one call per session
+                totals: list[Any] = await asyncio.gather(*(self.script(keys=k, args=a) for k, a in calls),
+                                                         return_exceptions=True)
+            else:
+                pipe = self.redis.pipeline(transaction=False)
+                for keys, args in calls:
+                    pipe.evalsha(self.script.sha, len(keys), *keys, *args)
+                totals = await pipe.execute(raise_on_error=False)
             for i, total in enumerate(totals):
                 if isinstance(total, NoScriptError):  # Redis restarted or flushed its scripts: this loads it
-                    totals[i] = await self.script(keys=[presence_key(sessions[i])],
-                                                  args=[self.node_id, counts.get(sessions[i], 0), now_ms,
-                                                        PRESENCE_TTL_MS])
-                elif isinstance(total, Exception):
+                    totals[i] = await self.script(keys=calls[i][0], args=calls[i][1])
+                elif isinstance(total, BaseException):
                     raise total
         now = time.monotonic()
         for sid, total in zip(sessions, totals, strict=True):

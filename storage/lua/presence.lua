@@ -1,11 +1,13 @@
 -- One node's count of a session's sockets, and the session's total over every live node.
 -- KEYS[1]: the session's presence hash (node -> "<count>:<expire-at ms>").
--- ARGV[1]: node id, ARGV[2]: its sockets (0: it has none), ARGV[3]: now ms, ARGV[4]: how long the count lives (ms).
+-- ARGV[1]: node id, ARGV[2]: its sockets (0: it has none), ARGV[3]: how long the count lives (ms).
+-- Times are Redis's own clock, so the nodes' clocks need not agree.
 local key = KEYS[1]
 local node = ARGV[1]
 local count = tonumber(ARGV[2])
-local now_ms = tonumber(ARGV[3])
-local ttl_ms = tonumber(ARGV[4])
+local ttl_ms = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 if count > 0 then
   redis.call('HSET', key, node, count .. ':' .. (now_ms + ttl_ms))
