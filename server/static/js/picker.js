@@ -5,7 +5,7 @@
  */
 
 import { api } from "./api.js";
-import { bestAvailableControl } from "./beyond.js";
+import { bestAvailableControl, strandedBy, strandedHint } from "./beyond.js";
 import {
   bySeatOrder, clock, epochMs, h, icon, money, plural, posterStyle, runtime, seatCode, seatList, seatName, showDay, showTime, uuid4,
 } from "./format.js";
@@ -31,6 +31,8 @@ const HOLD_ERRORS = {
   unauthorized: "Your guest pass was not recognised; we made you a new one. Try again.",
   redis_unavailable: "The box office is busy right now. Try again in a moment.",
   database_unavailable: "The box office is busy right now. Try again in a moment.",
+  seats_unavailable: "Not that many seats are free any more. Try fewer, or pick them on the map.",
+  address_quota_exceeded: "This connection already holds as many seats as it may. Buy or release some first.",
 };
 
 export function mountSessionPage(main, sessionId) {
@@ -64,6 +66,7 @@ class SessionPage {
     this.destroyed = false;
     this.lostAt = 0;
     this.pendingHold = null;
+    this.bestQuantity = 2;
   }
 
   // ------------------------------------------------------------------ lifecycle
@@ -393,6 +396,18 @@ class SessionPage {
     await this.sendHold([...this.selection], uuid4(), 0);
   }
 
+  /** "Best available: [n] seats": the server chooses the seats and holds them in one step. */
+  async doBestHold(quantity) {
+    if (this.phase !== "browse" && this.phase !== "bought") return;
+    if (this.hold || this.inflight.size) return;
+    if (!this.live?.isOpen()) {
+      toast("The live connection is not up yet. Try again in a moment.", { tone: "warn", key: "hold" });
+      return;
+    }
+    this.clearSelection();
+    await this.sendHold([], uuid4(), 0, { quantity });
+  }
+
   /**
    * Send the hold with an idempotency key. If the connection drops (or the reply is late) the same key is sent
    * again once the socket is back: had the first try held the seats, the server answers with that reservation.
@@ -509,6 +524,9 @@ class SessionPage {
       id: reservation.id, expiresAtMs, totalMs: ttlMs, idempotencyKey,
       seatIds: new Set(reservation.seats.map((s) => s.id)),
       seats: reservation.seats,
+      // the no-orphan rule warns (docs/beyond.md): the free seats this hold leaves alone
+      stranded: (reservation.warnings || []).flatMap((w) => w.sessionSeatIds || [])
+        .map((id) => this.seats.get(id)).filter(Boolean),
       // A fresh hold's own message already gives its time; the warning is for a clock that runs down to it.
       warned: announce && expiresAtMs - serverNow <= URGENT_MS,
     };
@@ -781,8 +799,10 @@ class SessionPage {
         h("p", {}, this.bookable ? "Pick your seats on the map." : "Booking is closed for this show."),
         this.bookable ? h("p", { class: "hint" }, `Click or tap a seat, or use the arrow keys and Enter. Up to ${MAX_SEATS} seats.`) : null,
         this.bookable ? bestAvailableControl({
-          maxSeats: MAX_SEATS, disabled: phase !== "browse" && phase !== "bought",
-          hold: (quantity) => this.live?.isOpen() && this.sendHold([], uuid4(), 0, { quantity }),
+          maxSeats: MAX_SEATS, quantity: this.bestQuantity,
+          disabled: (phase !== "browse" && phase !== "bought") || this.connState !== "open",
+          onChange: (n) => { this.bestQuantity = n; },
+          hold: (n) => this.doBestHold(n),
         }) : null));
     } else {
       parts.push(h("ul", { class: "chips", "aria-label": holding ? "Seats held for you" : "Selected seats" },
@@ -794,6 +814,9 @@ class SessionPage {
             class: "chip-remove", type: "button", "aria-label": `Remove ${seatName(seat)} from your selection`,
             onclick: () => this.activate(seat),
           }, "×")))));
+      const hint = holding ? strandedHint(this.hold.stranded || [], true)
+        : strandedHint(strandedBy(this.seats, [...this.selection]));
+      if (hint) parts.push(hint);
     }
 
     if (listed.length && phase !== "bought") {
