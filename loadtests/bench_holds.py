@@ -4,7 +4,7 @@
   (b) a rush of 2,000 clients on one 160-seat session: time to sell out, hold answers/s, p99, double sales;
   (c) the same rush with the Redis gate off (database-only path), measured in the same run -> the ratio.
 
-Run:  .venv/bin/python -m loadtests.bench_holds [--clients 64] [--holds 6000] [--rush-clients 2000] [--repeat 3]
+Run:  .venv/bin/python -m loadtests.bench_holds [--clients 64] [--holds 5000] [--rush-clients 2000] [--repeat 3]
 It starts its own embedded services and node processes, prints the figures and the command, and writes JSON.
 """
 
@@ -279,7 +279,7 @@ def write_summary(out: str, summary: dict[str, Any], runs: dict[str, list[dict[s
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=64)
-    parser.add_argument("--holds", type=int, default=6000)
+    parser.add_argument("--holds", type=int, default=5000)  # one session: a room holds 5,000 seats at most
     parser.add_argument("--rush-clients", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", default="loadtests/results/bench_holds.json")

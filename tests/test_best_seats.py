@@ -80,6 +80,18 @@ def test_no_seat_is_stranded_when_a_choice_without_one_exists(case: tuple[list[M
         assert chosen is not None and stranded_after(rows, chosen) == 0
 
 
+@settings(max_examples=400, deadline=None)
+@given(seat_maps(max_rows=4, max_seats=9))
+def test_seats_sit_together_whenever_a_block_strands_nobody(case: tuple[list[MapRow], int, int]) -> None:
+    rows, total_rows, quantity = case
+    chosen = choose(rows, total_rows, quantity)
+    together = [(m, start) for m, row in enumerate(rows) for start in range(len(row.taken) - quantity + 1)
+                if not any(row.taken[start:start + quantity])
+                and stranded_after(rows, [(m, c) for c in range(start, start + quantity)]) == 0]
+    if together:
+        assert chosen is not None and block_count(chosen) == 1 and len({m for m, _ in chosen}) == 1
+
+
 def test_the_middle_of_the_middle_row_goes_first() -> None:
     rows = [MapRow(i, (False,) * 9) for i in range(5)]
     assert choose(rows, 5, 3) == [(2, 3), (2, 4), (2, 5)]
