@@ -142,22 +142,17 @@ async def hold_within_limits(limits: Limits, booking: Booking, address: str, use
     if quantity is not None:
         check_best_request(quantity, booking.max_seats_per_hold)  # before any share of the quota is taken
     count = quantity if quantity is not None else len(seat_ids or ())
-    share = await limits.take_seats(address, count)
     best = best_seats_of(booking)
-    # Named seats: their neighbours are read while the hold runs, not after it (no round trip added to the
-    # hold's time; a neighbour that changes meanwhile makes the warning a moment old, never the hold wrong).
-    check = asyncio.create_task(best.stranded_by(session_id, seat_ids)) if seat_ids else None
+    # named seats: the gate looks at their neighbours in the hold's own script (the no-orphan rule's warning)
+    watch = await best.watch_for(session_id, seat_ids) if seat_ids else None
+    share = await limits.take_seats(address, count)
     try:
         if quantity is not None:
             reservation = await best.hold(user_id, session_id, quantity, rows, idempotency_key)
         else:
             assert seat_ids is not None
-            reservation = await booking.hold(user_id, session_id, seat_ids, idempotency_key)
+            reservation = await booking.hold(user_id, session_id, seat_ids, idempotency_key, watch)
     except BaseException:  # a cancelled hold (a closing socket, a stopping node) holds nothing either
-        if check is not None:
-            check.cancel()
         await asyncio.shield(limits.seats.give_back(address, share))
         raise
-    if check is None:
-        return Held(reservation, await best.stranded_by(session_id, [s.id for s in reservation.seats]))
-    return Held(reservation, await check)
+    return Held(reservation, await best.stranded_by(session_id, [s.id for s in reservation.seats], watch))

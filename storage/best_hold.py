@@ -22,7 +22,7 @@ from storage import best_seats
 from storage.best_seats import LayoutRow, MapRow
 from storage.booking import Booking
 from storage.faults import RedisUnavailable
-from storage.redis_gate import GateInconsistent
+from storage.redis_gate import GateInconsistent, Watch
 from storage.rows import Reservation
 
 log = logging.getLogger("boxoffice.best")
@@ -135,31 +135,42 @@ class BestSeats:
         metrics.HOLDS.labels("redis_unavailable").inc()
         raise RedisUnavailable()
 
-    async def stranded_by(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
-        """The free seats a hold of `seat_ids` leaves alone: a free seat beside a held one whose other side is a
-        taken seat or the row's end (docs/beyond.md, the no-orphan rule). Read from the gate (one MGET), or
-        PostgreSQL without one. A warning never fails a hold: whatever goes wrong tells nothing (an empty list)."""
+    async def watch_for(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID]) -> Watch | None:
+        """What a hold of `seat_ids` should have the gate look at for the no-orphan rule (docs/beyond.md): each held
+        seat's free-or-not neighbour and the seat past it. None when the session's rows cannot be read (no
+        warning then; the hold itself goes on and answers for the session)."""
         try:
-            return await self._stranded_by(session_id, seat_ids)
+            layout = await self.layout(session_id)
+        except Exception as exc:  # noqa: BLE001 - a warning never fails a hold
+            log.debug("no layout for the no-orphan rule: %r", exc)
+            return None
+        held = set(seat_ids)
+        beside = _beside(layout, held)
+        return Watch(sorted({x for pair in beside for x in pair if x is not None and x not in held}))
+
+    async def stranded_by(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID],
+                          watch: Watch | None = None) -> list[uuid.UUID]:
+        """The free seats a hold of `seat_ids` leaves alone: a free seat beside a held one whose other side is a
+        taken seat or the row's end. From what the gate saw in the hold's own script (`watch`), else read now
+        from the gate (one MGET) or PostgreSQL without one. A warning never fails a hold: whatever goes wrong
+        tells nothing (an empty list)."""
+        try:
+            return await self._stranded_by(session_id, seat_ids, watch)
         except Exception as exc:  # noqa: BLE001 - a layout or neighbour read that failed: no warning
             log.debug("could not check a hold for stranded seats: %r", exc)
             return []
 
-    async def _stranded_by(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    async def _stranded_by(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID],
+                           watch: Watch | None) -> list[uuid.UUID]:
         layout = await self.layout(session_id)
         held = set(seat_ids)
-        beside: list[tuple[uuid.UUID, uuid.UUID | None]] = []  # (a free neighbour, the seat past it or the end)
-        for seat in held:
-            m, c = layout.places.get(seat, (-1, -1))
-            row = layout.rows[m].seat_ids if m >= 0 else ()
-            for step in (-1, 1):
-                if 0 <= c + step < len(row) and row[c + step] not in held:
-                    past = c + 2 * step
-                    beside.append((row[c + step], row[past] if 0 <= past < len(row) else None))
+        beside = _beside(layout, held)
         if not beside:
             return []
-        ask = sorted({x for pair in beside for x in pair if x is not None and x not in held})
-        taken = await self.booking.gate.taken_among(session_id, ask)
+        taken = watch.taken if watch is not None else None
+        if taken is None:
+            ask = sorted({x for pair in beside for x in pair if x is not None and x not in held})
+            taken = await self.booking.gate.taken_among(session_id, ask)
         if taken is None:
             taken = {r["id"] for r in await self.booking.pool.fetch(
                 "SELECT id FROM session_seats WHERE id = ANY($1::uuid[]) AND status <> 'AVAILABLE'", ask)}
@@ -187,6 +198,20 @@ class BestSeats:
             self._layouts.pop(next(iter(self._layouts)))
         self._layouts[session_id] = layout
         return layout
+
+
+def _beside(layout: SessionLayout, held: set[uuid.UUID]) -> list[tuple[uuid.UUID, uuid.UUID | None]]:
+    """Each free-or-not neighbour of a held seat that is not held itself, with the seat past it (None: the row's
+    end)."""
+    beside: list[tuple[uuid.UUID, uuid.UUID | None]] = []
+    for seat in held:
+        m, c = layout.places.get(seat, (-1, -1))
+        row = layout.rows[m].seat_ids if m >= 0 else ()
+        for step in (-1, 1):
+            if 0 <= c + step < len(row) and row[c + step] not in held:
+                past = c + 2 * step
+                beside.append((row[c + step], row[past] if 0 <= past < len(row) else None))
+    return beside
 
 
 _of: weakref.WeakKeyDictionary[Booking, BestSeats] = weakref.WeakKeyDictionary()

@@ -34,7 +34,7 @@ from core.errors import (
 from storage import details
 from storage.faults import RedisUnavailable, service_fault
 from storage.group_commit import HoldWriter
-from storage.redis_gate import GateEntry, SeatGate
+from storage.redis_gate import GateEntry, SeatGate, Watch
 from storage.redis_keys import epoch_ms, seat_value, sold_until_ms
 from storage.rows import Released, Reservation, Sale
 
@@ -125,8 +125,9 @@ class Booking:
         return list(seat_ids)
 
     async def hold(self, user_id: uuid.UUID, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID],
-                   idempotency_key: str | None = None) -> Reservation:
-        """Hold every seat for the user, or none. Returns the reservation."""
+                   idempotency_key: str | None = None, watch: Watch | None = None) -> Reservation:
+        """Hold every seat for the user, or none. Returns the reservation. `watch`: seats the gate looks at in the
+        same step (storage.redis_gate.Watch)."""
         seats = self.check_seat_list(seat_ids)
         same = same_seats(seats)
         if idempotency_key:
@@ -135,7 +136,7 @@ class Booking:
                 return prior
         reservation_id = ids.uuid4()
         try:
-            await self._gate_hold(session_id, seats, reservation_id, user_id, idempotency_key)
+            await self._gate_hold(session_id, seats, reservation_id, user_id, idempotency_key, watch)
         except _PriorHold as prior:
             return prior.reservation
         return await self.write_hold(reservation_id, user_id, session_id, seats, idempotency_key, same)
@@ -169,9 +170,9 @@ class Booking:
         return held
 
     async def _gate_hold(self, session_id: uuid.UUID, seats: list[uuid.UUID], reservation_id: uuid.UUID,
-                         user_id: uuid.UUID, idempotency_key: str | None) -> None:
+                         user_id: uuid.UUID, idempotency_key: str | None, watch: Watch | None = None) -> None:
         try:  # bounded by the gate's own timeout (on the Redis round trip); a lost answer is taken back there
-            taken = await self.gate.hold(session_id, seats, reservation_id, self.hold_ttl_ms)
+            taken = await self.gate.hold(session_id, seats, reservation_id, self.hold_ttl_ms, watch)
         except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # unreachable, slow, OOM, READONLY...
             metrics.HOLDS.labels("redis_unavailable").inc()
             log.warning("the gate refused a hold: %r", exc)

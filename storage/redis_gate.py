@@ -14,6 +14,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,6 +39,15 @@ TAKE_BACK_DELAYS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # seconds between tries to u
 GateEntry = tuple[uuid.UUID, uuid.UUID, str, int]
 
 
+@dataclass
+class Watch:
+    """Seats a hold looks at without holding (a held seat's neighbours, for the no-orphan rule): after a hold the
+    gate let through, `taken` holds those of them the gate has held or sold; None when the gate did not look."""
+
+    seats: Sequence[uuid.UUID]
+    taken: set[uuid.UUID] | None = None
+
+
 class GateInconsistent(RedisError):
     """The session's taken set kept disagreeing with its seat keys (lua/hold_best.lua): repair, then retry."""
 
@@ -48,7 +58,7 @@ class SeatGate(Protocol):
     screens_holds: bool  # whether holds reach PostgreSQL screened (their seats then almost always free)
 
     async def hold(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID,
-                   ttl_ms: int) -> list[uuid.UUID]: ...
+                   ttl_ms: int, watch: Watch | None = None) -> list[uuid.UUID]: ...
 
     async def release(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID) -> int: ...
 
@@ -76,7 +86,7 @@ class NoGate:
     screens_holds = False
 
     async def hold(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID,
-                   ttl_ms: int) -> list[uuid.UUID]:
+                   ttl_ms: int, watch: Watch | None = None) -> list[uuid.UUID]:
         return []
 
     async def release(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID) -> int:
@@ -124,10 +134,18 @@ class RedisGate:
         return [taken_key(session_id), *(seat_key(session_id, s) for s in seat_ids)]
 
     async def hold(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID,
-                   ttl_ms: int) -> list[uuid.UUID]:
-        """Hold every seat for `owner`, or none; return the seats already taken (empty on success)."""
-        taken = await self._holds.submit((self.keys(session_id, seat_ids), [str(owner), ttl_ms]))
-        return [seat_ids[int(i) - 1] for i in taken]
+                   ttl_ms: int, watch: Watch | None = None) -> list[uuid.UUID]:
+        """Hold every seat for `owner`, or none; return the seats already taken (empty on success). With `watch`,
+        the same script says which of its seats have a key, in the same round trip."""
+        keys = self.keys(session_id, seat_ids)
+        args: list[str | int] = [str(owner), ttl_ms]
+        if watch is not None and watch.seats:
+            keys += [seat_key(session_id, s) for s in watch.seats]
+            args.append(len(watch.seats))
+        answer = await self._holds.submit((keys, args))
+        if watch is not None and not any(int(i) > 0 for i in answer):
+            watch.taken = {watch.seats[-int(i) - 1] for i in answer}
+        return [seat_ids[int(i) - 1] for i in answer if int(i) > 0]
 
     async def _hold_many(self, holds: list[tuple[list[str], list[str | int]]]) -> list[list[int] | BaseException]:
         """Run hold.lua for each (keys, args), in one round trip.

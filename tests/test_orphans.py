@@ -4,10 +4,12 @@ socket alike (docs/beyond.md)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from storage.redis_gate import RedisGate, Watch
 from tests.conftest import bearer, make_session, make_user, seat_ids
 
 
@@ -68,3 +70,16 @@ async def test_best_available_never_warns_when_it_can_help_it(client: TestClient
     assert "warnings" not in body
     assert [(s["rowLabel"], s["seatNumber"]) for s in body["seats"]] == [("B", 1), ("B", 2), ("B", 3)]
     # not B5-B7, nearer the centre, which would leave B8 alone
+
+
+async def test_the_gate_looks_at_the_neighbours_in_the_hold_s_own_script(redis_client: Any) -> None:
+    gate = RedisGate(redis_client)
+    session, seats = uuid.uuid4(), [uuid.uuid4() for _ in range(4)]
+    assert await gate.hold(session, [seats[0]], uuid.uuid4(), 30_000) == []
+    watch = Watch([seats[0], seats[2], seats[3]])
+    assert await gate.hold(session, [seats[1]], uuid.uuid4(), 30_000, watch) == []
+    assert watch.taken == {seats[0]}  # of the seats looked at, only the one held before
+    refused = Watch([seats[3]])
+    assert await gate.hold(session, [seats[1], seats[2]], uuid.uuid4(), 30_000, refused) == [seats[1]]
+    assert refused.taken is None  # nothing held, nothing looked at
+    assert not await redis_client.exists(f"bx:seat:{{s:{session}}}:{seats[2]}")
