@@ -6,6 +6,7 @@ The one implementation REST and the socket both reach, through `contract.limits.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import uuid
@@ -81,6 +82,7 @@ class BestSeats:
     def __init__(self, booking: Booking) -> None:
         self.booking = booking
         self._layouts: dict[uuid.UUID, SessionLayout] = {}
+        self._loading: dict[uuid.UUID, asyncio.Task[SessionLayout]] = {}
 
     async def hold(self, user_id: uuid.UUID, session_id: uuid.UUID, quantity: int,
                    rows: Sequence[str] | None = None, idempotency_key: str | None = None) -> Reservation:
@@ -179,10 +181,23 @@ class BestSeats:
         return sorted(stranded, key=layout.places.__getitem__)
 
     async def layout(self, session_id: uuid.UUID) -> SessionLayout:
-        """The session's rows of seats, read once per node."""
+        """The session's rows of seats, read once per node: the holds that ask while it is read share the read
+        (a rush's first wave must not read a big room once per buyer)."""
         layout = self._layouts.get(session_id)
         if layout is not None:
             return layout
+        loading = self._loading.get(session_id)
+        if loading is None:
+            loading = self._loading[session_id] = asyncio.create_task(self._load(session_id))
+            loading.add_done_callback(lambda task: self._loaded(session_id, task))
+        return await asyncio.shield(loading)  # a caller that goes away does not cancel the others' read
+
+    def _loaded(self, session_id: uuid.UUID, task: asyncio.Task[SessionLayout]) -> None:
+        self._loading.pop(session_id, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here: every caller may have gone
+
+    async def _load(self, session_id: uuid.UUID) -> SessionLayout:
         records = await self.booking.pool.fetch(
             "SELECT ss.id, st.row_label, se.end_show_time FROM session_seats ss JOIN seats st ON st.id = ss.seat_id"
             " JOIN sessions se ON se.id = ss.session_id WHERE ss.session_id = $1"
