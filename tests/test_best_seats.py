@@ -144,6 +144,29 @@ async def test_the_lua_script_chooses_like_the_reference(redis_client: Any) -> N
             assert await redis_client.get(seat_key(session, seat)) == f"H:{owner}".encode()
 
 
+async def test_the_lua_script_chooses_like_the_reference_in_big_rooms(redis_client: Any) -> None:
+    # long rows, where the script tries a few starts per run of free seats rather than every one
+    gate = RedisGate(redis_client)
+    rng = random.Random(1818)
+    for case in range(60):
+        session = uuid.uuid4()
+        total_rows = rng.randint(1, 12)
+        layout = [LayoutRow(i, f"R{i}", tuple(uuid.uuid4() for _ in range(rng.randint(8, 60))))
+                  for i in range(total_rows)]
+        density = rng.choice([0.0, 0.1, 0.3, 0.6, 0.85])
+        taken = [tuple(rng.random() < density for _ in row.seat_ids) for row in layout]
+        for row, flags in zip(layout, taken, strict=True):
+            held = [seat for seat, t in zip(row.seat_ids, flags, strict=True) if t]
+            if held:
+                assert await gate.hold(session, held, uuid.uuid4(), 30_000) == []
+        quantity = rng.randint(1, 10)
+        expected = choose([MapRow(r.index, taken[r.index]) for r in layout], total_rows, quantity)
+        got = await gate.hold_best(session, layout, SHOW_ENDS, layout, quantity, uuid.uuid4(), 30_000)
+        want = [layout[m].seat_ids[c] for m, c in expected or ()]
+        everything = [s for r in layout for s in r.seat_ids]
+        assert sorted(got, key=everything.index) == sorted(want, key=everything.index), (case, density, quantity)
+
+
 async def test_the_taken_set_follows_holds_releases_sales_and_expiry(redis_client: Any) -> None:
     gate = RedisGate(redis_client)
     session = uuid.uuid4()

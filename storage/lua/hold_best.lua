@@ -104,6 +104,25 @@ end
 
 -- the best block of `size` free seats by (stranded, cost, row index, start): map row, start, stranded.
 -- A block inside a run of free seats [first, first + length) leaves gaps start - first and the rest.
+-- The starts worth trying for a block of `size` in a run [first, stop): a block's cost is convex in its start,
+-- lowest at (or beside) the start that centres it in the row, so the best start of each stranding level is the
+-- centred one moved into the run, a step or two from it, or one of the run's ends and their neighbours (the
+-- starts that leave a gap of 0, 1 or 2). A few starts per run instead of every one: a big room's call is cheap.
+local function starts(first, stop, size, length)
+  local last = stop - size
+  local centre = math.floor((length - size) / 2)
+  local found, seen = {}, {}
+  for _, s in ipairs({first, first + 1, first + 2, last - 2, last - 1, last,
+                      centre - 2, centre - 1, centre, centre + 1, centre + 2}) do
+    if s < first then s = first elseif s > last then s = last end
+    if not seen[s] then
+      seen[s] = true
+      found[#found + 1] = s
+    end
+  end
+  return found
+end
+
 local function best_block(state, size)
   local bm, bs, bstr, bcost
   for m, row in ipairs(rows) do
@@ -113,12 +132,9 @@ local function best_block(state, size)
       local first, length = run[1], run[2]
       local stop = first + length
       if length >= size then
-        local k = base
-        for x = first, first + size - 1 do k = k + math.abs(2 * x - width) end
-        for s = first, stop - size do
-          if s > first then
-            k = k - math.abs(2 * (s - 1) - width) + math.abs(2 * (s + size - 1) - width)
-          end
+        for _, s in ipairs(starts(first, stop, size, row.length)) do
+          local k = base
+          for x = s, s + size - 1 do k = k + math.abs(2 * x - width) end
           local stranded = 0
           if s - first == 1 then stranded = 1 end
           if stop - (s + size) == 1 then stranded = stranded + 1 end
