@@ -23,3 +23,8 @@ def plain_text(value: str) -> None:
 def Text(max_length: int, **kw: object) -> fields.String:  # noqa: N802 - used like a field class
     """A required-length, printable string field."""
     return fields.String(validate=[validate.Length(min=1, max=max_length), plain_text], **kw)  # type: ignore[arg-type]
+
+
+# Best available seats (REST `rows`, socket `rows`): at most this many row labels, each this long at most.
+MAX_ROW_LABEL = 16
+MAX_BEST_ROWS = 100

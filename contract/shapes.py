@@ -106,6 +106,16 @@ def seat_map(row: SeatMap) -> Body:
             "seats": [session_seat(s) for s in row.seats]}
 
 
+def held(row: Reservation, stranded: Sequence[uuid.UUID]) -> Body:
+    """A hold's answer (REST 201, the socket's `hold.ok` reservation): the reservation, and when the hold leaves
+    free seats alone, `warnings` (docs/beyond.md: the no-orphan rule warns, it does not refuse)."""
+    out = reservation(row)
+    if stranded:
+        out["warnings"] = [{"code": "seats_stranded", "message": "This hold leaves single seats alone beside it",
+                            "sessionSeatIds": [str(s) for s in stranded]}]
+    return out
+
+
 def reservation(row: Reservation, with_user: bool = True) -> Body:
     """A reservation (REST body, the socket's `hold.ok`) with its seats, both ours (`seats`) and the StarSoft
     API's (`reservationSeats`, `seatLabels`), and its session and user when read."""
@@ -151,12 +161,14 @@ def user_detail(row: User, reservations: Sequence[Reservation]) -> Body:
 
 
 def snapshot(rows: Sequence[asyncpg.Record], session_id: str, user_id: str | None, node_id: str,
-             hold_ttl_seconds: int) -> Body:
+             hold_ttl_seconds: int, watchers: int | None = None) -> Body:
     """The socket's `snapshot` message, from the seat-map records of `storage.catalog.seat_rows` (kept as
-    records: a snapshot renders thousands of them); `mine` marks the seats the socket's user holds or bought."""
+    records: a snapshot renders thousands of them); `mine` marks the seats the socket's user holds or bought;
+    `watchers` is how many sockets watch the session over every node (docs/beyond.md)."""
+    extra: Body = {} if watchers is None else {"watchers": watchers}
     return {
         "type": "snapshot", "sessionId": session_id, "nodeId": node_id, "serverTime": int(time.time() * 1000),
-        "holdTtlSeconds": hold_ttl_seconds,
+        "holdTtlSeconds": hold_ttl_seconds, **extra,
         "seats": [
             {"id": str(r["id"]), "status": r["status"], "version": r["version"], "rowLabel": r["row_label"],
              "seatNumber": r["seat_number"],

@@ -19,10 +19,12 @@ from handlers.openapi import INVALID, OWNER_ONLY, USER_ONLY, E, not_found
 
 HOLD_ERRORS = {
     **USER_ONLY,
-    400: {"schema": E, "description": "validation_error, malformed_json, invalid_seat_count, duplicate_seats"},
+    400: {"schema": E, "description": "validation_error, malformed_json, invalid_seat_count, duplicate_seats,"
+                                      " invalid_hold_request"},
     404: {"schema": E, "description": "session_not_found, user_not_found (AUTH_REQUIRED=false)"},
     409: {"schema": E, "description": "seats_unavailable (details.conflicts lists the seat ids)"},
-    422: {"schema": E, "description": "session_started, seats_not_in_session, idempotency_key_reused"},
+    422: {"schema": E, "description": "session_started, seats_not_in_session, idempotency_key_reused,"
+                                      " rows_not_in_session"},
     429: {"schema": E, "description": "hold_quota_exceeded, rate_limited, address_quota_exceeded"},
     503: {"schema": E, "description": "redis_unavailable, database_unavailable (Retry-After)"},
 }
@@ -33,18 +35,20 @@ def idempotency_key(request: web.Request) -> str | None:
     return headers.get("idempotency_key") or headers.get("x_idempotency_key")  # type: ignore[no-any-return]
 
 
-@docs(tags=["reservations"], summary="Hold seats for 30 s (all or nothing)", responses=HOLD_ERRORS)
+@docs(tags=["reservations"], summary="Hold seats for 30 s (all or nothing): named, or the best N available",
+      responses=HOLD_ERRORS)
 @request_schema(s.ReservationCreateSchema)
 @headers_schema(s.IdempotencyHeaderSchema)
-@response_schema(s.ReservationSchema, 201)
+@response_schema(s.HeldReservationSchema, 201)
 @signed_in
 async def create_reservation(request: web.Request) -> web.Response:
     body = request["data"]
     user_id = await acting_user(request, body.get("userId"))
     limits = request.app[LIMITS]
-    reservation = await hold_within_limits(limits, request.app[BOOKING], limits.client_ip(request), user_id,
-                                           body["sessionId"], body["sessionSeatIds"], idempotency_key(request))
-    return web.json_response(shapes.reservation(reservation), status=201)
+    held = await hold_within_limits(limits, request.app[BOOKING], limits.client_ip(request), user_id,
+                                    body["sessionId"], body.get("sessionSeatIds"), idempotency_key(request),
+                                    quantity=body.get("quantity"), rows=body.get("rows"))
+    return web.json_response(shapes.held(held.reservation, held.stranded), status=201)
 
 
 @docs(tags=["reservations"], summary="Read a reservation (owner or admin)",

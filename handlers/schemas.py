@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from contract.rules import MAX_IDEMPOTENCY_KEY, Text
+from contract.rules import MAX_BEST_ROWS, MAX_IDEMPOTENCY_KEY, MAX_ROW_LABEL, Text
 
 MAX_NAME = 200
 MAX_EMAIL = 254
@@ -234,7 +234,12 @@ MAX_SEAT_IDS = 100  # hard bound of the list; the booking rule (MAX_SEATS_PER_HO
 class ReservationCreateSchema(StrictSchema):
     userId = fields.UUID(metadata={"description": "must be the token's user (required when AUTH_REQUIRED=false)"})
     sessionId = fields.UUID(required=True)
-    sessionSeatIds = fields.List(fields.UUID(), required=True, validate=validate.Length(max=MAX_SEAT_IDS))
+    sessionSeatIds = fields.List(fields.UUID(), validate=validate.Length(max=MAX_SEAT_IDS),
+                                 metadata={"description": "the seats to hold; or give `quantity` instead"})
+    quantity = fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_SEAT_IDS), metadata={
+        "description": "hold this many best available seats instead of named ones (docs/beyond.md)"})
+    rows = fields.List(Text(MAX_ROW_LABEL), validate=validate.Length(min=1, max=MAX_BEST_ROWS), metadata={
+        "description": "with `quantity`: choose only in these rows (labels)"})
 
 
 class IdempotencyHeaderSchema(LooseSchema):
@@ -280,6 +285,17 @@ class ReservationCoreSchema(Schema):
 
 class ReservationSchema(ReservationCoreSchema):
     user = fields.Nested(UserSchema, required=True)
+
+
+class HoldWarningSchema(Schema):
+    code = fields.String(required=True, metadata={"description": "seats_stranded"})
+    message = fields.String(required=True)
+    sessionSeatIds = fields.List(fields.UUID(), required=True, metadata={"description": "the seats left alone"})
+
+
+class HeldReservationSchema(ReservationSchema):
+    warnings = fields.List(fields.Nested(HoldWarningSchema), metadata={
+        "description": "only when the hold leaves single free seats alone (docs/beyond.md, the no-orphan rule)"})
 
 
 class UserDetailSchema(UserSchema):

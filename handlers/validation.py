@@ -77,7 +77,8 @@ def _nothing_given(data: Any) -> dict[str, Any] | None:
 
 def fast_loader(schema: Schema) -> FastLoader | None:
     """A loader equal to `schema.load` on the input it accepts (None: let the schema load it), or None if the
-    schema has anything but plain UUID and list-of-UUID fields, hooks, or unknown keys INCLUDEd.
+    schema has anything but plain UUID and list-of-UUID fields (optional fields of other kinds excepted: input
+    with one of them goes to the schema), hooks, or unknown keys INCLUDEd.
     A schema whose fields are all optional, without defaults, loads nothing as nothing whatever else it has."""
     if any(schema._hooks.values()):
         return None
@@ -87,9 +88,13 @@ def fast_loader(schema: Schema) -> FastLoader | None:
         return None
     strict = schema.unknown == RAISE  # an unknown key: the schema's error (RAISE) or left out (EXCLUDE)
     plan: list[tuple[str, str, bool, tuple[int, float] | None]] = []  # key, attribute, required, list bounds
+    slow: set[str] = set()  # optional fields of other kinds: a body that has one is the schema's to load
     for name, field in schema.load_fields.items():
         key = field.data_key or name
-        if type(field) is fields.UUID and _plain(field):
+        if not field.required and field.load_default is missing and not (
+                type(field) is fields.UUID or type(field) is fields.List and type(field.inner) is fields.UUID):
+            slow.add(key)
+        elif type(field) is fields.UUID and _plain(field):
             plan.append((key, field.attribute or name, field.required, None))
         elif (type(field) is fields.List and type(field.inner) is fields.UUID and _plain(field.inner)
               and not field.allow_none and field.load_default is missing and not field.dump_only
@@ -100,7 +105,7 @@ def fast_loader(schema: Schema) -> FastLoader | None:
     keys = frozenset(key for key, *_ in plan)
 
     def load_fast(data: Any) -> dict[str, Any] | None:
-        if not isinstance(data, Mapping) or (strict and not keys.issuperset(data)):
+        if not isinstance(data, Mapping) or (strict and not keys.issuperset(data)) or any(k in data for k in slow):
             return None
         out: dict[str, Any] = {}
         for key, attribute, required, bounds in plan:

@@ -4,7 +4,7 @@
   (b) a rush of 2,000 clients on one 160-seat session: time to sell out, hold answers/s, p99, double sales;
   (c) the same rush with the Redis gate off (database-only path), measured in the same run -> the ratio.
 
-Run:  .venv/bin/python -m loadtests.bench_holds [--clients 64] [--holds 6000] [--rush-clients 2000] [--repeat 3]
+Run:  .venv/bin/python -m loadtests.bench_holds [--clients 64] [--holds 5000] [--rush-clients 2000] [--repeat 3]
 It starts its own embedded services and node processes, prints the figures and the command, and writes JSON.
 """
 
@@ -266,10 +266,20 @@ async def rush(url: str, dsn: str, clients: int, meter: CpuMeter | None = None) 
             "cpu_ms_per_answer": cpu}
 
 
+def write_summary(out: str, summary: dict[str, Any], runs: dict[str, list[dict[str, Any]]], how: str) -> None:
+    """Write the summary with every run to `out` (JSON) and print it without the runs."""
+    printed = dict(summary)
+    summary["runs"] = runs
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(summary, indent=2))
+    print(json.dumps(printed, indent=2))
+    print(f"\ncommand: {summary['command']}\n{how}; full results in {out}")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=64)
-    parser.add_argument("--holds", type=int, default=6000)
+    parser.add_argument("--holds", type=int, default=5000)  # one session: a room holds 5,000 seats at most
     parser.add_argument("--rush-clients", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", default="loadtests/results/bench_holds.json")
@@ -326,11 +336,7 @@ async def main() -> None:
     summary["gate_vs_db_only_ratio"]["postgres_cpu_per_answer"] = (
         round(summary["cpu_ms_per_answer"]["rush_db_only"]["postgres"] / gate_pg, 2) if gate_pg else None)
     summary["all_invariants_ok"] = all(r["invariants_ok"] for k in ("rush_gate", "rush_db_only") for r in runs[k])
-    summary["runs"] = runs
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, at the end
-    Path(args.out).write_text(json.dumps(summary, indent=2))  # noqa: ASYNC240
-    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
-    print(f"\ncommand: {command}\nmedians of {args.repeat} runs; full results in {args.out}")
+    write_summary(args.out, summary, runs, f"medians of {args.repeat} runs")
 
 
 if __name__ == "__main__":

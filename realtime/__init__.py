@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from core.appkeys import CONSUMER, HUB, KAFKA, NODE_ID, PG_POOL, SETTINGS, SNAPSHOTS
+from core.appkeys import CONSUMER, HUB, KAFKA, NODE_ID, PG_POOL, REDIS, SETTINGS, SNAPSHOTS
 from realtime.channel import session_socket
 from realtime.consumer import SeatEventConsumer
 from realtime.hub import Hub, WSClose
 from realtime.kafka import quiet_repeated_kafka_logs
+from realtime.presence import Presence, running
 from realtime.snapshot import SnapshotReader
 from realtime.waitlist import extend as _registers_waitlist_commands  # noqa: F401 - the socket's extend, waitlist.*
 
@@ -18,14 +19,15 @@ SHUTDOWN_CLOSE_TIMEOUT = 3.0
 
 
 async def fanout_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The hub (with its flusher), the snapshot reader and the consumer feeding the hub."""
+    """The hub (with its flusher), the snapshot reader, the consumer feeding the hub and the presence count."""
     settings = app[SETTINGS]
     hub = Hub(settings.ws_broadcast_tick_ms / 1000, settings.ws_heartbeat, settings.ws_idle_timeout,
               max_frames_per_second=settings.ws_max_frames_per_second)
-    snapshots = SnapshotReader(app[PG_POOL], app[NODE_ID], settings.hold_ttl_seconds)
+    presence = Presence(app[REDIS], hub, app[NODE_ID], settings.redis_timeout)
+    snapshots = SnapshotReader(app[PG_POOL], app[NODE_ID], settings.hold_ttl_seconds, presence.watchers)
     consumer = SeatEventConsumer(settings, app[KAFKA], hub)
     app[HUB], app[SNAPSHOTS], app[CONSUMER] = hub, snapshots, consumer
-    async with hub.running(), consumer.running():
+    async with hub.running(), consumer.running(), running(presence):
         yield
     await snapshots.close()
 

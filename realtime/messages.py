@@ -26,7 +26,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from contract import actors, shapes
 from contract.actors import valid_principal
 from contract.limits import hold_within_limits
-from contract.rules import MAX_IDEMPOTENCY_KEY, Text
+from contract.rules import MAX_BEST_ROWS, MAX_IDEMPOTENCY_KEY, MAX_ROW_LABEL, Text
 from core.aio import stop_task
 from core.appkeys import BOOKING, LIMITS, SETTINGS
 from core.errors import DomainError, RateLimited, SeatsUnavailable, ValidationFailed
@@ -139,7 +139,9 @@ class MessageSchema(Schema):
 
 
 class HoldMessage(MessageSchema):
-    sessionSeatIds = fields.List(fields.UUID(), required=True, validate=validate.Length(max=MAX_SEAT_IDS))
+    sessionSeatIds = fields.List(fields.UUID(), validate=validate.Length(max=MAX_SEAT_IDS))
+    quantity = fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_SEAT_IDS))  # best available
+    rows = fields.List(Text(MAX_ROW_LABEL), validate=validate.Length(min=1, max=MAX_BEST_ROWS))
     idempotencyKey = Text(MAX_IDEMPOTENCY_KEY)  # printable: the REST header's rule
     userId = fields.UUID(metadata={"description": "only with AUTH_REQUIRED=false, as in POST /reservations"})
 
@@ -169,9 +171,10 @@ async def hold(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
     who = await peer.writer()
     user_id = acting_user(peer, who, msg.get("userId"))
     peer.app[LIMITS].take_write(who, peer.address)
-    reservation = await hold_within_limits(peer.app[LIMITS], peer.app[BOOKING], peer.address, user_id,
-                                           peer.session_id, msg["sessionSeatIds"], msg.get("idempotencyKey"))
-    return {"type": "hold.ok", "reservation": shapes.reservation(reservation)}
+    held = await hold_within_limits(peer.app[LIMITS], peer.app[BOOKING], peer.address, user_id,
+                                    peer.session_id, msg.get("sessionSeatIds"), msg.get("idempotencyKey"),
+                                    quantity=msg.get("quantity"), rows=msg.get("rows"))
+    return {"type": "hold.ok", "reservation": shapes.held(held.reservation, held.stranded)}
 
 
 @message("release", ReleaseMessage, in_task=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -39,8 +39,10 @@ class SeatRead:
 class SnapshotReader:
     """Coalesces concurrent seat-map reads per session (a resync of 2,000 sockets is a handful of queries)."""
 
-    def __init__(self, pool: asyncpg.Pool, node_id: str, hold_ttl_seconds: int) -> None:
+    def __init__(self, pool: asyncpg.Pool, node_id: str, hold_ttl_seconds: int,
+                 watchers: Callable[[str], int] | None = None) -> None:
         self.pool = pool
+        self.watchers = watchers  # a session's watchers over every node (realtime.presence), for the snapshot
         self.node_id = node_id
         self.hold_ttl_seconds = hold_ttl_seconds
         self._next: dict[str, asyncio.Task[SeatRead]] = {}  # not started yet: joinable
@@ -80,11 +82,13 @@ class SnapshotReader:
     async def render(self, conn: Connection) -> bytes:
         """The snapshot message of one socket (`mine` marks the seats of its user's reservations)."""
         read = await self.read(conn.session_id)
+        watchers = self.watchers(conn.session_id) if self.watchers is not None else None
         if conn.user_id is not None:
-            return snapshot_frame(read.rows, conn.session_id, conn.user_id, self.node_id, self.hold_ttl_seconds)
-        if read.anonymous_frame is None:
+            return snapshot_frame(read.rows, conn.session_id, conn.user_id, self.node_id, self.hold_ttl_seconds,
+                                  watchers)
+        if read.anonymous_frame is None:  # shared by the sockets that asked together: their count, give or take
             read.anonymous_frame = snapshot_frame(read.rows, conn.session_id, None, self.node_id,
-                                                  self.hold_ttl_seconds)
+                                                  self.hold_ttl_seconds, watchers)
         return read.anonymous_frame
 
     async def close(self) -> None:
@@ -96,5 +100,5 @@ class SnapshotReader:
 
 
 def snapshot_frame(rows: Sequence[asyncpg.Record], session_id: str, user_id: str | None, node_id: str,
-                   hold_ttl_seconds: int) -> bytes:
-    return dumps(shapes.snapshot(rows, session_id, user_id, node_id, hold_ttl_seconds))
+                   hold_ttl_seconds: int, watchers: int | None = None) -> bytes:
+    return dumps(shapes.snapshot(rows, session_id, user_id, node_id, hold_ttl_seconds, watchers))

@@ -32,10 +32,10 @@ from core.errors import (
 )
 from storage import details
 from storage.faults import REDIS_FAULTS, redis_fault, service_fault
-from storage.gate_state import live_gate_entries
+from storage.gate_state import session_gate_entries
 from storage.group_commit import HoldWriter
 from storage.offers import hand_over
-from storage.redis_gate import GateEntry, SeatGate
+from storage.redis_gate import GateEntry, SeatGate, Watch
 from storage.redis_keys import sold_until_ms
 from storage.rows import Released, Reservation, Sale
 
@@ -96,6 +96,9 @@ class Actor:
     check_owner: bool = True
 
 
+UNSWEPT_GATE_MS = 1000  # how long a repaired key of an expired, not yet swept hold keeps buyers off it
+
+
 class Booking:
     def __init__(self, pool: asyncpg.Pool, gate: SeatGate, *, hold_ttl_seconds: int, max_seats_per_hold: int,
                  max_seats_per_user: int = 0, gate_timeout: float = 0.5,
@@ -130,18 +133,27 @@ class Booking:
         return list(seat_ids)
 
     async def hold(self, user_id: uuid.UUID, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID],
-                   idempotency_key: str | None = None) -> Reservation:
-        """Hold every seat for the user, or none. Returns the reservation."""
+                   idempotency_key: str | None = None, watch: Watch | None = None) -> Reservation:
+        """Hold every seat for the user, or none. Returns the reservation. `watch`: seats the gate looks at in the
+        same step (storage.redis_gate.Watch)."""
         seats = self.check_seat_list(seat_ids)
+        same = same_seats(seats)
         if idempotency_key:
-            prior = await self._prior_hold(user_id, session_id, seats, idempotency_key)
+            prior = await self.prior_hold(user_id, session_id, same, idempotency_key)
             if prior is not None:
                 return prior
         reservation_id = ids.uuid4()
         try:
-            await self._gate_hold(session_id, seats, reservation_id, user_id, idempotency_key)
+            await self._gate_hold(session_id, seats, reservation_id, user_id, idempotency_key, watch)
         except _PriorHold as prior:
             return prior.reservation
+        return await self.write_hold(reservation_id, user_id, session_id, seats, idempotency_key, same)
+
+    async def write_hold(self, reservation_id: uuid.UUID, user_id: uuid.UUID, session_id: uuid.UUID,
+                         seats: list[uuid.UUID], idempotency_key: str | None,
+                         same: Callable[[Reservation], bool]) -> Reservation:
+        """PostgreSQL's half of a hold the gate let through (the group-committed bx_hold paths); `same` tells
+        whether a concurrent retry's reservation (the same idempotency key) answers this request."""
         try:
             row = await self.writer.write(reservation_id, user_id, session_id, seats, idempotency_key)
         except BaseException as exc:
@@ -150,9 +162,9 @@ class Booking:
             if isinstance(error, SeatsUnavailable):
                 metrics.HOLDS.labels("conflict_db").inc()
                 # the gate was wrong about these seats: teach it what PostgreSQL knows
-                await self._repair_gate(session_id, [uuid.UUID(c) for c in error.conflicts])
+                await self.repair_gate(session_id, [uuid.UUID(c) for c in error.conflicts])
             if idempotency_key and isinstance(exc, asyncpg.UniqueViolationError):
-                concurrent = await self._prior_hold(user_id, session_id, seats, idempotency_key)
+                concurrent = await self.prior_hold(user_id, session_id, same, idempotency_key)
                 if concurrent is not None:  # a concurrent retry of this hold committed first
                     return concurrent
             if error is None:
@@ -165,21 +177,16 @@ class Booking:
         return Reservation(reservation_id, user_id, session_id, "PENDING", row.expires_at, created, created,
                            idempotency_key or None, row.seats)
 
-    async def replay(self, user_id: uuid.UUID, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID],
-                     idempotency_key: str) -> Reservation | None:
-        """The reservation an earlier hold with this key made for the same request, or None (a first request)."""
-        return await self._prior_hold(user_id, session_id, self.check_seat_list(seat_ids), idempotency_key)
-
     async def _gate_hold(self, session_id: uuid.UUID, seats: list[uuid.UUID], reservation_id: uuid.UUID,
-                         user_id: uuid.UUID, idempotency_key: str | None) -> None:
+                         user_id: uuid.UUID, idempotency_key: str | None, watch: Watch | None = None) -> None:
         try:  # bounded by the gate's own timeout (on the Redis round trip); a lost answer is taken back there
-            taken = await self.gate.hold(session_id, seats, reservation_id, self.hold_ttl_ms)
+            taken = await self.gate.hold(session_id, seats, reservation_id, self.hold_ttl_ms, watch)
         except REDIS_FAULTS as exc:  # unreachable, slow, OOM, READONLY...
             metrics.HOLDS.labels("redis_unavailable").inc()
             raise redis_fault(exc) from None
         if taken:
             if idempotency_key:  # a concurrent retry of this same hold may be the one holding them
-                prior = await self._prior_hold(user_id, session_id, seats, idempotency_key, wait=0.2)
+                prior = await self.prior_hold(user_id, session_id, same_seats(seats), idempotency_key, wait=0.2)
                 if prior is not None:
                     raise _PriorHold(prior)
             metrics.HOLDS.labels("conflict").inc()
@@ -192,25 +199,27 @@ class Booking:
         except REDIS_FAULTS as exc:  # the keys expire on their own
             log.warning("could not release gate keys of %s: %r", owner, exc)
 
-    async def _repair_gate(self, session_id: uuid.UUID, seat_ids: list[uuid.UUID]) -> None:
+    async def repair_gate(self, session_id: uuid.UUID, seat_ids: list[uuid.UUID] | None) -> None:
         """Write the true owner of seats the gate let through although PostgreSQL has them taken (after a
-        flush or restart of Redis), so the next buyers are turned away in Redis again."""
-        if not seat_ids:
+        flush or restart of Redis, or a hold past its gate key but not yet swept), so the next buyers are
+        turned away in Redis again. `seat_ids` None: every taken seat of the session (live keys are kept)."""
+        if seat_ids is not None and not seat_ids:
             return
 
         async def true_owners() -> list[GateEntry]:
-            return await live_gate_entries(self.pool, session_id, seat_ids)
+            return await session_gate_entries(self.pool, session_id, seat_ids, UNSWEPT_GATE_MS)
 
         try:
             await within(self.gate_timeout, self.gate.repair(true_owners))
         except (*REDIS_FAULTS, asyncpg.PostgresError) as exc:
-            log.warning("could not repair the gate for %d seats: %r", len(seat_ids), exc)
+            log.warning("could not repair the gate for %s seats: %r", len(seat_ids) if seat_ids else "all", exc)
 
-    async def _prior_hold(self, user_id: uuid.UUID, session_id: uuid.UUID, seats: Sequence[uuid.UUID], key: str,
-                          wait: float = 0.0) -> Reservation | None:
+    async def prior_hold(self, user_id: uuid.UUID, session_id: uuid.UUID, same: Callable[[Reservation], bool],
+                         key: str, wait: float = 0.0) -> Reservation | None:
         """The reservation an earlier hold with this key made, if the request was the same (Stripe's rule): the
-        same session and the same seats, in any order. The same key with another request is refused, whatever
-        became of that reservation since (confirmed, cancelled, expired)."""
+        same session and `same` of its reservation (named holds: the same seats, in any order). The same key
+        with another request is refused, whatever became of that reservation since (confirmed, cancelled,
+        expired)."""
         for attempt in range(2 if wait else 1):
             if attempt:
                 await asyncio.sleep(wait)
@@ -219,7 +228,7 @@ class Booking:
                 " AND key = $2", user_id, key)
             if row is not None:
                 prior = await self.get_reservation(row["resource_id"], Actor(user_id))
-                if row["request_ref"] != session_id or {s.id for s in prior.seats} != set(seats):
+                if row["request_ref"] != session_id or not same(prior):
                     raise Unprocessable("This idempotency key was already used for another request",
                                         code="idempotency_key_reused")
                 return prior
@@ -347,6 +356,12 @@ class Booking:
         if isinstance(exc, asyncpg.PostgresError) and (refused := refusal(exc)) is not None:
             return refused
         return service_fault(exc)
+
+
+def same_seats(seats: Sequence[uuid.UUID]) -> Callable[[Reservation], bool]:
+    """A named hold's request, compared with an earlier reservation: the same seats, in any order."""
+    wanted = set(seats)
+    return lambda prior: {s.id for s in prior.seats} == wanted
 
 
 class _PriorHold(Exception):

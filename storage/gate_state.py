@@ -10,36 +10,48 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import asyncpg
 
 from core import metrics
 from storage.redis_gate import GateEntry, RedisGate
-from storage.redis_keys import seat_value
+from storage.redis_keys import epoch_ms, seat_value
 
 log = logging.getLogger("boxoffice.reconcile")
 
-# a seat is live in the gate while it is held (until its hold expires) or sold (until its show ends)
-LIVE_SEATS_SQL = """
+# a seat is taken while it is held or sold, and live in the gate while it is held (until its hold expires) or sold
+# (until its show ends)
+TAKEN_SEATS_SQL = """
 SELECT ss.session_id, ss.id, ss.status, ss.reservation_id, r.expires_at, s.end_show_time
 FROM session_seats ss
 JOIN reservations r ON r.id = ss.reservation_id
 JOIN sessions s ON s.id = ss.session_id
 WHERE ss.status IN ('RESERVED', 'SOLD') AND s.end_show_time > now()
-  AND (ss.status = 'SOLD' OR r.expires_at > now())
 """
-OF_SEATS = " AND ss.id = ANY($1::uuid[]) AND ss.session_id = $2"
+LIVE_SEATS_SQL = TAKEN_SEATS_SQL + "  AND (ss.status = 'SOLD' OR r.expires_at > now())\n"
+OF_SESSION = "  AND ss.session_id = $1 AND ($2::uuid[] IS NULL OR ss.id = ANY($2::uuid[]))\n"
 
 
-async def live_gate_entries(pool: asyncpg.Pool, session_id: uuid.UUID | None = None,
-                            seat_ids: Sequence[uuid.UUID] | None = None) -> list[GateEntry]:
-    """The gate entries of every live seat, or only of `seat_ids` of `session_id`."""
-    if seat_ids is None:
-        rows = await pool.fetch(LIVE_SEATS_SQL)
-    else:
-        rows = await pool.fetch(LIVE_SEATS_SQL + OF_SEATS, list(seat_ids), session_id)
+async def live_gate_entries(pool: asyncpg.Pool) -> list[GateEntry]:
+    """The gate entries of every live seat (the rebuild after Redis lost its data)."""
+    rows = await pool.fetch(LIVE_SEATS_SQL)
     return [(r["session_id"], r["id"], *seat_value(r["status"], r["reservation_id"], r["expires_at"],
                                                   r["end_show_time"])) for r in rows]
+
+
+async def session_gate_entries(pool: asyncpg.Pool, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID] | None,
+                               unswept_ms: int) -> list[GateEntry]:
+    """The gate entries of a session's taken seats (only `seat_ids` of them, unless None), for a repair: a hold
+    past its time but not yet swept is still PostgreSQL's, so it is gated `unswept_ms` more, until the sweeper
+    frees it."""
+    rows = await pool.fetch(TAKEN_SEATS_SQL + OF_SESSION, session_id, None if seat_ids is None else list(seat_ids))
+    soon = epoch_ms(datetime.now(UTC)) + unswept_ms
+    entries: list[GateEntry] = []
+    for r in rows:
+        value, expire_at = seat_value(r["status"], r["reservation_id"], r["expires_at"], r["end_show_time"])
+        entries.append((session_id, r["id"], value, max(expire_at, soon)))
+    return entries
 
 
 async def rebuild_gate(pool: asyncpg.Pool, gate: RedisGate) -> int:

@@ -14,6 +14,8 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,12 +23,13 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from storage.batching import Batcher
+from storage.best_seats import LayoutRow
 from storage.faults import REDIS_FAULTS
-from storage.redis_keys import GATE_EPOCH, seat_key
+from storage.redis_keys import GATE_EPOCH, layout_key, seat_key, seat_key_prefix, sold_until_ms, taken_key
 
 LUA = Path(__file__).parent / "lua"
 log = logging.getLogger("boxoffice.gate")
@@ -37,13 +40,26 @@ TAKE_BACK_DELAYS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # seconds between tries to u
 GateEntry = tuple[uuid.UUID, uuid.UUID, str, int]
 
 
+@dataclass
+class Watch:
+    """Seats a hold looks at without holding (a held seat's neighbours, for the no-orphan rule): after a hold the
+    gate let through, `taken` holds those of them the gate has held or sold; None when the gate did not look."""
+
+    seats: Sequence[uuid.UUID]
+    taken: set[uuid.UUID] | None = None
+
+
+class GateInconsistent(RedisError):
+    """The session's taken set kept disagreeing with its seat keys (lua/hold_best.lua): repair, then retry."""
+
+
 class SeatGate(Protocol):
     """What the booking code asks of a gate."""
 
     screens_holds: bool  # whether holds reach PostgreSQL screened (their seats then almost always free)
 
     async def hold(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID,
-                   ttl_ms: int) -> list[uuid.UUID]: ...
+                   ttl_ms: int, watch: Watch | None = None) -> list[uuid.UUID]: ...
 
     async def release(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID) -> int: ...
 
@@ -52,6 +68,18 @@ class SeatGate(Protocol):
 
     async def repair(self, true_owners: Callable[[], Awaitable[Sequence[GateEntry]]]) -> int: ...
 
+    async def taken_among(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID]) -> set[uuid.UUID] | None:
+        """Which of these seats the gate has held or sold; None when this gate cannot tell."""
+        ...
+
+    async def hold_best(self, session_id: uuid.UUID, layout: Sequence[LayoutRow], show_ends: datetime,
+                        rows: Sequence[LayoutRow], quantity: int, owner: uuid.UUID,
+                        ttl_ms: int) -> list[uuid.UUID] | None:
+        """Choose the best `quantity` free seats of `rows` (of the session's `layout`) and hold them for `owner`;
+        [] when fewer are free, None when this gate cannot choose (the booking code then chooses from
+        PostgreSQL)."""
+        ...
+
 
 class NoGate:
     """REDIS_GATE=false: every hold goes to PostgreSQL, nothing is written to Redis."""
@@ -59,7 +87,7 @@ class NoGate:
     screens_holds = False
 
     async def hold(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID,
-                   ttl_ms: int) -> list[uuid.UUID]:
+                   ttl_ms: int, watch: Watch | None = None) -> list[uuid.UUID]:
         return []
 
     async def release(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID) -> int:
@@ -71,6 +99,14 @@ class NoGate:
 
     async def repair(self, true_owners: Callable[[], Awaitable[Sequence[GateEntry]]]) -> int:
         return 0
+
+    async def taken_among(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID]) -> set[uuid.UUID] | None:
+        return None
+
+    async def hold_best(self, session_id: uuid.UUID, layout: Sequence[LayoutRow], show_ends: datetime,
+                        rows: Sequence[LayoutRow], quantity: int, owner: uuid.UUID,
+                        ttl_ms: int) -> list[uuid.UUID] | None:
+        return None
 
 
 class RedisGate:
@@ -85,19 +121,32 @@ class RedisGate:
         self._release = client.register_script((LUA / "release.lua").read_text())
         self._mark_sold = client.register_script((LUA / "mark_sold.lua").read_text())
         self._restore = client.register_script((LUA / "restore.lua").read_text())
+        self._hold_best = client.register_script((LUA / "hold_best.lua").read_text())
+        # best-available scripts: pipelined like the holds (each reads one session's taken set, not its map)
+        self._bests: Batcher[tuple[list[str], list[str | int]], Any] = Batcher(
+            self._best_many, max_batch=64, max_inflight=4, name="gate-bests")
         # holds asked for while others are in flight share one pipelined round trip (storage.batching)
         self._holds: Batcher[tuple[list[str], list[str | int]], list[int]] = Batcher(
             self._hold_many, max_batch=64, max_inflight=4, name="gate-holds")
 
     @staticmethod
     def keys(session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID]) -> list[str]:
-        return [seat_key(session_id, s) for s in seat_ids]
+        """The keys a gate script gets: the session's taken set, then the seats' keys."""
+        return [taken_key(session_id), *(seat_key(session_id, s) for s in seat_ids)]
 
     async def hold(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID,
-                   ttl_ms: int) -> list[uuid.UUID]:
-        """Hold every seat for `owner`, or none; return the seats already taken (empty on success)."""
-        taken = await self._holds.submit((self.keys(session_id, seat_ids), [str(owner), ttl_ms]))
-        return [seat_ids[int(i) - 1] for i in taken]
+                   ttl_ms: int, watch: Watch | None = None) -> list[uuid.UUID]:
+        """Hold every seat for `owner`, or none; return the seats already taken (empty on success). With `watch`,
+        the same script says which of its seats have a key, in the same round trip."""
+        keys = self.keys(session_id, seat_ids)
+        args: list[str | int] = [str(owner), ttl_ms]
+        if watch is not None and watch.seats:
+            keys += [seat_key(session_id, s) for s in watch.seats]
+            args.append(len(watch.seats))
+        answer = await self._holds.submit((keys, args))
+        if watch is not None and not any(int(i) > 0 for i in answer):
+            watch.taken = {watch.seats[-int(i) - 1] for i in answer}
+        return [seat_ids[int(i) - 1] for i in answer if int(i) > 0]
 
     async def _hold_many(self, holds: list[tuple[list[str], list[str | int]]]) -> list[list[int] | BaseException]:
         """Run hold.lua for each (keys, args), in one round trip.
@@ -119,6 +168,56 @@ class RedisGate:
             self._take_backs.add(task)
             task.add_done_callback(self._take_backs.discard)
             raise
+
+    async def hold_best(self, session_id: uuid.UUID, layout: Sequence[LayoutRow], show_ends: datetime,
+                        rows: Sequence[LayoutRow], quantity: int, owner: uuid.UUID,
+                        ttl_ms: int) -> list[uuid.UUID] | None:
+        """Choose and hold in one script (lua/hold_best.lua), so the choice is never stale. The script reads the
+        session's taken set and its layout (written here the first time, or again after a flush)."""
+        keys = [taken_key(session_id), layout_key(session_id)]
+        args: list[str | int] = [str(owner), ttl_ms, quantity, seat_key_prefix(session_id)]
+        if len(rows) != len(layout):
+            args += [row.index for row in rows]
+        for _ in range(2):
+            try:
+                chosen = await self._bests.submit((keys, args))
+            except (TimeoutError, RedisConnectionError, RedisTimeoutError, OSError):
+                # the script may have run all the same: take back whatever it held (compare-and-delete by owner)
+                every_seat = [s for row in layout for s in row.seat_ids]
+                task = asyncio.create_task(self._take_back([(self.keys(session_id, every_seat), [str(owner)])]))
+                self._take_backs.add(task)
+                task.add_done_callback(self._take_backs.discard)
+                raise
+            if chosen == -1:
+                await self.write_layout(session_id, layout, show_ends)
+                continue
+            if chosen == -2:
+                raise GateInconsistent("the taken set disagrees with the seat keys")
+            return [uuid.UUID(i.decode() if isinstance(i, bytes) else i) for i in chosen]
+        raise GateInconsistent("the layout could not be written")
+
+    async def write_layout(self, session_id: uuid.UUID, layout: Sequence[LayoutRow], show_ends: datetime) -> None:
+        """The session's seats for lua/hold_best.lua: row lengths, the ids in seat order, each id's position.
+        Kept until the show is over (as sold seats' keys are)."""
+        mapping: dict[str, str | int] = {"rows": ",".join(str(len(row.seat_ids)) for row in layout),
+                                         "ids": "".join(str(s) for row in layout for s in row.seat_ids)}
+        position = 0
+        for row in layout:
+            for seat in row.seat_ids:
+                mapping[str(seat)] = position
+                position += 1
+        key = layout_key(session_id)
+        async with asyncio.timeout(self.timeout):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+            pipe.pexpireat(key, sold_until_ms(show_ends))
+            await pipe.execute()
+
+    async def _best_many(self, calls: list[tuple[list[str], list[str | int]]]) -> list[Any]:
+        """Run hold_best.lua for each call, pipelined in one round trip (each script still atomic on its own,
+        so each choice sees the seats the previous one took). A lost answer is taken back by `hold_best`."""
+        async with asyncio.timeout(self.timeout):
+            return await self._run_each(self._hold_best, calls)
 
     async def _run_each(self, script: AsyncScript, calls: Sequence[tuple[list[str], list[str | int]]]) -> list[Any]:
         """Run `script` once per (keys, args): alone, or pipelined (each call still atomic on its own).
@@ -172,10 +271,18 @@ class RedisGate:
         await asyncio.gather(*self._take_backs, return_exceptions=True)
 
     async def release(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID) -> int:
-        """Delete only the keys `owner` has (compare-and-delete)."""
+        """Delete only the keys `owner` has (compare-and-delete), and their taken-set entries."""
         if not seat_ids:
             return 0
         return int(await self._release(keys=self.keys(session_id, seat_ids), args=[str(owner)]))
+
+    async def taken_among(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID]) -> set[uuid.UUID] | None:
+        """Which of these seats have a key (held or sold): one MGET, bounded by the gate's timeout."""
+        if not seat_ids:
+            return set()
+        async with asyncio.timeout(self.timeout):
+            values = await self.client.mget([seat_key(session_id, s) for s in seat_ids])
+        return {seat for seat, value in zip(seat_ids, values, strict=True) if value is not None}
 
     async def mark_sold(self, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID], owner: uuid.UUID,
                         until_ms: int) -> None:

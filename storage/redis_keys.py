@@ -17,6 +17,23 @@ GATE_EPOCH = f"{PREFIX}:gate:epoch"
 def seat_key(session_id: uuid.UUID | str, session_seat_id: uuid.UUID | str) -> str:
     return f"{PREFIX}:seat:{{s:{session_id}}}:{session_seat_id}"
 
+
+def seat_key_prefix(session_id: uuid.UUID | str) -> str:
+    """A seat key without its seat id (lua/hold_best.lua makes the keys of the seats it chooses)."""
+    return f"{PREFIX}:seat:{{s:{session_id}}}:"
+
+
+def taken_key(session_id: uuid.UUID | str) -> str:
+    """The session's taken seats, kept by every gate script beside the seat keys: a sorted set of seat ids
+    scored by when their key ends (ms), so best available reads one key instead of every seat's."""
+    return f"{PREFIX}:taken:{{s:{session_id}}}"
+
+
+def layout_key(session_id: uuid.UUID | str) -> str:
+    """The session's seats in seat order, row by row (lua/hold_best.lua; written once, kept until the show
+    ends): `rows` (lengths), `ids` (the seat ids, 36 characters each) and each seat id's position."""
+    return f"{PREFIX}:layout:{{s:{session_id}}}"
+
 # A seat key's value: `H:<reservation>` while held (until the hold expires), `S:<reservation>` once sold
 # (until the show ends, plus this grace). The Lua scripts write the same values.
 SOLD_KEY_GRACE_MS = 3_600_000  # an hour
@@ -43,3 +60,8 @@ def seat_value(status: str, reservation_id: uuid.UUID, expires_at: datetime,
 def address_seats_key(address: str) -> str:
     """The seats one client address holds within a hold's lifetime (storage.limits)."""
     return f"{PREFIX}:addr-seats:{address}"
+
+
+def presence_key(session_id: uuid.UUID | str) -> str:
+    """Hash of the watchers of a session: node id -> "<sockets>:<expire-at ms>" (lua/presence.lua)."""
+    return f"{PREFIX}:presence:{{s:{session_id}}}"

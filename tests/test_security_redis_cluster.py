@@ -92,6 +92,23 @@ async def test_holds_on_the_cluster_gate_one_winner_per_seat(node: TestClient, p
     await assert_invariants(pg, [s["id"] for s in sessions])
 
 
+async def test_best_available_on_the_cluster_gate_never_gives_a_seat_twice(
+        node: TestClient, pg: asyncpg.Connection, cluster_client: RedisCluster) -> None:
+    # hold_best.lua reads the session's taken set and layout and sets the keys of the seats it chooses: all of
+    # one session, one hash tag, so one slot and one master
+    sessions = [await make_session(node) for _ in range(3)]  # 16 seats each
+    fans = [await make_user(node, f"fan{i}") for i in range(9)]
+    for session in sessions:
+        resps = await asyncio.gather(*(node.post("/reservations", json={"sessionId": session["id"], "quantity": 2},
+                                                 headers=bearer(fan["token"])) for fan in fans))
+        bodies = [(r.status, await r.json()) for r in resps]
+        assert Counter(status for status, _ in bodies) == Counter({201: 8, 409: 1}), bodies
+        held = [s["id"] for status, body in bodies if status == 201 for s in body["seats"]]
+        assert len(held) == len(set(held)) == 16
+        assert all([await cluster_client.get(seat_key(session["id"], s)) for s in held])
+    await assert_invariants(pg, [s["id"] for s in sessions])
+
+
 async def test_the_gate_is_rebuilt_when_one_master_comes_back_empty(
         node: TestClient, redis_cluster: RedisClusterProcs, cluster_client: RedisCluster) -> None:  # noqa: F811
     session = await make_session(node)

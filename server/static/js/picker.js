@@ -5,6 +5,7 @@
  */
 
 import { api } from "./api.js";
+import { bestAvailableControl, strandedBy, strandedHint } from "./beyond.js";
 import {
   bySeatOrder, clock, epochMs, h, icon, money, plural, posterStyle, runtime, seatCode, seatList, seatName, showDay, showTime, uuid4,
 } from "./format.js";
@@ -31,6 +32,8 @@ const HOLD_ERRORS = {
   unauthorized: "Your guest pass was not recognised; we made you a new one. Try again.",
   redis_unavailable: "The box office is busy right now. Try again in a moment.",
   database_unavailable: "The box office is busy right now. Try again in a moment.",
+  seats_unavailable: "Not that many seats are free any more. Try fewer, or pick them on the map.",
+  address_quota_exceeded: "This connection already holds as many seats as it may. Buy or release some first.",
 };
 
 export function mountSessionPage(main, sessionId) {
@@ -65,6 +68,7 @@ class SessionPage {
     this.lostAt = 0;
     this.pendingHold = null;
     this.waitlist = new WaitlistControls(this);
+    this.bestQuantity = 2;
   }
 
   // ------------------------------------------------------------------ lifecycle
@@ -398,21 +402,34 @@ class SessionPage {
     await this.sendHold([...this.selection], uuid4(), 0);
   }
 
+  /** "Best available: [n] seats": the server chooses the seats and holds them in one step. */
+  async doBestHold(quantity) {
+    if (this.phase !== "browse" && this.phase !== "bought") return;
+    if (this.hold || this.inflight.size) return;
+    if (!this.live?.isOpen()) {
+      toast("The live connection is not up yet. Try again in a moment.", { tone: "warn", key: "hold" });
+      return;
+    }
+    this.clearSelection();
+    await this.sendHold([], uuid4(), 0, { quantity });
+  }
+
   /**
    * Send the hold with an idempotency key. If the connection drops (or the reply is late) the same key is sent
    * again once the socket is back: had the first try held the seats, the server answers with that reservation.
    */
-  async sendHold(ids, key, attempt) {
+  async sendHold(ids, key, attempt, best = null) {
     this.inflight = new Set(ids);
     this.phase = "holding";
     this.renderPanel();
     let reply;
     try {
-      reply = await this.live.request({ type: "hold", sessionSeatIds: ids, idempotencyKey: key });
+      // `best`: {quantity}, the server chooses the seats (best available)
+      reply = await this.live.request({ type: "hold", ...(best ?? { sessionSeatIds: ids }), idempotencyKey: key });
     } catch (error) {
       if (this.destroyed) return;
       if (attempt < 2) {
-        this.pendingHold = { ids, key, attempt: attempt + 1 };
+        this.pendingHold = { ids, key, attempt: attempt + 1, best };
         if (this.live.isOpen()) {
           this.resumeHold();
         } else {
@@ -443,7 +460,7 @@ class SessionPage {
   resumeHold() {
     const pending = this.pendingHold;
     this.pendingHold = null;
-    if (pending && !this.destroyed) this.sendHold(pending.ids, pending.key, pending.attempt);
+    if (pending && !this.destroyed) this.sendHold(pending.ids, pending.key, pending.attempt, pending.best);
   }
 
   holdRefused(reply, ids) {
@@ -513,6 +530,9 @@ class SessionPage {
       id: reservation.id, expiresAtMs, totalMs: ttlMs, idempotencyKey,
       seatIds: new Set(reservation.seats.map((s) => s.id)),
       seats: reservation.seats,
+      // the no-orphan rule warns (docs/beyond.md): the free seats this hold leaves alone
+      stranded: (reservation.warnings || []).flatMap((w) => w.sessionSeatIds || [])
+        .map((id) => this.seats.get(id)).filter(Boolean),
       // A fresh hold's own message already gives its time; the warning is for a clock that runs down to it.
       warned: announce && expiresAtMs - serverNow <= URGENT_MS,
     };
@@ -785,7 +805,13 @@ class SessionPage {
       parts.push(h("div", { class: "empty-pick" },
         h("div", { class: "empty-seat", "aria-hidden": "true" }),
         h("p", {}, this.bookable ? "Pick your seats on the map." : "Booking is closed for this show."),
-        this.bookable ? h("p", { class: "hint" }, `Click or tap a seat, or use the arrow keys and Enter. Up to ${MAX_SEATS} seats.`) : null));
+        this.bookable ? h("p", { class: "hint" }, `Click or tap a seat, or use the arrow keys and Enter. Up to ${MAX_SEATS} seats.`) : null,
+        this.bookable ? bestAvailableControl({
+          maxSeats: MAX_SEATS, quantity: this.bestQuantity,
+          disabled: (phase !== "browse" && phase !== "bought") || this.connState !== "open",
+          onChange: (n) => { this.bestQuantity = n; },
+          hold: (n) => this.doBestHold(n),
+        }) : null));
     } else {
       parts.push(h("ul", { class: "chips", "aria-label": holding ? "Seats held for you" : "Selected seats" },
         listed.map((seat) => h("li", { class: `chip${holding ? " chip-held" : ""}` },
@@ -796,6 +822,9 @@ class SessionPage {
             class: "chip-remove", type: "button", "aria-label": `Remove ${seatName(seat)} from your selection`,
             onclick: () => this.activate(seat),
           }, "×")))));
+      const hint = holding ? strandedHint(this.hold.stranded || [], true)
+        : strandedHint(strandedBy(this.seats, [...this.selection]));
+      if (hint) parts.push(hint);
     }
 
     if (listed.length && phase !== "bought") {
