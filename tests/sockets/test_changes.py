@@ -39,7 +39,8 @@ async def test_snapshot_shape_and_mine(client: TestClient, scene: dict[str, Any]
     assert ws._response.headers["X-Node-Id"] == "test-node"
     watcher = SeatWatcher(ws)
     snap = await watcher.wait_for("snapshot")
-    assert set(snap) == {"type", "sessionId", "nodeId", "serverTime", "holdTtlSeconds", "seats"}
+    assert set(snap) == {"type", "sessionId", "nodeId", "serverTime", "holdTtlSeconds", "seats", "watchers"}
+    assert snap["watchers"] == 1  # this socket (presence: docs/beyond.md)
     assert (snap["sessionId"], snap["nodeId"], snap["holdTtlSeconds"]) == (sid, "test-node", 30)
     assert abs(snap["serverTime"] - time.time() * 1000) < 60_000
     assert [s["id"] for s in snap["seats"]] == seats
