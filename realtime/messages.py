@@ -29,7 +29,8 @@ from core.aio import stop_task
 from core.errors import DomainError, RateLimited, SeatsUnavailable, ValidationFailed
 from core.ratelimit import TokenBucket
 from realtime.hub import Command, Connection
-from server.typedefs import BOOKING, SETTINGS
+from realtime.queue_push import place_message
+from server.typedefs import BOOKING, QUEUE_PUSH, SETTINGS, WAITING_ROOM
 from storage.auth import Principal
 from storage.booking import Actor
 
@@ -49,6 +50,7 @@ class Peer:
     conn: Connection
     principal: Principal | None  # None: a token was given at connect but it is not valid
     bucket: TokenBucket | None = None  # the message rate allowance, made with the first message
+    admission: str | None = None  # given to this socket by the waiting room (`queue.join`)
     # commands running as tasks, owned here (made with the first: most sockets only watch)
     commands: set[asyncio.Task[None]] | None = None
 
@@ -57,6 +59,9 @@ class Peer:
         if self.bucket is None:
             self.bucket = TokenBucket(rate, burst)
         return not self.bucket.take()
+
+    def remember_admission(self, admission: str | None) -> None:
+        self.admission = admission
 
     @property
     def session_id(self) -> uuid.UUID:
@@ -128,6 +133,8 @@ class HoldMessage(MessageSchema):
     sessionSeatIds = fields.List(fields.UUID(), required=True, validate=validate.Length(max=MAX_SEAT_IDS))
     idempotencyKey = fields.String(validate=validate.Length(min=1, max=MAX_IDEMPOTENCY_KEY))
     userId = fields.UUID(metadata={"description": "only with AUTH_REQUIRED=false, as in POST /reservations"})
+    admission = fields.String(validate=validate.Length(min=1, max=256), metadata={
+        "description": "on a session with a waiting room; by default the one this socket was admitted with"})
 
 
 class ReleaseMessage(MessageSchema):
@@ -154,8 +161,21 @@ def actor(peer: Peer) -> Actor:
 async def hold(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
     user_id = acting_user(peer, msg.get("userId"))
     reservation = await peer.app[BOOKING].hold(user_id, peer.session_id, msg["sessionSeatIds"],
-                                               msg.get("idempotencyKey"))
+                                               msg.get("idempotencyKey"), msg.get("admission") or peer.admission)
     return {"type": "hold.ok", "reservation": shapes.reservation(reservation)}
+
+
+@message("queue.join", EmptyMessage, in_task=True)
+async def queue_join(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
+    """A place in the session's waiting room (the same one if the user has one); while the buyer waits, the
+    node pushes `queue.position` at most once a second, then `queue.admitted` (realtime.queue_push)."""
+    user_id = acting_user(peer, None)
+    place = await peer.app[WAITING_ROOM].join(peer.session_id, user_id)
+    if place is not None and not place.admitted:
+        peer.app[QUEUE_PUSH].add(peer.session_id, peer.conn, user_id, place, peer.remember_admission)
+    elif place is not None:
+        peer.remember_admission(place.admission)
+    return place_message(peer.session_id, place)
 
 
 @message("release", ReleaseMessage, in_task=True)

@@ -25,6 +25,7 @@ from core.errors import (
     HoldExpired,
     NotFound,
     NotPending,
+    Overloaded,
     RateLimited,
     SeatsUnavailable,
     ServiceUnavailable,
@@ -35,6 +36,7 @@ from storage.group_commit import HoldWriter
 from storage.redis_gate import GateEntry, SeatGate
 from storage.redis_keys import seat_value, sold_until_ms
 from storage.rows import Released, Reservation, Sale, Seat, seats_from_json
+from storage.waiting_room import WaitingRoom
 
 log = logging.getLogger("boxoffice.booking")
 
@@ -104,7 +106,8 @@ class Booking:
     def __init__(self, pool: asyncpg.Pool, gate: SeatGate, *, hold_ttl_seconds: int, max_seats_per_hold: int,
                  max_seats_per_user: int = 0, gate_timeout: float = 0.5,
                  on_commit: Callable[[], None] | None = None, hold_batch_max: int = 32,
-                 hold_writers: int = 4) -> None:
+                 hold_writers: int = 4, max_pending_holds: int = 0,
+                 waiting_room: WaitingRoom | None = None) -> None:
         self.pool = pool
         self.gate = gate
         self.hold_ttl_ms = hold_ttl_seconds * 1000
@@ -112,6 +115,10 @@ class Booking:
         self.max_seats_per_user = max_seats_per_user
         self.gate_timeout = gate_timeout  # a hold never waits longer than this on Redis: it fails fast instead
         self.on_commit = on_commit or (lambda: None)
+        # holds taken and not yet answered on this node (REST and socket alike), bounded (0: no bound)
+        self.max_pending_holds = max_pending_holds
+        self.pending_holds = 0
+        self.waiting_room = waiting_room  # sessions with a waiting room take holds with an admission only
         self.writer = HoldWriter(pool, hold_ttl_ms=self.hold_ttl_ms, max_seats_per_user=max_seats_per_user,
                                  max_batch=hold_batch_max,
                                  # without the gate, concurrent batches could take overlapping seats in
@@ -134,9 +141,24 @@ class Booking:
         return list(seat_ids)
 
     async def hold(self, user_id: uuid.UUID, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID],
-                   idempotency_key: str | None = None) -> Reservation:
-        """Hold every seat for the user, or none. Returns the reservation."""
+                   idempotency_key: str | None = None, admission: str | None = None) -> Reservation:
+        """Hold every seat for the user, or none. Returns the reservation. Beyond `max_pending_holds` holds
+        taken and not yet answered on this node, `Overloaded` at once, before Redis or PostgreSQL. On a
+        session with a waiting room, `NotAdmitted` unless `admission` is the user's admission to it."""
         seats = self.check_seat_list(seat_ids)
+        if self.max_pending_holds and self.pending_holds >= self.max_pending_holds:
+            metrics.SHED.labels("hold").inc()
+            raise Overloaded()
+        self.pending_holds += 1
+        try:
+            if self.waiting_room is not None:
+                await self.waiting_room.require_admission(session_id, user_id, admission)
+            return await self._hold(user_id, session_id, seats, idempotency_key)
+        finally:
+            self.pending_holds -= 1
+
+    async def _hold(self, user_id: uuid.UUID, session_id: uuid.UUID, seats: list[uuid.UUID],
+                    idempotency_key: str | None) -> Reservation:
         if idempotency_key:
             prior = await self._prior_hold(user_id, session_id, idempotency_key)
             if prior is not None:

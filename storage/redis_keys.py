@@ -37,3 +37,10 @@ def seat_value(status: str, reservation_id: uuid.UUID, expires_at: datetime,
     if status == "RESERVED":
         return f"H:{reservation_id}", epoch_ms(expires_at)
     return f"S:{reservation_id}", sold_until_ms(end_show_time)
+
+
+def queue_keys(session_id: uuid.UUID | str) -> list[str]:
+    """The waiting room of a session (storage/lua/queue.lua): the line, the positions, the last-seen times.
+    One hash tag, so the three share a Redis Cluster slot."""
+    tag = f"{PREFIX}:queue:{{q:{session_id}}}"
+    return [f"{tag}:line", f"{tag}:positions", f"{tag}:seen"]
