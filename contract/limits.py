@@ -121,11 +121,14 @@ class Limits:
 
 async def hold_within_limits(limits: Limits, booking: Booking, address: str, user_id: uuid.UUID,
                              session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID],
-                             idempotency_key: str | None) -> Reservation:
-    """`Booking.hold` behind the address's seat quota: the one door of a hold for REST and the socket."""
-    share = await limits.take_seats(address, len(seat_ids))
-    try:
-        return await booking.hold(user_id, session_id, seat_ids, idempotency_key)
-    except BaseException:  # a cancelled hold (a closing socket, a stopping node) holds nothing either
-        await asyncio.shield(limits.seats.give_back(address, share))
-        raise
+                             idempotency_key: str | None, admission: str | None = None) -> Reservation:
+    """`Booking.hold` behind the node's bound on pending holds, the session's waiting room (`admission`) and the
+    address's seat quota: the one door of a hold for REST and the socket. A shed hold touches neither Redis nor
+    PostgreSQL; one not admitted writes nothing."""
+    async with booking.hold_slot(session_id, user_id, admission):
+        share = await limits.take_seats(address, len(seat_ids))
+        try:
+            return await booking.hold(user_id, session_id, seat_ids, idempotency_key)
+        except BaseException:  # a cancelled hold (a closing socket, a stopping node) holds nothing either
+            await asyncio.shield(limits.seats.give_back(address, share))
+            raise

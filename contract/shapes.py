@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from storage.rows import Reservation, Room, Sale, Seat, SeatMap, Session, SessionSeat, User
+from storage.waiting_room import Place
 
 Body = dict[str, Any]
 
@@ -164,3 +165,14 @@ def snapshot(rows: Sequence[asyncpg.Record], session_id: str, user_id: str | Non
             for r in rows
         ],
     }
+
+
+def queue_place(session_id: uuid.UUID, place: Place | None) -> Body:
+    """A buyer's place in a session's waiting room (None: the session has none, hold at once)."""
+    if place is None:
+        return {"sessionId": str(session_id), "enabled": False, "position": None, "ahead": 0,
+                "estimatedWaitSeconds": 0, "admitted": True, "admission": None, "admissionExpiresAt": None}
+    expires = place.admission_expires_at
+    return {"sessionId": str(session_id), "enabled": True, "position": place.position, "ahead": place.ahead,
+            "estimatedWaitSeconds": place.wait_seconds, "admitted": place.admitted, "admission": place.admission,
+            "admissionExpiresAt": None if expires is None else timestamp(datetime.fromtimestamp(expires, UTC))}

@@ -38,3 +38,5 @@ BROADCAST_LATENCY = Histogram(
 )
 REDIS_REBUILDS = Counter("boxoffice_redis_rebuilds_total", "Times the Redis gate was rebuilt from PostgreSQL",
                          registry=REGISTRY)
+SHED = Counter("boxoffice_shed_total", "Work refused at once with 503 overloaded, by what was refused (request, hold)",
+               ["what"], registry=REGISTRY)

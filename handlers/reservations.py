@@ -21,10 +21,12 @@ HOLD_ERRORS = {
     **USER_ONLY,
     400: {"schema": E, "description": "validation_error, malformed_json, invalid_seat_count, duplicate_seats"},
     404: {"schema": E, "description": "session_not_found, user_not_found (AUTH_REQUIRED=false)"},
+    403: {"schema": E, "description": "not_admitted (the session has a waiting room: X-Admission missing, "
+                                      "forged, expired or another's), not_owner, forbidden"},
     409: {"schema": E, "description": "seats_unavailable (details.conflicts lists the seat ids)"},
     422: {"schema": E, "description": "session_started, seats_not_in_session, idempotency_key_reused"},
     429: {"schema": E, "description": "hold_quota_exceeded, rate_limited, address_quota_exceeded"},
-    503: {"schema": E, "description": "redis_unavailable, database_unavailable (Retry-After)"},
+    503: {"schema": E, "description": "overloaded, redis_unavailable, database_unavailable (Retry-After)"},
 }
 
 
@@ -35,7 +37,7 @@ def idempotency_key(request: web.Request) -> str | None:
 
 @docs(tags=["reservations"], summary="Hold seats for 30 s (all or nothing)", responses=HOLD_ERRORS)
 @request_schema(s.ReservationCreateSchema)
-@headers_schema(s.IdempotencyHeaderSchema)
+@headers_schema(s.HoldHeaderSchema)
 @response_schema(s.ReservationSchema, 201)
 @signed_in
 async def create_reservation(request: web.Request) -> web.Response:
@@ -43,7 +45,8 @@ async def create_reservation(request: web.Request) -> web.Response:
     user_id = await acting_user(request, body.get("userId"))
     limits = request.app[LIMITS]
     reservation = await hold_within_limits(limits, request.app[BOOKING], limits.client_ip(request), user_id,
-                                           body["sessionId"], body["sessionSeatIds"], idempotency_key(request))
+                                           body["sessionId"], body["sessionSeatIds"], idempotency_key(request),
+                                           request["headers"].get("admission"))
     return web.json_response(shapes.reservation(reservation), status=201)
 
 

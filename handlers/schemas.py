@@ -300,3 +300,40 @@ class SaleSchema(Schema):
     seats = fields.List(fields.Nested(ReservedSeatSchema), required=True)
     reservation = fields.Nested(ReservationCoreSchema, required=True)
     user = fields.Nested(UserSchema, required=True)
+
+
+class HoldHeaderSchema(IdempotencyHeaderSchema):
+    admission = Text(256, data_key="X-Admission", metadata={
+        "description": "the admission `POST /sessions/{id}/queue` gave, on a session with a waiting room"})
+
+
+class JsonBoolean(fields.Boolean):
+    """JSON `true` or `false` only: not 0, 1, "true" or "yes" (marshmallow's Boolean takes those)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
+class QueueConfigSchema(StrictSchema):
+    enabled = JsonBoolean(required=True)
+    rate = fields.Float(validate=validate.Range(min=0.1, max=10_000), metadata={
+        "description": "buyers admitted per second, cluster-wide (required when enabled)"})
+
+
+class QueueStateSchema(Schema):
+    sessionId = fields.UUID(required=True)
+    enabled = fields.Boolean(required=True)
+    rate = fields.Float(allow_none=True)
+
+
+class QueuePlaceSchema(Schema):
+    sessionId = fields.UUID(required=True)
+    enabled = fields.Boolean(required=True, metadata={"description": "false: no waiting room, hold at once"})
+    position = fields.Integer(allow_none=True, metadata={"description": "place in join order, from 1"})
+    ahead = fields.Integer(required=True, metadata={"description": "buyers in line before this one"})
+    estimatedWaitSeconds = fields.Integer(required=True)
+    admitted = fields.Boolean(required=True)
+    admission = fields.String(allow_none=True, metadata={"description": "send as X-Admission with holds"})
+    admissionExpiresAt = fields.DateTime(allow_none=True, metadata={"description": TIMESTAMP})

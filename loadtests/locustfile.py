@@ -123,6 +123,25 @@ class BoxofficeUser(FastHttpUser):
         elif reply.status == 0 or reply.status >= 500:
             gevent.sleep(self.rng.uniform(*PLAN.buyer.error_wait_seconds))
 
+    def wait_in_line(self, session_id: str) -> bool:
+        """The session's waiting room: join, then ask again (half the estimated wait, 1-5 s, with jitter)
+        until admitted; the admission then goes with this user's holds. False: try again later."""
+        if session_id in self.api.admissions:
+            return True
+        place = self.api.join_queue(session_id)
+        while place.ok and isinstance(place.body, dict) and not place.body.get("admitted"):
+            METRICS.count("queue_polls")
+            pause = min(5.0, max(1.0, place.body.get("estimatedWaitSeconds", 1) / 2))
+            gevent.sleep(pause * self.rng.uniform(1.0, 1.5))
+            place = self.api.queue_place(session_id)
+        if not place.ok or not isinstance(place.body, dict):
+            self.back_off(place)
+            return False
+        if place.body.get("admission"):
+            self.api.admissions[session_id] = place.body["admission"]
+            METRICS.count("queue_admitted")
+        return True
+
     def choose_session(self) -> str:
         return self.rng.choice(PLAN.session_ids)
 
@@ -174,6 +193,8 @@ class RushBuyer(BoxofficeUser):
                 self.back_off(guest)
                 return
         session_id = self.choose_session()
+        if PLAN.queue_rate and not self.wait_in_line(session_id):
+            return
         shape = self.shape_of(session_id)
         if shape is None:
             return

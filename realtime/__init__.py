@@ -10,8 +10,9 @@ from realtime.channel import session_socket
 from realtime.consumer import SeatEventConsumer
 from realtime.hub import Hub, WSClose
 from realtime.kafka import quiet_repeated_kafka_logs
+from realtime.queue_push import QueuePush
 from realtime.snapshot import SnapshotReader
-from server.typedefs import CONSUMER, HUB, KAFKA, NODE_ID, PG_POOL, SETTINGS, SNAPSHOTS
+from server.typedefs import CONSUMER, HUB, KAFKA, NODE_ID, PG_POOL, QUEUE_PUSH, SETTINGS, SNAPSHOTS, WAITING_ROOM
 
 SHUTDOWN_CLOSE_TIMEOUT = 3.0
 
@@ -23,8 +24,9 @@ async def fanout_ctx(app: web.Application) -> AsyncIterator[None]:
               max_frames_per_second=settings.ws_max_frames_per_second)
     snapshots = SnapshotReader(app[PG_POOL], app[NODE_ID], settings.hold_ttl_seconds)
     consumer = SeatEventConsumer(settings, app[KAFKA], hub)
-    app[HUB], app[SNAPSHOTS], app[CONSUMER] = hub, snapshots, consumer
-    async with hub.running(), consumer.running():
+    pushes = QueuePush(app[WAITING_ROOM])
+    app[HUB], app[SNAPSHOTS], app[CONSUMER], app[QUEUE_PUSH] = hub, snapshots, consumer, pushes
+    async with hub.running(), consumer.running(), pushes.running():
         yield
     await snapshots.close()
 

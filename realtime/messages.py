@@ -31,7 +31,8 @@ from core.aio import stop_task
 from core.errors import DomainError, RateLimited, SeatsUnavailable, ValidationFailed
 from core.ratelimit import TokenBucket
 from realtime.hub import Connection
-from server.typedefs import BOOKING, LIMITS, SETTINGS
+from realtime.queue_push import place_message
+from server.typedefs import BOOKING, LIMITS, QUEUE_PUSH, SETTINGS, WAITING_ROOM
 from storage.auth import Principal
 from storage.booking import Actor
 from storage.faults import service_fault
@@ -54,6 +55,7 @@ class Peer:
     address: str = ""  # the client's address (behind a trusted proxy: the one it reported)
     token: str | None = None  # given at connect; looked up again (cached) before each act
     bucket: TokenBucket | None = None  # the message rate allowance, made with the first message
+    admission: str | None = None  # given to this socket by the waiting room (`queue.join`)
     # commands running as tasks, owned here (made with the first: most sockets only watch)
     commands: set[asyncio.Task[None]] | None = None
 
@@ -62,6 +64,9 @@ class Peer:
         if self.bucket is None:
             self.bucket = TokenBucket(rate, burst)
         return not self.bucket.take()
+
+    def remember_admission(self, admission: str | None) -> None:
+        self.admission = admission
 
     @property
     def session_id(self) -> uuid.UUID:
@@ -145,6 +150,8 @@ class HoldMessage(MessageSchema):
     sessionSeatIds = fields.List(fields.UUID(), required=True, validate=validate.Length(max=MAX_SEAT_IDS))
     idempotencyKey = Text(MAX_IDEMPOTENCY_KEY)  # printable: the REST header's rule
     userId = fields.UUID(metadata={"description": "only with AUTH_REQUIRED=false, as in POST /reservations"})
+    admission = Text(256, metadata={
+        "description": "on a session with a waiting room; by default the one this socket was admitted with"})
 
 
 class ReleaseMessage(MessageSchema):
@@ -172,8 +179,22 @@ async def hold(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
     user_id = await acting_user(peer, msg.get("userId"))
     peer.take_write(user_id)
     reservation = await hold_within_limits(peer.app[LIMITS], peer.app[BOOKING], peer.address, user_id,
-                                           peer.session_id, msg["sessionSeatIds"], msg.get("idempotencyKey"))
+                                           peer.session_id, msg["sessionSeatIds"], msg.get("idempotencyKey"),
+                                           msg.get("admission") or peer.admission)
     return {"type": "hold.ok", "reservation": shapes.reservation(reservation)}
+
+
+@message("queue.join", EmptyMessage, in_task=True)
+async def queue_join(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
+    """A place in the session's waiting room (the same one if the user has one); while the buyer waits, the
+    node pushes `queue.position` at most once a second, then `queue.admitted` (realtime.queue_push)."""
+    user_id = await acting_user(peer, None)
+    place = await peer.app[WAITING_ROOM].join(peer.session_id, user_id)
+    if place is not None and not place.admitted:
+        peer.app[QUEUE_PUSH].add(peer.session_id, peer.conn, user_id, place, peer.remember_admission)
+    elif place is not None:
+        peer.remember_admission(place.admission)
+    return place_message(peer.session_id, place)
 
 
 @message("release", ReleaseMessage, in_task=True)

@@ -22,6 +22,7 @@ from core.aio import owned_task
 from core.settings import Settings, plain_redis_url
 from handlers import setup_routes
 from handlers.openapi import add_common_errors
+from handlers.ops import readiness_ctx
 from handlers.parsing import ContractParser
 from handlers.validation import admit
 from jobs import setup as setup_jobs
@@ -29,10 +30,12 @@ from realtime import setup as setup_realtime
 from realtime.kafka import KafkaLink
 from server.middlewares import http_middleware
 from server.ratelimit import rate_limiter
+from server.shedding import InflightGate
 from server.typedefs import (
     ADMISSION,
     BOOKING,
     GATE,
+    INFLIGHT,
     KAFKA,
     LIMITS,
     NODE_ID,
@@ -42,11 +45,13 @@ from server.typedefs import (
     REDIS,
     SETTINGS,
     TOKENS,
+    WAITING_ROOM,
 )
 from storage import db
 from storage.auth import TokenCache
 from storage.booking import Booking
 from storage.redis_gate import NoGate, RedisGate
+from storage.waiting_room import Admissions, WaitingRoom, shared_secret
 
 log = logging.getLogger("boxoffice.app")
 STATIC = Path(__file__).parent / "static"
@@ -91,6 +96,14 @@ def redis_client(settings: Settings) -> Redis | RedisCluster:
     return Redis.from_url(settings.redis_url, max_connections=200, **options)
 
 
+async def waiting_room_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    secret = await shared_secret(app[PG_POOL], settings.queue_secret)
+    app[WAITING_ROOM] = WaitingRoom(app[PG_POOL], app[REDIS], Admissions(secret, settings.queue_admission_ttl_seconds),
+                                    settings.queue_grace_seconds)
+    yield
+
+
 async def booking_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     wake = app[OUTBOX_WAKE]
@@ -99,6 +112,7 @@ async def booking_ctx(app: web.Application) -> AsyncIterator[None]:
         max_seats_per_hold=settings.max_seats_per_hold, max_seats_per_user=settings.max_seats_per_user,
         gate_timeout=settings.redis_timeout, on_commit=wake.set,
         hold_batch_max=settings.hold_batch_max, hold_writers=settings.hold_writers,
+        max_pending_holds=settings.max_pending_holds, waiting_room=app[WAITING_ROOM],
     )
     yield
 
@@ -135,9 +149,10 @@ def create_app(settings: Settings) -> web.Application:
     # no rate check at all on the hot path when both limits are off
     app[ADMISSION] = (rate_limiter, admit) if limited else (admit,)
     app[NODE_ID] = settings.node_id
+    app[INFLIGHT] = InflightGate(settings.max_inflight_requests)
     app[READY_CHECKS] = {}
     app[OUTBOX_WAKE] = asyncio.Event()
-    app.cleanup_ctx.extend([pg_ctx, redis_ctx, booking_ctx, kafka_ctx])
+    app.cleanup_ctx.extend([pg_ctx, redis_ctx, waiting_room_ctx, booking_ctx, kafka_ctx, readiness_ctx])
     setup_jobs(app)
     setup_realtime(app)
 

@@ -43,3 +43,10 @@ def seat_value(status: str, reservation_id: uuid.UUID, expires_at: datetime,
 def address_seats_key(address: str) -> str:
     """The seats one client address holds within a hold's lifetime (storage.limits)."""
     return f"{PREFIX}:addr-seats:{address}"
+
+
+def queue_keys(session_id: uuid.UUID | str) -> list[str]:
+    """The waiting room of a session (storage/lua/queue.lua): the line, the positions, the last-seen times.
+    One hash tag, so the three share a Redis Cluster slot."""
+    tag = f"{PREFIX}:queue:{{q:{session_id}}}"
+    return [f"{tag}:line", f"{tag}:positions", f"{tag}:seen"]

@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--host", default=None)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--queue", type=float, default=0.0, metavar="RATE",
+                        help="every session gets a waiting room admitting RATE buyers per second (default: none)")
 
 
 def register(subcommands: argparse._SubParsersAction[Any]) -> None:

@@ -26,12 +26,12 @@ def run(options: RushOptions) -> int:
 
 def run_against(options: RushOptions, base_url: str, dsn: str, admin_token: str) -> int:
     scenario = options.scenario
-    session_ids, seats_per_session = create_sessions(base_url, admin_token, scenario)
+    session_ids, seats_per_session = create_sessions(base_url, admin_token, scenario, options.queue_rate)
     total_seats = seats_per_session * len(session_ids)
     watchers = int(round(options.users * scenario.watcher_share))
     plan = Plan(scenario=scenario.name, host=base_url, out_dir=str(options.out), session_ids=session_ids,
                 weights=dict(scenario.weights), watchers=watchers, stop_when_sold_out=scenario.stop_when_sold_out,
-                buyer=scenario.buyer, picker=scenario.picker)
+                buyer=scenario.buyer, picker=scenario.picker, queue_rate=options.queue_rate)
     plan.write(options.out / "plan.json")
     say(f"scenario {scenario.name}: {scenario.description}")
     say(f"  {len(session_ids)} session(s) x {seats_per_session} seats; {options.users} users "

@@ -77,6 +77,11 @@ def summarize(options: RushOptions, plan: Plan, metrics: Metrics, load: LoadResu
         "errors_by_code": dict(sorted(metrics.errors.items(), key=lambda kv: -kv[1])),
         "errors_by_request": {r: dict(c) for r, c in sorted(metrics.errors_by_request.items())},
         "counts": dict(sorted(metrics.counts.items())),
+        # --queue: with a waiting room every hold above is an admitted buyer's
+        "queue": {"rate": plan.queue_rate, "admitted": metrics.counts.get("queue_admitted", 0),
+                  "position_polls": metrics.counts.get("queue_polls", 0),
+                  "position_polls_per_second": round(metrics.counts.get("queue_polls", 0)
+                                                     / max(1e-9, load.ended - load.started), 1)},
         "expiry_during_run": {"overdue_holds_max": load.overdue_holds_max,
                               "worst_overdue_s": round(load.overdue_worst_seconds, 2),
                               "slack_s": EXPIRY_SLACK_SECONDS},

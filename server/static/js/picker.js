@@ -13,6 +13,7 @@ import { LiveChannel } from "./live.js";
 import { banner, clearBanner, connectionPill, toast } from "./notify.js";
 import { SEAT_VIEWS, SeatMap } from "./seatmap.js";
 import { openTickets } from "./tickets.js";
+import { WaitingRoom } from "./waiting-room.js";
 
 /** The server enforces MAX_SEATS_PER_HOLD (default 10); the page stops at the same number to say so early. */
 const MAX_SEATS = 10;
@@ -113,6 +114,9 @@ class SessionPage {
       onMessage: (msg) => this.onMessage(msg),
       onState: (state, info) => this.onConnection(state, info),
     });
+    this.queue = new WaitingRoom(this.main, this.live, {
+      onAdmitted: () => toast("It is your turn: pick your seats.", { tone: "success", key: "queue" }),
+    });
     this.live.connect();
     this.ticker = setInterval(() => this.tick(), TICK_MS);
   }
@@ -121,6 +125,7 @@ class SessionPage {
     this.destroyed = true;
     clearInterval(this.ticker);
     this.live?.close();
+    this.queue?.destroy();
     this.map?.destroy();
     clearBanner();
     connectionPill("idle", "");
@@ -152,6 +157,7 @@ class SessionPage {
   onMessage(msg) {
     if (this.destroyed) return;
     if (typeof msg.watchers === "number") this.setWatchers(msg.watchers);
+    this.queue?.onMessage(msg);
     switch (msg.type) {
       case "snapshot": this.onSnapshot(msg); break;
       case "seats": this.onSeats(msg); break;
@@ -267,6 +273,7 @@ class SessionPage {
     if (this.destroyed) return;
     this.connState = state;
     if (state === "open") {
+      this.queue?.join();
       connectionPill("live", "Live");
       if (this.lostAt) {
         clearBanner();
@@ -402,7 +409,8 @@ class SessionPage {
     this.renderPanel();
     let reply;
     try {
-      reply = await this.live.request({ type: "hold", sessionSeatIds: ids, idempotencyKey: key });
+      const admission = this.queue?.admission ? { admission: this.queue.admission } : {};
+      reply = await this.live.request({ type: "hold", sessionSeatIds: ids, idempotencyKey: key, ...admission });
     } catch (error) {
       if (this.destroyed) return;
       if (attempt < 2) {
