@@ -28,6 +28,7 @@ from pathlib import Path
 
 import asyncpg
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from core.errors import DomainError
 from storage.redis_keys import queue_keys
@@ -103,7 +104,7 @@ class Admissions:
 
 
 class WaitingRoom:
-    def __init__(self, pool: asyncpg.Pool, redis: Redis, admissions: Admissions, grace_seconds: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, redis: Redis | RedisCluster, admissions: Admissions, grace_seconds: float) -> None:
         self.pool = pool
         self.redis = redis
         self.admissions = admissions
