@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from storage.rows import Reservation, Room, Sale, Seat, SeatMap, Session, SessionSeat, User
-from storage.waiting_room import Place
+from storage.waiting_room import Inlet, Place
 
 Body = dict[str, Any]
 
@@ -176,3 +176,10 @@ def queue_place(session_id: uuid.UUID, place: Place | None) -> Body:
     return {"sessionId": str(session_id), "enabled": True, "position": place.position, "ahead": place.ahead,
             "estimatedWaitSeconds": place.wait_seconds, "admitted": place.admitted, "admission": place.admission,
             "admissionExpiresAt": None if expires is None else timestamp(datetime.fromtimestamp(expires, UTC))}
+
+
+def queue_state(session_id: uuid.UUID, inlet: Inlet | None) -> Body:
+    """A session's waiting room as an admin set it (or as it turned itself on: `auto`)."""
+    return {"sessionId": str(session_id), "enabled": inlet is not None, "inlet": None if inlet is None else inlet.kind,
+            "rate": None if inlet is None else inlet.rate, "capacity": None if inlet is None else inlet.capacity,
+            "auto": bool(inlet and inlet.auto)}

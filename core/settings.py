@@ -175,6 +175,12 @@ class Settings:
     queue_secret: str = field(default="", repr=False, metadata=env("QUEUE_SECRET"))
     queue_admission_ttl_seconds: int = field(default=600, metadata=env("QUEUE_ADMISSION_TTL_SECONDS"))
     queue_grace_seconds: float = field(default=60.0, metadata=env("QUEUE_GRACE_SECONDS"))
+    # The waiting room that turns itself on (storage.queue_auto): when hold attempts on one session without a
+    # waiting room reach this many per second over the window, cluster-wide, its line opens at QUEUE_AUTO_RATE
+    # buyers per second. 0 (the default): never by itself -- clients that know nothing of admissions keep working
+    queue_auto_holds_per_second: float = field(default=0.0, metadata=env("QUEUE_AUTO_HOLDS_PER_SECOND"))
+    queue_auto_window_seconds: int = field(default=5, metadata=env("QUEUE_AUTO_WINDOW_SECONDS"))
+    queue_auto_rate: float = field(default=25.0, metadata=env("QUEUE_AUTO_RATE"))
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -319,13 +319,19 @@ class JsonBoolean(fields.Boolean):
 class QueueConfigSchema(StrictSchema):
     enabled = JsonBoolean(required=True)
     rate = fields.Float(validate=validate.Range(min=0.1, max=10_000), metadata={
-        "description": "buyers admitted per second, cluster-wide (required when enabled)"})
+        "description": "the rate inlet: buyers admitted per second, cluster-wide"})
+    capacity = fields.Integer(strict=True, validate=validate.Range(min=1, max=100_000), metadata={
+        "description": "the capacity inlet: at most this many buyers inside at once, cluster-wide (the next goes in "
+                       "as one buys, leaves or runs out of time)"})
 
 
 class QueueStateSchema(Schema):
     sessionId = fields.UUID(required=True)
     enabled = fields.Boolean(required=True)
+    inlet = fields.String(allow_none=True, validate=validate.OneOf(["rate", "capacity"]))
     rate = fields.Float(allow_none=True)
+    capacity = fields.Integer(allow_none=True)
+    auto = fields.Boolean(required=True, metadata={"description": "turned on by itself past the demand threshold"})
 
 
 class QueuePlaceSchema(Schema):

@@ -14,7 +14,7 @@ from handlers.auth import acting_user, admin_only, signed_in
 from handlers.openapi import ADMIN_ONLY, INVALID, USER_ONLY, E
 from server.typedefs import PG_POOL, WAITING_ROOM
 from storage.catalog import get_session_row
-from storage.waiting_room import NotInQueue
+from storage.waiting_room import Inlet, NotInQueue
 
 SESSION_404 = {404: {"schema": E, "description": "session_not_found"}}
 
@@ -46,7 +46,7 @@ async def join_queue(request: web.Request) -> web.Response:
 async def get_queue_place(request: web.Request) -> web.Response:
     session_id, user_id = await buyer_and_session(request)
     room = request.app[WAITING_ROOM]
-    if await room.rate(session_id) is None:
+    if await room.inlet(session_id) is None:
         return web.json_response(shapes.queue_place(session_id, None))
     place = await room.place_of(session_id, user_id)
     if place is None:
@@ -54,8 +54,18 @@ async def get_queue_place(request: web.Request) -> web.Response:
     return web.json_response(shapes.queue_place(session_id, place))
 
 
-@docs(tags=["waiting room"], summary="Open (with an admission rate) or close the session's waiting room (admin)",
-      responses={**INVALID, **ADMIN_ONLY, **SESSION_404}, security=[{"bearer": []}])
+@docs(tags=["waiting room"], summary="Leave the session's waiting room (or, with the capacity inlet, your place "
+      "inside: the next buyer goes in)", responses={**USER_ONLY, **SESSION_404})
+@match_info_schema(s.IdPathSchema)
+@signed_in
+async def leave_queue(request: web.Request) -> web.Response:
+    session_id, user_id = await buyer_and_session(request)
+    await request.app[WAITING_ROOM].leave(session_id, user_id)
+    return web.Response(status=204)
+
+
+@docs(tags=["waiting room"], summary="Open the session's waiting room with an inlet (a rate, or a capacity), or "
+      "close it (admin)", responses={**INVALID, **ADMIN_ONLY, **SESSION_404}, security=[{"bearer": []}])
 @match_info_schema(s.IdPathSchema)
 @request_schema(s.QueueConfigSchema, required=True)
 @response_schema(s.QueueStateSchema, 200)
@@ -63,15 +73,18 @@ async def get_queue_place(request: web.Request) -> web.Response:
 async def configure_queue(request: web.Request) -> web.Response:
     session_id = request["match_info"]["id"]
     body = request["data"]
-    if body["enabled"] and body.get("rate") is None:
-        raise ValidationFailed(details={"fields": {"rate": ["Required when enabled."]}})
-    rate = body.get("rate") if body["enabled"] else None
+    rate, capacity = body.get("rate"), body.get("capacity")
+    if body["enabled"] and (rate is None) == (capacity is None):
+        message = ["Give exactly one of rate and capacity when enabled."]
+        raise ValidationFailed(details={"fields": {"rate": message, "capacity": message}})
+    inlet = Inlet(rate, capacity) if body["enabled"] else None
     await get_session_row(request.app[PG_POOL], session_id)
-    await request.app[WAITING_ROOM].configure(session_id, rate)
-    return web.json_response({"sessionId": str(session_id), "enabled": rate is not None, "rate": rate})
+    await request.app[WAITING_ROOM].configure(session_id, inlet)
+    return web.json_response(shapes.queue_state(session_id, inlet))
 
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/sessions/{id}/queue", join_queue)
     app.router.add_get("/sessions/{id}/queue", get_queue_place)
+    app.router.add_delete("/sessions/{id}/queue", leave_queue)
     app.router.add_put("/sessions/{id}/queue", configure_queue)

@@ -197,6 +197,17 @@ async def queue_join(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
     return place_message(peer.session_id, place)
 
 
+@message("queue.leave", EmptyMessage, in_task=True)
+async def queue_leave(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
+    """The buyer gives up their place in line (or, with the capacity inlet, their place inside), as
+    `DELETE /sessions/{id}/queue` does."""
+    user_id = await acting_user(peer, None)
+    peer.app[QUEUE_PUSH].remove(peer.session_id, peer.conn)
+    peer.remember_admission(None)
+    await peer.app[WAITING_ROOM].leave(peer.session_id, user_id)
+    return {"type": "queue.left", "sessionId": str(peer.session_id)}
+
+
 @message("release", ReleaseMessage, in_task=True)
 async def release(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
     who = await actor(peer)

@@ -80,10 +80,15 @@ class QueuePush:
             return
         rate, serving, last = state
         for conn, waiter in live:
+            place: Place | None
             if waiter.position > last:  # Redis lost the line: a place again, in this node's order
                 place = await self.room.join(session_id, waiter.user_id)
+            elif waiter.position <= serving:  # the line reached the buyer: their admission (one call each)
+                place = await self.room.place_of(session_id, waiter.user_id)
+                if place is None:  # their place went meanwhile (the line was lost and refilled): a new one
+                    place = await self.room.join(session_id, waiter.user_id)
             else:
-                place = self.room.place(session_id, waiter.user_id, rate, waiter.position, serving)
+                place = Place(waiter.position, serving, rate)
             if place is not None:
                 waiter.position = place.position
             if place is None or place.admitted:

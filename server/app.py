@@ -41,6 +41,7 @@ from server.typedefs import (
     NODE_ID,
     OUTBOX_WAKE,
     PG_POOL,
+    QUEUE_AUTO,
     READY_CHECKS,
     REDIS,
     SETTINGS,
@@ -50,6 +51,7 @@ from server.typedefs import (
 from storage import db
 from storage.auth import TokenCache
 from storage.booking import Booking
+from storage.queue_auto import AutoTurnOn
 from storage.redis_gate import NoGate, RedisGate
 from storage.waiting_room import Admissions, WaitingRoom, shared_secret
 
@@ -99,9 +101,14 @@ def redis_client(settings: Settings) -> Redis | RedisCluster:
 async def waiting_room_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     secret = await shared_secret(app[PG_POOL], settings.queue_secret)
-    app[WAITING_ROOM] = WaitingRoom(app[PG_POOL], app[REDIS], Admissions(secret, settings.queue_admission_ttl_seconds),
-                                    settings.queue_grace_seconds)
-    yield
+    room = app[WAITING_ROOM] = WaitingRoom(app[PG_POOL], app[REDIS],
+                                           Admissions(secret, settings.queue_admission_ttl_seconds),
+                                           settings.queue_grace_seconds)
+    auto = app[QUEUE_AUTO] = AutoTurnOn(room, app[REDIS], threshold_per_second=settings.queue_auto_holds_per_second,
+                                        window_seconds=settings.queue_auto_window_seconds,
+                                        rate=settings.queue_auto_rate)
+    async with auto.running():
+        yield
 
 
 async def booking_ctx(app: web.Application) -> AsyncIterator[None]:

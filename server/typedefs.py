@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # names for the annotations only: this module imports no laye
     from server.shedding import InflightGate
     from storage.auth import TokenCache
     from storage.booking import Booking
+    from storage.queue_auto import AutoTurnOn
     from storage.redis_gate import RedisGate
     from storage.waiting_room import WaitingRoom
 
@@ -43,6 +44,8 @@ BOOKING: web.AppKey[Booking] = web.AppKey("booking")
 LIMITS: web.AppKey[Limits] = web.AppKey("limits")
 # The sessions' waiting rooms (storage.waiting_room): the line in Redis, the switch in PostgreSQL
 WAITING_ROOM: web.AppKey[WaitingRoom] = web.AppKey("waiting_room")
+# The waiting room that turns itself on past a demand threshold (storage.queue_auto)
+QUEUE_AUTO: web.AppKey[AutoTurnOn] = web.AppKey("queue_auto")
 # The checks every request passes before its handler, in order (server.middlewares.http_middleware runs them):
 # each answers early with a response (a 429) or raises (401/403/400), or returns None to go on.
 ADMISSION = web.AppKey("admission", tuple[Callable[[web.Request], Awaitable[web.StreamResponse | None]], ...])

@@ -269,7 +269,10 @@ class Booking:
                 log.warning("could not mark seats sold in Redis for %s: %r", reservation_id, exc)
         else:
             metrics.CONFIRMS.labels("replay").inc()
-        return await self.get_sale(row["sale_id"], Actor(None, check_owner=False))
+        sale = await self.get_sale(row["sale_id"], Actor(None, check_owner=False))
+        if row["created"] and self.waiting_room is not None:  # the capacity inlet: the next buyer goes in
+            await self.waiting_room.bought(sale.session_id, sale.user_id)
+        return sale
 
     # ------------------------------------------------------------------ release / expire
 

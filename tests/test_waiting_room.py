@@ -23,7 +23,8 @@ from tests.conftest import ADMIN, bearer, make_session, make_user, seat_ids, tab
 async def open_queue(client: TestClient, session_id: str, rate: float) -> None:
     resp = await client.put(f"/sessions/{session_id}/queue", json={"enabled": True, "rate": rate}, headers=ADMIN)
     assert resp.status == 200, await resp.text()
-    assert await resp.json() == {"sessionId": session_id, "enabled": True, "rate": rate}
+    assert await resp.json() == {"sessionId": session_id, "enabled": True, "inlet": "rate", "rate": rate,
+                                 "capacity": None, "auto": False}
 
 
 async def join(client: TestClient, user: dict[str, Any], session_id: str) -> dict[str, Any]:
@@ -85,7 +86,8 @@ async def test_only_the_admin_opens_a_waiting_room_and_the_rate_is_bounded(clien
     resp = await client.put(f"/sessions/{uuid.uuid4()}/queue", json={"enabled": True, "rate": 5}, headers=ADMIN)
     assert (resp.status, (await resp.json())["code"]) == (404, "session_not_found")
     resp = await client.put(url, json={"enabled": False}, headers=ADMIN)
-    assert await resp.json() == {"sessionId": session["id"], "enabled": False, "rate": None}
+    assert await resp.json() == {"sessionId": session["id"], "enabled": False, "inlet": None, "rate": None,
+                                 "capacity": None, "auto": False}
 
 
 async def test_holds_need_the_users_own_valid_admission_to_this_session(

@@ -1,72 +1,156 @@
--- The waiting room of one session: a position counter and a "serving" counter that time moves forward.
--- A buyer's place costs one HINCRBY; a buyer is admitted once `serving` reaches their position.
--- KEYS[1]: the line (hash: rate, serving, at, last); KEYS[2]: positions (user -> position);
--- KEYS[3]: last seen (user -> ms).
--- ARGV[1]: what to do:
---   'join'  ARGV[2] user, ARGV[3] grace ms: the user's place (a new one at the back if they had none, or
---           were last seen longer than the grace ago) -> {position, serving, last}, or {} if no line is open
---   'place' ARGV[2] user, ARGV[3] grace ms: the user's place, kept (0 if they have none, or gave it up)
---           -> {position or 0, serving, last}, or {} if no line is open
---   'touch' ARGV[2] grace ms, ARGV[3..] users: mark these users seen (if they still have a place)
---           -> {0, serving, last}, or {} if no line is open
---   'open'  ARGV[2] rate (buyers per second): open the line, or change its rate -> {0, serving, last}
---   'close' : delete the line -> {}
--- Time is Redis's own clock (TIME), so every node moves the same counter by the same clock: the cluster
--- admits at the rate whatever the number of nodes, and no node's clock matters. `serving` never passes
--- `last`: an empty line saves up no admissions for a later rush.
-local line, positions, seen = KEYS[1], KEYS[2], KEYS[3]
-local op = ARGV[1]
+-- The waiting room of one session: a position counter, and a "serving" counter that moves forward by one of
+-- two inlets. A buyer's place costs one HINCRBY; a buyer is admitted once `serving` reaches their position.
+--   rate inlet:     `serving` moves at `rate` buyers per second of Redis's clock.
+--   capacity inlet: at most `capacity` buyers inside at once; `serving` moves as buyers leave (they bought,
+--                   gave up, or their time inside, `ttl` ms, ran out).
+-- KEYS[1]: the line (hash: rate, capacity, ttl, serving, at, last, opened, entered)
+-- KEYS[2]: the order (sorted set: user -> position)
+-- KEYS[3]: last seen (hash: user -> ms)
+-- KEYS[4]: inside (sorted set: user -> ms their time inside ends; the capacity inlet only)
+-- ARGV[1]: what to do; ARGV[2]: the grace in ms (a waiting buyer not seen for longer has given up their place)
+--   'join'  ARGV[3] user: the user's place (a new one at the back if they had none)
+--   'place' ARGV[3] user: the user's place, kept (position 0 if they have none)
+--   'touch' ARGV[3..] users: mark these waiting users seen (if they still have a place)
+--   'leave' ARGV[3] user: the user leaves the line, or (capacity) frees their place inside
+--   'open'  ARGV[3] rate, ARGV[4] capacity, ARGV[5] ttl ms: open the line or change its inlet
+--   'close' : delete the line
+-- Every op but 'close' answers {position or 0, serving, last, inside-until ms or 0, rate x 1000}, or {} when no
+-- line is open (never opened, closed, or lost with Redis: the caller opens it again from PostgreSQL).
+-- Time is Redis's own clock (TIME): every node moves the same counter by the same clock, so the cluster admits
+-- at the rate whatever the number of nodes, and no node's clock matters. `serving` never passes `last`: an
+-- empty line saves up no admissions for a later rush.
+local line, order, seen, inside = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local op, grace = ARGV[1], tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local KEEP_MS = 86400000  -- a line nobody touches for a day goes
 
-local function advance()
-  local rate = tonumber(redis.call('HGET', line, 'rate'))
-  if not rate then
-    return nil
-  end
-  local serving = tonumber(redis.call('HGET', line, 'serving')) or 0
-  local at = tonumber(redis.call('HGET', line, 'at')) or now
-  local last = tonumber(redis.call('HGET', line, 'last')) or 0
+local function num(field, default)
+  return tonumber(redis.call('HGET', line, field)) or default
+end
+
+local function waiting_and_here(user)
+  local last_seen = tonumber(redis.call('HGET', seen, user))
+  return last_seen ~= nil and now - last_seen <= grace
+end
+
+local function advance_rate(rate, serving, last)
+  local at = num('at', now)
   local whole = math.floor((now - at) * rate / 1000)
   if whole >= 1 or serving >= last then
     serving = math.min(serving + whole, last)
-    if serving >= last then
-      at = now
-    else
-      at = at + whole * 1000 / rate
-    end
+    if serving >= last then at = now else at = at + whole * 1000 / rate end
     redis.call('HSET', line, 'serving', serving, 'at', string.format('%.3f', at))
   end
-  return serving, last
+  return serving
+end
+
+local function advance_capacity(capacity, serving, last)
+  redis.call('ZREMRANGEBYSCORE', inside, '-inf', now)  -- time inside ran out: those places are free again
+  local free = capacity - redis.call('ZCARD', inside)
+  local ttl, entered = num('ttl', 600000), num('entered', 0)
+  while free > 0 and serving < last do
+    local next = redis.call('ZRANGEBYSCORE', order, '(' .. serving, '+inf', 'WITHSCORES', 'LIMIT', 0, free)
+    if #next == 0 then
+      serving = last  -- nobody waits beyond `serving` (they left)
+      break
+    end
+    for i = 1, #next, 2 do
+      local user = next[i]
+      serving = tonumber(next[i + 1])
+      if waiting_and_here(user) then
+        redis.call('ZADD', inside, now + ttl, user)
+        free, entered = free - 1, entered + 1
+      else  -- gone for longer than the grace: their turn goes to the next buyer, not to an empty chair
+        redis.call('ZREM', order, user)
+        redis.call('HDEL', seen, user)
+      end
+    end
+  end
+  redis.call('HSET', line, 'serving', serving, 'entered', entered)
+  return serving
+end
+
+-- The line moved to now; nil when no line is open.
+local function advance()
+  local rate, capacity = num('rate', 0), num('capacity', 0)
+  if rate <= 0 and capacity <= 0 then
+    return nil
+  end
+  local serving, last = num('serving', 0), num('last', 0)
+  if capacity > 0 then
+    return advance_capacity(capacity, serving, last), last
+  end
+  return advance_rate(rate, serving, last), last
+end
+
+-- Buyers per second x 1000, for the wait estimate: the rate; for the capacity inlet, the admissions measured
+-- since the line filled up (before any: capacity / time inside).
+local function rate_milli()
+  local rate, capacity = num('rate', 0), num('capacity', 0)
+  if capacity <= 0 then
+    return math.floor(rate * 1000)
+  end
+  local after_fill = num('entered', 0) - capacity
+  local elapsed = now - num('opened', now)
+  if after_fill > 0 and elapsed > 1000 then
+    return math.floor(after_fill * 1000000 / elapsed)
+  end
+  return math.max(1, math.floor(capacity * 1000000 / num('ttl', 600000)))
 end
 
 local function keep()
-  redis.call('PEXPIRE', line, KEEP_MS)
-  redis.call('PEXPIRE', positions, KEEP_MS)
-  redis.call('PEXPIRE', seen, KEEP_MS)
+  for _, key in ipairs({line, order, seen, inside}) do
+    redis.call('PEXPIRE', key, KEEP_MS)
+  end
+end
+
+-- The user's position, or nil: no place, a waiting place given up (not seen for longer than the grace), or
+-- (capacity) a turn whose time inside ended.
+local function place_of(user, serving)
+  local position = tonumber(redis.call('ZSCORE', order, user))
+  if not position then
+    return nil
+  end
+  if position > serving then
+    if waiting_and_here(user) then return position end
+  elseif num('capacity', 0) <= 0 or redis.call('ZSCORE', inside, user) then
+    return position
+  end
+  redis.call('ZREM', order, user)
+  redis.call('HDEL', seen, user)
+  return nil
+end
+
+local function answer(position, serving, last, user)
+  local until_ms = 0
+  if user and position > 0 and position <= serving then
+    until_ms = tonumber(redis.call('ZSCORE', inside, user)) or 0
+  end
+  return {position, serving, last, until_ms, rate_milli()}
 end
 
 if op == 'open' then
-  advance()  -- the admissions due at the old rate are made before the new rate applies
-  local old_rate = tonumber(redis.call('HGET', line, 'rate'))
-  local new_rate = tonumber(ARGV[2])
-  local at = tonumber(redis.call('HGET', line, 'at'))
-  if old_rate and at then
-    -- the time towards the next admission keeps its share of the way, at the new rate
-    redis.call('HSET', line, 'at', string.format('%.3f', now - (now - at) * old_rate / new_rate))
+  local rate, capacity, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+  local was_open = advance() ~= nil  -- the admissions due under the old inlet are made first
+  local old_rate, at = num('rate', 0), tonumber(redis.call('HGET', line, 'at'))
+  if old_rate > 0 and rate > 0 and at then
+    -- a new rate: the time towards the next admission keeps its share of the way
+    redis.call('HSET', line, 'at', string.format('%.3f', now - (now - at) * old_rate / rate))
+  else
+    redis.call('HSET', line, 'at', now)
   end
-  redis.call('HSET', line, 'rate', ARGV[2])
-  if not redis.call('HGET', line, 'at') then
-    redis.call('HSET', line, 'serving', 0, 'last', 0, 'at', now)
+  if not was_open then
+    redis.call('HSET', line, 'serving', num('serving', 0), 'last', num('last', 0), 'opened', now, 'entered', 0)
   end
+  redis.call('HSET', line, 'rate', rate, 'capacity', capacity, 'ttl', ttl)
   local serving, last = advance()
   keep()
-  return {0, serving, last}
+  return answer(0, serving, last, nil)
 end
 
 if op == 'close' then
-  redis.call('DEL', line, positions, seen)
+  redis.call('DEL', line, order, seen, inside)
   return {}
 end
 
@@ -75,48 +159,46 @@ if not serving then
   return {}
 end
 
-local function place_of(user, grace)
-  local position = tonumber(redis.call('HGET', positions, user))
-  local last_seen = tonumber(redis.call('HGET', seen, user))
-  if position and last_seen and now - last_seen > grace then
-    return nil  -- left for longer than the grace: the place is given up
-  end
-  return position
-end
-
 if op == 'place' then
-  local user = ARGV[2]
-  local position = place_of(user, tonumber(ARGV[3]))
+  local user = ARGV[3]
+  local position = place_of(user, serving)
   if not position then
-    return {0, serving, last}
+    return answer(0, serving, last, nil)
   end
   redis.call('HSET', seen, user, now)
-  return {position, serving, last}
+  return answer(position, serving, last, user)
 end
 
 if op == 'join' then
-  local user = ARGV[2]
-  local position = place_of(user, tonumber(ARGV[3]))
+  local user = ARGV[3]
+  local position = place_of(user, serving)
   if not position then
     last = redis.call('HINCRBY', line, 'last', 1)
     position = last
-    redis.call('HSET', positions, user, position)
+    redis.call('ZADD', order, position, user)
   end
   redis.call('HSET', seen, user, now)
+  serving, last = advance()  -- a free place inside is taken at once
   keep()
-  return {position, serving, last}
+  return answer(position, serving, last, user)
 end
 
 if op == 'touch' then
-  local grace = tonumber(ARGV[2])
   for i = 3, #ARGV do
-    local user = ARGV[i]
-    local last_seen = tonumber(redis.call('HGET', seen, user))
-    if last_seen and now - last_seen <= grace then
-      redis.call('HSET', seen, user, now)
+    if waiting_and_here(ARGV[i]) then
+      redis.call('HSET', seen, ARGV[i], now)
     end
   end
-  return {0, serving, last}
+  return answer(0, serving, last, nil)
+end
+
+if op == 'leave' then
+  local user = ARGV[3]
+  redis.call('ZREM', order, user)
+  redis.call('HDEL', seen, user)
+  redis.call('ZREM', inside, user)
+  serving, last = advance()  -- the place freed goes to the next buyer now
+  return answer(0, serving, last, nil)
 end
 
 return redis.error_reply('unknown op ' .. tostring(op))
