@@ -32,6 +32,7 @@ class Waiter:
     user_id: uuid.UUID
     position: int
     ahead: int
+    line: int  # the line the place is in: another one means Redis lost the first, and the place with it
     on_admitted: Callable[[str | None], None]  # keeps the admission for the socket's own holds
 
 
@@ -49,7 +50,8 @@ class QueuePush:
 
     def add(self, session_id: uuid.UUID, conn: Connection, user_id: uuid.UUID, place: Place,
             on_admitted: Callable[[str | None], None]) -> None:
-        self.waiting.setdefault(session_id, {})[conn] = Waiter(user_id, place.position, place.ahead, on_admitted)
+        self.waiting.setdefault(session_id, {})[conn] = Waiter(user_id, place.position, place.ahead, place.line,
+                                                              on_admitted)
 
     def remove(self, session_id: uuid.UUID, conn: Connection) -> None:
         waiting = self.waiting.get(session_id)
@@ -78,19 +80,19 @@ class QueuePush:
                 conn.send_message(place_message(session_id, None))
                 self.remove(session_id, conn)
             return
-        rate, serving, last = state
+        serving = state.serving
         for conn, waiter in live:
             place: Place | None
-            if waiter.position > last:  # Redis lost the line: a place again, in this node's order
+            if waiter.line != state.line:  # Redis lost the line: a place again, in this node's order
                 place = await self.room.join(session_id, waiter.user_id)
             elif waiter.position <= serving:  # the line reached the buyer: their admission (one call each)
                 place = await self.room.place_of(session_id, waiter.user_id)
                 if place is None:  # their place went meanwhile (the line was lost and refilled): a new one
                     place = await self.room.join(session_id, waiter.user_id)
             else:
-                place = Place(waiter.position, serving, rate)
+                place = Place(waiter.position, serving, state.rate, line=state.line)
             if place is not None:
-                waiter.position = place.position
+                waiter.position, waiter.line = place.position, place.line
             if place is None or place.admitted:
                 waiter.on_admitted(None if place is None else place.admission)
                 conn.send_message(place_message(session_id, place))

@@ -73,6 +73,7 @@ class Place:
     rate: float  # buyers admitted per second (the capacity inlet: as measured), for the estimate
     admission: str | None = None  # set once admitted
     admission_expires_at: float | None = None  # epoch seconds
+    line: int = 0  # which line the place is in (when it was opened, ms): a line Redis lost is opened anew
 
     @property
     def ahead(self) -> int:
@@ -200,14 +201,14 @@ class WaitingRoom:
 
     def _place(self, session_id: uuid.UUID, user_id: uuid.UUID, reply: list[int]) -> Place | None:
         """The place as the buyer sees it, with a fresh admission once the line has reached it."""
-        position, serving, _, inside_until_ms, rate_milli = (int(v) for v in reply[:5])
+        position, serving, _, inside_until_ms, rate_milli, line = (int(v) for v in reply[:6])
         if not position:
             return None
         if position > serving:
-            return Place(position, serving, rate_milli / 1000)
+            return Place(position, serving, rate_milli / 1000, line=line)
         expires = inside_until_ms // 1000 if inside_until_ms else None  # capacity: admitted while inside
         token, expires = self.admissions.sign(session_id, user_id, expires)
-        return Place(position, serving, rate_milli / 1000, token, expires)
+        return Place(position, serving, rate_milli / 1000, token, expires, line)
 
     async def join(self, session_id: uuid.UUID, user_id: uuid.UUID) -> Place | None:
         """The user's place in line (the same one if they have one); None: the session has no waiting room."""
@@ -223,14 +224,14 @@ class WaitingRoom:
             return None
         return self._place(session_id, user_id, await self._run(session_id, inlet, "place", str(user_id)))
 
-    async def serving(self, session_id: uuid.UUID, waiting: list[uuid.UUID]) -> tuple[float, int, int] | None:
-        """(rate, serving, last place given) now, keeping the places of `waiting` (buyers still watching);
-        None: no waiting room."""
+    async def serving(self, session_id: uuid.UUID, waiting: list[uuid.UUID]) -> Place | None:
+        """The line now, as the place of nobody (position 0: `serving`, `rate`, `line`), keeping the places of
+        `waiting` (buyers still watching); None: no waiting room."""
         inlet = await self.inlet(session_id)
         if inlet is None:
             return None
         reply = await self._run(session_id, inlet, "touch", *map(str, waiting))
-        return int(reply[4]) / 1000, int(reply[1]), int(reply[2])
+        return Place(0, int(reply[1]), int(reply[4]) / 1000, line=int(reply[5]))
 
     async def leave(self, session_id: uuid.UUID, user_id: uuid.UUID) -> None:
         """The user gives up their place in line, or (capacity inlet) their place inside."""

@@ -104,11 +104,16 @@ async def test_the_cluster_admits_at_the_configured_rate_whatever_node_is_asked(
         await http.close()
 
 
-async def socket_join(http: aiohttp.ClientSession, node: str, session_id: str,
-                      user: dict[str, Any]) -> aiohttp.ClientWebSocketResponse:
-    ws = await http.ws_connect(f"{node}/ws/sessions/{session_id}?token={user['token']}", heartbeat=None)
+async def socket_join(http: aiohttp.ClientSession, url: str, session_id: str,
+                      user: dict[str, Any]) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any]]:
+    """A socket on `url` (a node, or HAProxy) that joined the line: (the socket, the join's reply)."""
+    ws = await http.ws_connect(f"{url}/ws/sessions/{session_id}", heartbeat=None,
+                               protocols=("boxoffice", f"bearer.{user['token']}"))
     await ws.send_json({"type": "queue.join", "requestId": "join"})
-    return ws
+    while (msg := await ws.receive_json(timeout=10)).get("requestId") != "join":
+        pass
+    assert msg["type"] == "queue.position", msg
+    return ws, msg
 
 
 async def queue_messages(ws: aiohttp.ClientWebSocketResponse, until_admitted: float) -> list[dict[str, Any]]:
@@ -137,22 +142,27 @@ async def test_positions_reach_sockets_on_every_node_and_survive_a_node_killed(
         # a REST buyer who joined on node 1 first, then a socket on each node, twice over
         rest_place = await queue_call(http, "POST", live_cluster.node_urls[0] + f"/sessions/{session['id']}/queue",
                                       buyers[0])
-        sockets = [await socket_join(http, live_cluster.node_urls[n % 3], session["id"], b)
-                   for n, b in enumerate(buyers[1:])]
+        joined = [await socket_join(http, live_cluster.node_urls[n % 3], session["id"], b)
+                  for n, b in enumerate(buyers[1:])]
+        sockets = [ws for ws, _ in joined]
         live_cluster.kill_node(0, signal.SIGKILL)  # the first and fourth sockets lose their node
         # the REST buyer keeps their place, asked through HAProxy (node 1 is gone)
         again = await queue_call(http, "GET", f"{live_cluster.url}/sessions/{session['id']}/queue", buyers[0])
         assert again["position"] == rest_place["position"]
-        survivors = [ws for n, ws in enumerate(sockets) if n % 3 != 0]
-        results = await asyncio.gather(*(queue_messages(ws, 25.0) for ws in survivors))
-        for got in results:
+        # the buyers whose node died come back through HAProxy, as the page does, to the same place
+        for n in (0, 3):
+            ws, reply = await socket_join(http, live_cluster.url, session["id"], buyers[1 + n])
+            assert reply["position"] == joined[n][1]["position"], (reply, joined[n][1])
+            sockets[n] = ws
+        results = await asyncio.gather(*(queue_messages(ws, 25.0) for ws in sockets))
+        for (_, first), got in zip(joined, results, strict=True):
             assert got[-1]["type"] == "queue.admitted", got
             assert got[-1]["admission"]
+            assert got[-1]["position"] == first["position"]  # the place it joined with, kept while it waited
             aheads = [m["ahead"] for m in got if m["type"] == "queue.position"]
             assert aheads == sorted(aheads, reverse=True) and len(set(aheads)) == len(aheads), aheads
-        # the later a socket joined, the later it is admitted, on whichever node it waits
-        positions = [got[-1]["position"] for got in results]
-        assert positions == sorted(positions)
+        positions = sorted(first["position"] for _, first in joined)
+        assert positions == list(range(rest_place["position"] + 1, rest_place["position"] + 7))
         assert any(len(got) > 2 for got in results)  # positions were pushed while waiting, not only the end
         for ws in sockets:
             await ws.close()

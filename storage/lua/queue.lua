@@ -14,8 +14,9 @@
 --   'leave' ARGV[3] user: the user leaves the line, or (capacity) frees their place inside
 --   'open'  ARGV[3] rate, ARGV[4] capacity, ARGV[5] ttl ms: open the line or change its inlet
 --   'close' : delete the line
--- Every op but 'close' answers {position or 0, serving, last, inside-until ms or 0, rate x 1000}, or {} when no
--- line is open (never opened, closed, or lost with Redis: the caller opens it again from PostgreSQL).
+-- Every op but 'close' answers {position or 0, serving, last, inside-until ms or 0, rate x 1000, opened ms}, or
+-- {} when no line is open (never opened, closed, or lost with Redis: the caller opens it again from PostgreSQL).
+-- `opened` names the line: a line opened again after Redis lost it has another, and its places are new ones.
 -- Time is Redis's own clock (TIME): every node moves the same counter by the same clock, so the cluster admits
 -- at the rate whatever the number of nodes, and no node's clock matters. `serving` never passes `last`: an
 -- empty line saves up no admissions for a later rush.
@@ -127,7 +128,7 @@ local function answer(position, serving, last, user)
   if user and position > 0 and position <= serving then
     until_ms = tonumber(redis.call('ZSCORE', inside, user)) or 0
   end
-  return {position, serving, last, until_ms, rate_milli()}
+  return {position, serving, last, until_ms, rate_milli(), num('opened', 0)}
 end
 
 if op == 'open' then
