@@ -124,22 +124,30 @@ class BoxofficeUser(FastHttpUser):
             gevent.sleep(self.rng.uniform(*PLAN.buyer.error_wait_seconds))
 
     def wait_in_line(self, session_id: str) -> bool:
-        """The session's waiting room: join, then ask again (half the estimated wait, 1-5 s, with jitter)
-        until admitted; the admission then goes with this user's holds. False: try again later."""
+        """The session's waiting room over REST: join, then ask again -- every half the estimated wait, between
+        2 and 30 s, stretched by up to half at random -- until admitted; the admission then goes with this
+        user's holds. False: try again later. (The page waits on its socket instead, where the server pushes.)"""
         if session_id in self.api.admissions:
             return True
+        sent = time.time()
         place = self.api.join_queue(session_id)
+        waiting_sent = 0.0
         while place.ok and isinstance(place.body, dict) and not place.body.get("admitted"):
-            METRICS.count("queue_polls")
-            pause = min(5.0, max(1.0, place.body.get("estimatedWaitSeconds", 1) / 2))
+            waiting_sent = sent
+            METRICS.count("queue_position_answers")
+            pause = min(30.0, max(2.0, place.body.get("estimatedWaitSeconds", 2) / 2))
             gevent.sleep(pause * self.rng.uniform(1.0, 1.5))
+            sent = time.time()
             place = self.api.queue_place(session_id)
+            if place.status == 404:  # the place was lost (Redis restarted): join again, at the back
+                place = self.api.join_queue(session_id)
         if not place.ok or not isinstance(place.body, dict):
             self.back_off(place)
             return False
         if place.body.get("admission"):
             self.api.admissions[session_id] = place.body["admission"]
             METRICS.count("queue_admitted")
+            METRICS.queue_place(session_id, int(place.body["position"]), waiting_sent, time.time())
         return True
 
     def choose_session(self) -> str:
@@ -183,6 +191,7 @@ class RushBuyer(BoxofficeUser):
     weight = PLAN.weights.get("RushBuyer", 1)
     wait_time = between(*PLAN.buyer.wait_seconds)
     refusals = 0  # 409s this buyer has had
+    counted_at_hold = False
 
     @task
     def try_to_buy(self) -> None:
@@ -195,6 +204,9 @@ class RushBuyer(BoxofficeUser):
         session_id = self.choose_session()
         if PLAN.queue_rate and not self.wait_in_line(session_id):
             return
+        if not self.counted_at_hold:
+            self.counted_at_hold = True
+            METRICS.count("buyers_at_hold")  # with a waiting room: the admitted buyers
         shape = self.shape_of(session_id)
         if shape is None:
             return

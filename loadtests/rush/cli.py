@@ -22,6 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--queue", type=float, default=0.0, metavar="RATE",
                         help="every session gets a waiting room admitting RATE buyers per second (default: none)")
+    parser.add_argument("--compare", action="store_true",
+                        help="with --queue: a pass with the waiting room off, then one with it on, on the same "
+                             "cluster; summary.json holds both passes' figures")
 
 
 def register(subcommands: argparse._SubParsersAction[Any]) -> None:
@@ -43,6 +46,9 @@ def main(args: argparse.Namespace) -> int:
     options = RushOptions.from_args(args)
     if options.users < 1 or options.duration < 1 or not 1 <= options.nodes <= 8:
         say("boxoffice rush: --users and --duration must be positive, --nodes between 1 and 8")
+        return 2
+    if options.compare and not options.queue_rate:
+        say("boxoffice rush: --compare needs --queue RATE (the pass with the waiting room on)")
         return 2
     try:
         from loadtests.rush.run import run  # Locust's and the launcher's imports: only when a rush runs

@@ -26,6 +26,7 @@ class RushOptions:
     processes: int
     command: str
     queue_rate: float = 0.0  # --queue: the sessions' waiting rooms admit this many buyers per second (0: none)
+    compare: bool = False  # --compare: a pass with the waiting room off, then one with it on, on the same system
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, argv: list[str] | None = None) -> RushOptions:
@@ -35,7 +36,8 @@ class RushOptions:
         return cls(scenario=scenario, users=args.users or scenario.users, duration=args.duration or scenario.duration,
                    nodes=args.nodes, host=args.host, out=out.resolve(), processes=max(1, os.cpu_count() or 1),
                    command=shlex.join(["boxoffice", *(argv if argv is not None else sys.argv[1:])]),
-                   queue_rate=max(0.0, getattr(args, "queue", 0.0) or 0.0))
+                   queue_rate=max(0.0, getattr(args, "queue", 0.0) or 0.0),
+                   compare=bool(getattr(args, "compare", False)))
 
 
 class RushError(RuntimeError):

@@ -1,0 +1,59 @@
+"""`boxoffice rush --queue RATE --compare`: the waiting room off, then on, on the same cluster, and the figures
+of both passes in summary.json (docs/waiting-room.md, "Measured")."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.embedded import EmbeddedStack
+from tests.cluster_support import haproxy_binary
+from tests.test_rush import ROOT, rush_env
+
+FIGURES = {"queue", "admitted_buyers", "admitted_hold_latency_ms", "admitted_hold_p99_ms", "broadcast_p99_ms",
+           "haproxy_down_events", "answers_5xx", "answers_5xx_by_code", "dropped_connections", "time_to_sell_out_s",
+           "admitted_out_of_join_order", "position_updates", "position_updates_per_second", "redis_calls",
+           "redis_calls_per_admitted_buyer", "redis_calls_by_command", "holds_pending_past_expiry",
+           "load_average_before", "load_average_after", "haproxy_down_lines", "goals_met"}
+
+
+def test_compare_needs_a_queue_rate(stack: EmbeddedStack, tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "server.cli", "rush", "--compare", "--out", str(tmp_path)],
+                          cwd=ROOT, env=rush_env(stack), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--compare needs --queue" in proc.stdout + proc.stderr
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_tiny_rush_with_the_queue_off_then_on_reports_both(stack: EmbeddedStack, tmp_path: Path) -> None:
+    haproxy_binary()
+    out = tmp_path / "report"
+    proc = subprocess.run(
+        [sys.executable, "-m", "server.cli", "rush", "--scenario", "rush", "--users", "40", "--duration", "15",
+         "--nodes", "2", "--queue", "10", "--compare", "--out", str(out)],
+        cwd=ROOT, env=rush_env(stack), capture_output=True, text=True, timeout=290,
+    )
+    output = proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.returncode == 0, output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["queue_rate"] == 10 and summary["command"].startswith("boxoffice rush")
+    assert summary["invariants_ok"] == {"queue_off": True, "queue_on": True}
+    assert summary["double_sales"] == {"queue_off": 0, "queue_on": 0}
+    off, on = summary["queue_off"], summary["queue_on"]
+    assert set(off) == set(on) == FIGURES
+    assert off["queue"] == "off" and on["queue"] == {"rate": 10}
+    assert on["admitted_buyers"] > 0 and off["admitted_buyers"] > 0
+    assert on["admitted_out_of_join_order"] == 0 and off["admitted_out_of_join_order"] is None
+    assert on["position_updates"] > 0 and off["position_updates"] == 0
+    assert on["redis_calls"] > 0 and on["redis_calls_per_admitted_buyer"] > 0
+    assert "evalsha" in on["redis_calls_by_command"]
+    assert isinstance(on["haproxy_down_events"], int) and isinstance(off["haproxy_down_events"], int)
+    assert set(on["goals_met"]) == set(summary["goals_with_the_queue_on"]) and off["goals_met"] is None
+    for label in ("queue_off", "queue_on"):
+        assert json.loads((out / label / "summary.json").read_text())["rush_figures"] == summary[label]
