@@ -2,15 +2,17 @@
 
 One Redis call per session per second per node (`WaitingRoom.serving`, which also keeps the waiting buyers'
 places while they watch), however many sockets wait there; then each waiting socket gets `queue.position`
-when its number ahead changed, or `queue.admitted` with its admission once the line reaches it. A socket thus
-gets at most one push a second. A place Redis lost (a restart: the line starts again from 1) is taken again
-for the socket, in the order the node's sockets had.
+when its number ahead changed (with more than NEAR ahead, at most every FAR_INTERVAL seconds), or
+`queue.admitted` with its admission once the line reaches it. A socket thus gets at most one push a second. A
+place Redis lost (a restart: the line is opened anew) is taken again for the socket, in the order the node's
+sockets had.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,6 +25,10 @@ from storage.waiting_room import Place, WaitingRoom
 
 log = logging.getLogger("boxoffice.queue")
 PUSH_INTERVAL = 1.0  # seconds: a socket gets at most one push per interval
+# Far back in line a place changes every second yet means little: a socket with more than NEAR buyers ahead hears
+# its place at most every FAR_INTERVAL seconds (the page's estimate says minutes there), near the front every second.
+NEAR = 100
+FAR_INTERVAL = 5.0
 
 
 @dataclass(slots=True)
@@ -34,6 +40,7 @@ class Waiter:
     ahead: int
     line: int  # the line the place is in: another one means Redis lost the first, and the place with it
     on_admitted: Callable[[str | None], None]  # keeps the admission for the socket's own holds
+    pushed_at: float = 0.0  # time.monotonic() of the last push
 
 
 def place_message(session_id: uuid.UUID, place: Place | None) -> dict[str, object]:
@@ -80,7 +87,7 @@ class QueuePush:
                 conn.send_message(place_message(session_id, None))
                 self.remove(session_id, conn)
             return
-        serving = state.serving
+        serving, now = state.serving, time.monotonic()
         for conn, waiter in live:
             place: Place | None
             if waiter.line != state.line:  # Redis lost the line: a place again, in this node's order
@@ -97,8 +104,8 @@ class QueuePush:
                 waiter.on_admitted(None if place is None else place.admission)
                 conn.send_message(place_message(session_id, place))
                 self.remove(session_id, conn)
-            elif place.ahead != waiter.ahead:
-                waiter.ahead = place.ahead
+            elif place.ahead != waiter.ahead and (place.ahead <= NEAR or now - waiter.pushed_at >= FAR_INTERVAL):
+                waiter.ahead, waiter.pushed_at = place.ahead, now
                 conn.send_message(place_message(session_id, place))
 
     async def run(self) -> None:

@@ -21,8 +21,8 @@ from server.typedefs import BOOKING, INFLIGHT
 from tests.conftest import bearer, make_session, make_user, seat_ids, table_counts, with_settings
 
 LIMIT = 4
-FAST = 0.05  # seconds: what a refusal or a probe takes while the node is full (the median: the machine is shared)
-SLOWEST = 0.5  # seconds: the slowest of them, on a machine busy with other work too
+FAST = 0.05  # seconds: what a refusal or a probe takes while the node is full
+SLOWEST = 0.5  # seconds: the one slowest of ten may be a scheduling pause of a machine busy with other work too
 
 
 @asynccontextmanager
@@ -82,7 +82,7 @@ async def test_beyond_the_bound_requests_are_503_overloaded_at_once_while_health
     for name, answers in (("refused", [*refused, hold]), ("health", health), ("ready", ready)):
         took = sorted(t for *_, t in answers)
         print(f"{name}: median {took[len(took) // 2] * 1000:.1f} ms, slowest {took[-1] * 1000:.1f} ms")
-        assert took[len(took) // 2] < FAST and took[-1] < SLOWEST, (name, took)
+        assert took[-2] < FAST and took[-1] < SLOWEST, (name, took)  # nine of ten under 50 ms
     assert [status for status, *_ in answered] == [200] * LIMIT
     assert gate.inflight == 0
     # the node takes work again once it is below its bound

@@ -31,6 +31,8 @@ const HOLD_ERRORS = {
   unauthorized: "Your guest pass was not recognised; we made you a new one. Try again.",
   redis_unavailable: "The box office is busy right now. Try again in a moment.",
   database_unavailable: "The box office is busy right now. Try again in a moment.",
+  overloaded: "The box office is busy right now. Try again in a moment.",
+  not_admitted: "So many people want this show that it now has a waiting line. You are in it: the seat map opens when it is your turn.",
 };
 
 export function mountSessionPage(main, sessionId) {
@@ -468,6 +470,8 @@ class SessionPage {
       this.refreshSoftTaken();
     } else {
       if (reply.code === "unauthorized") this.renewGuest();
+      // The waiting room opened while this page was on the map (an admin, or the demand): take a place in line.
+      if (reply.code === "not_admitted") this.queue?.join();
       toast(HOLD_ERRORS[reply.code] || reply.message || "The seats could not be held. Please try again.",
         { tone: "error", key: "hold" });
     }
