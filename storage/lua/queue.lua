@@ -1,5 +1,5 @@
 -- The waiting room of one session: a position counter, and a "serving" counter that moves forward by one of
--- two inlets. A buyer's place costs one HINCRBY; a buyer is admitted once `serving` reaches their position.
+-- two inlets. A buyer's place costs one increment; a buyer is admitted once `serving` reaches their position.
 --   rate inlet:     `serving` moves at `rate` buyers per second of Redis's clock.
 --   capacity inlet: at most `capacity` buyers inside at once; `serving` moves as buyers leave (they bought,
 --                   gave up, or their time inside, `ttl` ms, ran out).
@@ -26,8 +26,24 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local KEEP_MS = 86400000  -- a line nobody touches for a day goes
 
+-- The line's fields, read once per call (one HMGET, not one HGET each: commands inside a script cost too)
+local FIELDS = {'rate', 'capacity', 'ttl', 'serving', 'at', 'last', 'opened', 'entered'}
+local state = {}
+local values = redis.call('HMGET', line, unpack(FIELDS))
+for i, name in ipairs(FIELDS) do
+  state[name] = tonumber(values[i])
+end
+
 local function num(field, default)
-  return tonumber(redis.call('HGET', line, field)) or default
+  return state[field] or default
+end
+
+local function set(...)  -- HSET, and the same fields in `state`
+  local args = {...}
+  for i = 1, #args, 2 do
+    state[args[i]] = tonumber(args[i + 1])
+  end
+  redis.call('HSET', line, ...)
 end
 
 local function waiting_and_here(user)
@@ -41,7 +57,7 @@ local function advance_rate(rate, serving, last)
   if whole >= 1 or serving >= last then
     serving = math.min(serving + whole, last)
     if serving >= last then at = now else at = at + whole * 1000 / rate end
-    redis.call('HSET', line, 'serving', serving, 'at', string.format('%.3f', at))
+    set('serving', serving, 'at', string.format('%.3f', at))
   end
   return serving
 end
@@ -68,7 +84,9 @@ local function advance_capacity(capacity, serving, last)
       end
     end
   end
-  redis.call('HSET', line, 'serving', serving, 'entered', entered)
+  if serving ~= num('serving', 0) or entered ~= num('entered', 0) then
+    set('serving', serving, 'entered', entered)
+  end
   return serving
 end
 
@@ -134,17 +152,17 @@ end
 if op == 'open' then
   local rate, capacity, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
   local was_open = advance() ~= nil  -- the admissions due under the old inlet are made first
-  local old_rate, at = num('rate', 0), tonumber(redis.call('HGET', line, 'at'))
+  local old_rate, at = num('rate', 0), state['at']
   if old_rate > 0 and rate > 0 and at then
     -- a new rate: the time towards the next admission keeps its share of the way
-    redis.call('HSET', line, 'at', string.format('%.3f', now - (now - at) * old_rate / rate))
+    set('at', string.format('%.3f', now - (now - at) * old_rate / rate))
   else
-    redis.call('HSET', line, 'at', now)
+    set('at', now)
   end
   if not was_open then
-    redis.call('HSET', line, 'serving', num('serving', 0), 'last', num('last', 0), 'opened', now, 'entered', 0)
+    set('serving', num('serving', 0), 'last', num('last', 0), 'opened', now, 'entered', 0)
   end
-  redis.call('HSET', line, 'rate', rate, 'capacity', capacity, 'ttl', ttl)
+  set('rate', rate, 'capacity', capacity, 'ttl', ttl)
   local serving, last = advance()
   keep()
   return answer(0, serving, last, nil)
@@ -174,7 +192,8 @@ if op == 'join' then
   local user = ARGV[3]
   local position = place_of(user, serving)
   if not position then
-    last = redis.call('HINCRBY', line, 'last', 1)
+    last = num('last', 0) + 1
+    set('last', last)
     position = last
     redis.call('ZADD', order, position, user)
   end
