@@ -168,9 +168,13 @@ class ContractClient:
     def queue_place(self, session_id: str) -> Reply:
         return self.send("GET", f"/sessions/{session_id}/queue", name="queue place", headers=self._auth())
 
-    def open_queue(self, session_id: str, rate: float) -> Reply:
+    def open_queue(self, session_id: str, rate: float = 0.0, capacity: int = 0) -> Reply:
+        inlet: dict[str, float | int] = {"capacity": capacity} if capacity else {"rate": rate}
         return self.send("PUT", f"/sessions/{session_id}/queue", name="open queue", headers=self._auth(),
-                         json_body={"enabled": True, "rate": rate})
+                         json_body={"enabled": True, **inlet})
+
+    def leave_queue(self, session_id: str) -> Reply:
+        return self.send("DELETE", f"/sessions/{session_id}/queue", name="queue leave", headers=self._auth())
 
     # ---- admin and ops ----
 

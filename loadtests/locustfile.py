@@ -150,6 +150,11 @@ class BoxofficeUser(FastHttpUser):
             METRICS.queue_place(session_id, int(place.body["position"]), waiting_sent, time.time())
         return True
 
+    def leave_line(self, session_id: str) -> None:
+        """A buyer who walks away gives their place inside back (the capacity inlet: the next one goes in)."""
+        if PLAN.queue_capacity and session_id in self.api.admissions:
+            self.api.leave_queue(session_id)
+
     def choose_session(self) -> str:
         return self.rng.choice(PLAN.session_ids)
 
@@ -202,7 +207,7 @@ class RushBuyer(BoxofficeUser):
                 self.back_off(guest)
                 return
         session_id = self.choose_session()
-        if PLAN.queue_rate and not self.wait_in_line(session_id):
+        if PLAN.queued and not self.wait_in_line(session_id):
             return
         if not self.counted_at_hold:
             self.counted_at_hold = True
@@ -252,6 +257,7 @@ class RushBuyer(BoxofficeUser):
         else:
             METRICS.count("abandoned_holds")  # closes the tab: the hold expires on its own
             if plan.buy_once:
+                self.leave_line(session_id)
                 raise StopUser()
 
     def nothing_free(self, session_id: str) -> None:
@@ -260,6 +266,7 @@ class RushBuyer(BoxofficeUser):
         if full.ok and all(s["status"] == "SOLD" for s in full.body["seats"]):
             METRICS.count("buyers_saw_sold_out")
             if PLAN.stop_when_sold_out:
+                self.leave_line(session_id)
                 raise StopUser()
         gevent.sleep(self.rng.uniform(*PLAN.buyer.sold_out_wait_seconds))
 

@@ -1,5 +1,5 @@
-"""`boxoffice rush --queue RATE --compare`: the waiting room off, then on, on the same cluster, and the figures
-of both passes in summary.json (docs/waiting-room.md, "Measured")."""
+"""`boxoffice rush --queue RATE --queue-capacity N --compare`: the waiting room off, then on with each inlet, on
+the same cluster, and the figures of every pass in summary.json (docs/waiting-room.md, "Measured")."""
 
 from __future__ import annotations
 
@@ -35,25 +35,30 @@ def test_a_tiny_rush_with_the_queue_off_then_on_reports_both(stack: EmbeddedStac
     haproxy_binary()
     out = tmp_path / "report"
     proc = subprocess.run(
-        [sys.executable, "-m", "server.cli", "rush", "--scenario", "rush", "--users", "40", "--duration", "15",
-         "--nodes", "2", "--queue", "10", "--compare", "--out", str(out)],
+        [sys.executable, "-m", "server.cli", "rush", "--scenario", "rush", "--users", "40", "--duration", "12",
+         "--nodes", "2", "--queue", "10", "--queue-capacity", "8", "--compare", "--out", str(out)],
         cwd=ROOT, env=rush_env(stack), capture_output=True, text=True, timeout=290,
     )
     output = proc.stdout[-4000:] + proc.stderr[-4000:]
     assert proc.returncode == 0, output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["queue_rate"] == 10 and summary["command"].startswith("boxoffice rush")
-    assert summary["invariants_ok"] == {"queue_off": True, "queue_on": True}
-    assert summary["double_sales"] == {"queue_off": 0, "queue_on": 0}
-    off, on = summary["queue_off"], summary["queue_on"]
-    assert set(off) == set(on) == FIGURES
-    assert off["queue"] == "off" and on["queue"] == {"rate": 10}
-    assert on["admitted_buyers"] > 0 and off["admitted_buyers"] > 0
-    assert on["admitted_out_of_join_order"] == 0 and off["admitted_out_of_join_order"] is None
+    passes = ("queue_off", "queue_on", "queue_on_capacity")
+    assert summary["queue_rate"] == 10 and summary["queue_capacity"] == 8
+    assert summary["command"].startswith("boxoffice rush")
+    assert summary["invariants_ok"] == dict.fromkeys(passes, True)
+    assert summary["double_sales"] == dict.fromkeys(passes, 0)
+    off, on, capacity = (summary[label] for label in passes)
+    assert set(off) == set(on) == set(capacity) == FIGURES
+    assert (off["queue"], on["queue"], capacity["queue"]) == ("off", {"rate": 10}, {"capacity": 8})
+    for figures in (on, capacity):
+        assert figures["admitted_buyers"] > 0
+        assert figures["admitted_out_of_join_order"] == 0
+        assert figures["redis_calls"] > 0 and figures["redis_calls_per_admitted_buyer"] > 0
+        assert "evalsha" in figures["redis_calls_by_command"]
+        assert set(figures["goals_met"]) == set(summary["goals_with_the_queue_on"])
     assert on["position_updates"] > 0 and off["position_updates"] == 0
-    assert on["redis_calls"] > 0 and on["redis_calls_per_admitted_buyer"] > 0
-    assert "evalsha" in on["redis_calls_by_command"]
-    assert isinstance(on["haproxy_down_events"], int) and isinstance(off["haproxy_down_events"], int)
-    assert set(on["goals_met"]) == set(summary["goals_with_the_queue_on"]) and off["goals_met"] is None
-    for label in ("queue_off", "queue_on"):
+    assert off["admitted_buyers"] > 0 and off["admitted_out_of_join_order"] is None and off["goals_met"] is None
+    assert all(isinstance(summary[label]["haproxy_down_events"], int) for label in passes)
+    assert set(summary["goals_met"]) == {"queue_on", "queue_on_capacity"}
+    for label in passes:
         assert json.loads((out / label / "summary.json").read_text())["rush_figures"] == summary[label]

@@ -30,10 +30,15 @@ def run(options: RushOptions) -> int:
             return run_against(options, target)[0]
         passes: dict[str, dict[str, Any]] = {}
         codes = []
-        for label, rate in (("queue_off", 0.0), ("queue_on", options.queue_rate)):
+        inlets = [("queue_off", 0.0, 0)]
+        if options.queue_rate:
+            inlets.append(("queue_on", options.queue_rate, 0))
+        if options.queue_capacity:
+            inlets.append(("queue_on_capacity", 0.0, options.queue_capacity))
+        for label, rate, capacity in inlets:
             say(f"\n=== pass {label} ===")
-            code, summary = run_against(dataclasses.replace(options, queue_rate=rate, out=options.out / label),
-                                        target)
+            code, summary = run_against(dataclasses.replace(options, queue_rate=rate, queue_capacity=capacity,
+                                                            out=options.out / label), target)
             codes.append(code)
             passes[label] = summary
         write_comparison(options, passes)
@@ -49,8 +54,9 @@ def write_comparison(options: RushOptions, passes: dict[str, dict[str, Any]]) ->
         "users": options.users,
         "nodes": options.nodes if options.host is None else None,
         "queue_rate": options.queue_rate,
+        "queue_capacity": options.queue_capacity,
         "goals_with_the_queue_on": GOALS,
-        "goals_met": figures["queue_on"]["goals_met"],
+        "goals_met": {label: values["goals_met"] for label, values in figures.items() if label != "queue_off"},
         **figures,
         "invariants_ok": {label: summary["invariants_ok"] for label, summary in passes.items()},
         "double_sales": {label: summary["double_sales"] for label, summary in passes.items()},
@@ -68,12 +74,14 @@ def run_against(options: RushOptions, target: Target) -> tuple[int, dict[str, An
     options.out.mkdir(parents=True, exist_ok=True)
     base_url, dsn, admin_token = target.base_url, target.dsn, target.admin_token
     scenario = options.scenario
-    session_ids, seats_per_session = create_sessions(base_url, admin_token, scenario, options.queue_rate)
+    session_ids, seats_per_session = create_sessions(base_url, admin_token, scenario, options.queue_rate,
+                                                     options.queue_capacity)
     total_seats = seats_per_session * len(session_ids)
     watchers = int(round(options.users * scenario.watcher_share))
     plan = Plan(scenario=scenario.name, host=base_url, out_dir=str(options.out), session_ids=session_ids,
                 weights=dict(scenario.weights), watchers=watchers, stop_when_sold_out=scenario.stop_when_sold_out,
-                buyer=scenario.buyer, picker=scenario.picker, queue_rate=options.queue_rate)
+                buyer=scenario.buyer, picker=scenario.picker, queue_rate=options.queue_rate,
+                queue_capacity=options.queue_capacity)
     plan.write(options.out / "plan.json")
     say(f"scenario {scenario.name}: {scenario.description}")
     say(f"  {len(session_ids)} session(s) x {seats_per_session} seats; {options.users} users "

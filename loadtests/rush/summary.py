@@ -105,10 +105,11 @@ def rush_figures(summary: dict[str, Any], plan: Plan, metrics: Metrics, load: Lo
     errors: dict[str, int] = summary["errors_by_code"]
     answers_5xx = {k: v for k, v in errors.items() if k[:1] == "5"}
     dropped = {k: v for k, v in errors.items() if k.startswith("0 ")}
-    admitted = metrics.counts.get("queue_admitted", 0) if plan.queue_rate else metrics.counts.get("buyers_at_hold", 0)
+    admitted = metrics.counts.get("queue_admitted", 0) if plan.queued else metrics.counts.get("buyers_at_hold", 0)
     redis_calls = system.get("redis_calls")
     figures = {
-        "queue": {"rate": plan.queue_rate} if plan.queue_rate else "off",
+        "queue": ({"capacity": plan.queue_capacity} if plan.queue_capacity else {"rate": plan.queue_rate})
+        if plan.queued else "off",
         "admitted_buyers": admitted,
         "admitted_hold_latency_ms": summary["hold_latency_ms"],
         "admitted_hold_p99_ms": summary["hold_latency_ms"]["p99"],
@@ -118,7 +119,7 @@ def rush_figures(summary: dict[str, Any], plan: Plan, metrics: Metrics, load: Lo
         "answers_5xx_by_code": answers_5xx,
         "dropped_connections": sum(dropped.values()),
         "time_to_sell_out_s": summary["time_to_sell_out_s"],
-        "admitted_out_of_join_order": queue_out_of_order(metrics.queue_places) if plan.queue_rate else None,
+        "admitted_out_of_join_order": queue_out_of_order(metrics.queue_places) if plan.queued else None,
         "position_updates": metrics.counts.get("queue_position_answers", 0),
         "position_updates_per_second": round(metrics.counts.get("queue_position_answers", 0) / seconds, 1),
         "redis_calls": redis_calls,
@@ -131,7 +132,7 @@ def rush_figures(summary: dict[str, Any], plan: Plan, metrics: Metrics, load: Lo
         "haproxy_down_lines": system.get("haproxy_down_lines", []),
     }
     figures["goals_met"] = {name: figures[name] is not None and figures[name] <= bound
-                            for name, bound in GOALS.items()} if plan.queue_rate else None
+                            for name, bound in GOALS.items()} if plan.queued else None
     return figures
 
 
