@@ -88,7 +88,8 @@ def summarize(options: RushOptions, plan: Plan, metrics: Metrics, load: LoadResu
         "files": {"locust_html": "locust-report.html", "chart": "chart.png", "locust_csv": "locust_stats.csv",
                   "locust_log": "locust.log"},
     }
-    summary["rush_figures"] = rush_figures(summary, plan, metrics, load, system or {})
+    arrival_s = options.users / max(1e-9, min(options.scenario.spawn_rate, options.users))
+    summary["rush_figures"] = rush_figures(summary, plan, metrics, load, system or {}, arrival_s)
     return summary
 
 
@@ -97,8 +98,18 @@ GOALS = {"admitted_hold_p99_ms": 500, "broadcast_p99_ms": 1000, "haproxy_down_ev
          "admitted_out_of_join_order": 0}
 
 
+def latency_after(metrics: Metrics, since: float) -> dict[str, float | None]:
+    """Hold latency percentiles of the holds made from epoch second `since` on."""
+    hist: dict[int, int] = {}
+    for second, bucket in metrics.timeline.items():
+        if second >= since:
+            for ms, n in bucket["lat"].items():
+                hist[ms] = hist.get(ms, 0) + n
+    return percentiles(hist)
+
+
 def rush_figures(summary: dict[str, Any], plan: Plan, metrics: Metrics, load: LoadResult,
-                 system: dict[str, Any]) -> dict[str, Any]:
+                 system: dict[str, Any], arrival_s: float = 0.0) -> dict[str, Any]:
     """The figures the queue-off/queue-on comparison is read by. With a waiting room, every hold is an admitted
     buyer's; without one, every buyer who reached the seat map counts as admitted (nobody waits)."""
     seconds = max(1e-9, load.ended - load.started)
@@ -113,6 +124,10 @@ def rush_figures(summary: dict[str, Any], plan: Plan, metrics: Metrics, load: Lo
         "admitted_buyers": admitted,
         "admitted_hold_latency_ms": summary["hold_latency_ms"],
         "admitted_hold_p99_ms": summary["hold_latency_ms"]["p99"],
+        # the same once every buyer has arrived (Locust spawns them at the scenario's rate): the holds made
+        # while the line is long, without the arrival's own sign-ups and joins beside them
+        "arrival_s": round(arrival_s, 1),
+        "admitted_hold_latency_after_arrival_ms": latency_after(metrics, load.started + arrival_s + 2),
         "broadcast_p99_ms": summary["broadcast_p99_ms"],
         "haproxy_down_events": system.get("haproxy_down_events"),
         "answers_5xx": sum(answers_5xx.values()),
@@ -138,7 +153,9 @@ def rush_figures(summary: dict[str, Any], plan: Plan, metrics: Metrics, load: Lo
 
 def print_figures(label: str, figures: dict[str, Any]) -> None:
     lat = figures["admitted_hold_latency_ms"]
-    say(f"  [{label}] admitted {figures['admitted_buyers']}, hold p50 {lat['p50']} ms p99 {lat['p99']} ms, "
+    after = figures["admitted_hold_latency_after_arrival_ms"]
+    say(f"  [{label}] admitted {figures['admitted_buyers']}, hold p50 {lat['p50']} ms p99 {lat['p99']} ms "
+        f"(after the arrival: p50 {after['p50']} ms p99 {after['p99']} ms), "
         f"broadcast p99 {figures['broadcast_p99_ms']} ms, DOWN {figures['haproxy_down_events']}, "
         f"5xx {figures['answers_5xx']}, dropped {figures['dropped_connections']}, "
         f"sold out at {figures['time_to_sell_out_s']} s, out of order {figures['admitted_out_of_join_order']}, "
