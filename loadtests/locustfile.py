@@ -41,6 +41,7 @@ from loadtests.contract_client import (
 from loadtests.metrics import Metrics
 from loadtests.plan import METRICS_DIR, STOP_FILE, WATCHER_MAPS_DIR, Plan
 from loadtests.seats import pick_best_seats
+from loadtests.waiting import wait_in_line
 
 # A worker sharing 2 cores with the system under test can be too busy to send its 1 s heartbeat for a few
 # seconds; with Locust's default liveness (3 missed beats) the master then declares it missing and
@@ -124,31 +125,8 @@ class BoxofficeUser(FastHttpUser):
             gevent.sleep(self.rng.uniform(*PLAN.buyer.error_wait_seconds))
 
     def wait_in_line(self, session_id: str) -> bool:
-        """The session's waiting room over REST: join, then ask again -- every half the estimated wait, between
-        2 and 30 s, stretched by up to half at random -- until admitted; the admission then goes with this
-        user's holds. False: try again later. (The page waits on its socket instead, where the server pushes.)"""
-        if session_id in self.api.admissions:
-            return True
-        sent = time.time()
-        place = self.api.join_queue(session_id)
-        waiting_sent = 0.0
-        while place.ok and isinstance(place.body, dict) and not place.body.get("admitted"):
-            waiting_sent = sent
-            METRICS.count("queue_position_answers")
-            pause = min(30.0, max(2.0, place.body.get("estimatedWaitSeconds", 2) / 2))
-            gevent.sleep(pause * self.rng.uniform(1.0, 1.5))
-            sent = time.time()
-            place = self.api.queue_place(session_id)
-            if place.status == 404:  # the place was lost (Redis restarted): join again, at the back
-                place = self.api.join_queue(session_id)
-        if not place.ok or not isinstance(place.body, dict):
-            self.back_off(place)
-            return False
-        if place.body.get("admission"):
-            self.api.admissions[session_id] = place.body["admission"]
-            METRICS.count("queue_admitted")
-            METRICS.queue_place(session_id, int(place.body["position"]), waiting_sent, time.time())
-        return True
+        """The session's waiting room (loadtests/waiting.py); False: try again later."""
+        return wait_in_line(self.api, session_id, self.rng, METRICS, self.back_off)
 
     def leave_line(self, session_id: str) -> None:
         """A buyer who walks away gives their place inside back (the capacity inlet: the next one goes in)."""
