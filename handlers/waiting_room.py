@@ -58,7 +58,8 @@ async def get_queue_place(request: web.Request) -> web.Response:
 
 
 @docs(tags=["waiting room"], summary="Leave the session's waiting room (or, with the capacity inlet, your place "
-      "inside: the next buyer goes in)", responses={**USER_ONLY, **SESSION_404})
+      "inside: the next buyer goes in)", produces=[],  # a 204 carries no body
+      responses={204: {"description": "left"}, **USER_ONLY, **SESSION_404})
 @match_info_schema(s.IdPathSchema)
 @signed_in
 async def leave_queue(request: web.Request) -> web.Response:
