@@ -107,7 +107,8 @@ async def test_holds_beyond_the_pending_bound_are_503_overloaded_over_rest_and_t
         status, body, retry_after, took = await hold(2)
         assert (status, body["code"], retry_after) == (503, "overloaded", "1"), body
         assert took < SLOWEST
-        async with client.ws_connect(f"/ws/sessions/{session['id']}?token={users[3]['token']}") as ws:
+        async with client.ws_connect(f"/ws/sessions/{session['id']}",
+                                     protocols=("boxoffice", f"bearer.{users[3]['token']}")) as ws:
             while (await ws.receive_json(timeout=5))["type"] != "snapshot":
                 pass
             await ws.send_json({"type": "hold", "requestId": "r1", "sessionSeatIds": [seats[3]]})

@@ -148,7 +148,8 @@ async def test_the_socket_waits_in_line_then_holds_with_its_admission(client: Te
     await open_queue(client, session["id"], 1)
     await join(client, first, session["id"])
 
-    async with client.ws_connect(f"/ws/sessions/{session['id']}?token={second['token']}") as ws:
+    async with client.ws_connect(f"/ws/sessions/{session['id']}",
+                                 protocols=("boxoffice", f"bearer.{second['token']}")) as ws:
         await ws.send_json({"type": "hold", "requestId": "early", "sessionSeatIds": [seats[0]]})
         await ws.send_json({"type": "queue.join", "requestId": "j"})
         replies: dict[str, dict[str, Any]] = {}
