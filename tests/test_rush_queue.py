@@ -15,10 +15,10 @@ from tests.cluster_support import haproxy_binary
 from tests.test_rush import ROOT, rush_env
 
 FIGURES = {"queue", "admitted_buyers", "admitted_hold_latency_ms", "admitted_hold_p99_ms", "arrival_s",
-           "admitted_hold_latency_after_arrival_ms", "broadcast_p99_ms",
-           "haproxy_down_events", "answers_5xx", "answers_5xx_by_code", "dropped_connections", "time_to_sell_out_s",
-           "admitted_out_of_join_order", "position_updates", "position_updates_per_second", "redis_calls",
-           "redis_calls_per_admitted_buyer", "redis_calls_by_command", "holds_pending_past_expiry",
+           "admitted_hold_latency_after_arrival_ms", "broadcast_p99_ms", "haproxy_down_events",
+           "haproxy_down_events_liveness", "answers_5xx", "answers_5xx_by_code", "dropped_connections",
+           "time_to_sell_out_s", "admitted_out_of_join_order", "position_updates", "position_updates_per_second",
+           "redis_calls", "redis_calls_per_admitted_buyer", "redis_calls_by_command", "holds_pending_past_expiry",
            "load_average_before", "load_average_after", "haproxy_down_lines", "goals_met"}
 
 

@@ -129,7 +129,8 @@ def rush_figures(summary: dict[str, Any], plan: Plan, metrics: Metrics, load: Lo
         "arrival_s": round(arrival_s, 1),
         "admitted_hold_latency_after_arrival_ms": latency_after(metrics, load.started + arrival_s + 2),
         "broadcast_p99_ms": summary["broadcast_p99_ms"],
-        "haproxy_down_events": system.get("haproxy_down_events"),
+        "haproxy_down_events": system.get("haproxy_down_events"),  # a node out of rotation (/ready failed)
+        "haproxy_down_events_liveness": system.get("haproxy_down_events_liveness"),  # /health failed too
         "answers_5xx": sum(answers_5xx.values()),
         "answers_5xx_by_code": answers_5xx,
         "dropped_connections": sum(dropped.values()),

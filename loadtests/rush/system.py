@@ -10,7 +10,9 @@ from pathlib import Path
 
 import redis
 
-DOWN = re.compile(r"Server \S+ is DOWN")
+# HAProxy says each event twice (its own warning on stderr, and the log line), once per backend: the log line of
+# the `nodes` backend (checked on /ready) is the one counted; `nodes_alive` (checked on /health) is kept apart
+DOWN = re.compile(r"^Server (nodes|nodes_alive)/\S+ is DOWN")
 
 
 def redis_calls(url: str | None) -> dict[str, int]:
@@ -37,13 +39,14 @@ def log_size(path: Path | None) -> int:
 
 
 def down_events(path: Path | None, since: int) -> list[str] | None:
-    """HAProxy's "Server ... is DOWN" lines written after byte `since` of its log; None when there is no log."""
+    """HAProxy's "Server <backend>/<node> is DOWN" log lines written after byte `since` of its log; None when there
+    is no log."""
     if path is None or not path.exists():
         return None
     with path.open("rb") as f:
         f.seek(since)
         text = f.read().decode(errors="replace")
-    return [line.strip()[:200] for line in text.splitlines() if DOWN.search(line)]
+    return [line.strip()[:160] for line in text.splitlines() if DOWN.search(line.strip())]
 
 
 @dataclass
@@ -69,7 +72,9 @@ class SystemWatch:
         return {
             "redis_calls": sum(delta.values()) if after else None,
             "redis_calls_by_command": dict(list(delta.items())[:12]),
-            "haproxy_down_events": None if downs is None else len(downs),
+            "haproxy_down_events": None if downs is None else sum(d.startswith("Server nodes/") for d in downs),
+            "haproxy_down_events_liveness": None if downs is None else sum(d.startswith("Server nodes_alive/")
+                                                                          for d in downs),
             "haproxy_down_lines": (downs or [])[:20],
             "load_average_before": [round(v, 2) for v in self.load_before],
             "load_average_after": [round(v, 2) for v in os.getloadavg()],
