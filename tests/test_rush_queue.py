@@ -63,3 +63,31 @@ def test_a_tiny_rush_with_the_queue_off_then_on_reports_both(stack: EmbeddedStac
     assert set(summary["goals_met"]) == {"queue_on", "queue_on_capacity"}
     for label in passes:
         assert json.loads((out / label / "summary.json").read_text())["rush_figures"] == summary[label]
+
+
+def test_out_of_order_counts_a_buyer_told_not_yet_after_a_later_joiner_was_admitted() -> None:
+    from loadtests.metrics import queue_out_of_order
+
+    # [session, position, last "not yet" asked at, admitted answered at]
+    fair = [["s", 1, 0.0, 5.0], ["s", 2, 4.0, 6.0], ["s", 3, 5.5, 7.0]]
+    assert queue_out_of_order(fair) == 0
+    # buyer 1 asked at 6.5 and heard "not yet", though buyer 2 (joined later) had heard "admitted" at 6.0
+    assert queue_out_of_order([["s", 1, 6.5, 8.0], ["s", 2, 4.0, 6.0]]) == 1
+    # a late look is not a wrong: buyer 1's "not yet" was asked before buyer 2's "admitted" came
+    assert queue_out_of_order([["s", 1, 5.9, 8.0], ["s", 2, 4.0, 6.0]]) == 0
+    # sessions are separate lines
+    assert queue_out_of_order([["a", 1, 6.5, 8.0], ["b", 2, 4.0, 6.0]]) == 0
+
+
+def test_down_events_are_haproxys_log_lines_once_each(tmp_path: Path) -> None:
+    from loadtests.rush.system import down_events
+
+    log = tmp_path / "haproxy.log"
+    log.write_text(
+        "[WARNING]  (1) : Server nodes/node2 is DOWN, reason: Layer7 timeout\n"
+        "Server nodes/node2 is DOWN, reason: Layer7 timeout, check duration: 3001ms.\n"
+        "Server nodes_alive/node2 is DOWN, reason: Layer7 timeout\n"
+        "127.0.0.1:1 [02/Dec/2026:10:00:00.000] boxoffice nodes/node1 0/0/0/1/1 200 10 - - ---- \"GET /ready\"\n")
+    assert [line.split(",")[0] for line in down_events(log, 0) or []] == [
+        "Server nodes/node2 is DOWN", "Server nodes_alive/node2 is DOWN"]
+    assert down_events(log, log.stat().st_size) == [] and down_events(tmp_path / "none.log", 0) is None
