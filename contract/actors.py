@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from core.appkeys import SETTINGS, TOKENS
 from core.errors import Forbidden, Unauthorized
-from server.typedefs import SETTINGS, TOKENS
 from storage.auth import Principal, TokenExpired, resolve_principal
 from storage.booking import Actor
 

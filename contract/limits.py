@@ -21,6 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 from core.errors import RateLimited
 from core.ratelimit import TokenBuckets
 from core.settings import Settings
+from storage.auth import Principal
 from storage.booking import Booking
 from storage.limits import AddressSeats
 from storage.rows import Reservation
@@ -76,6 +77,17 @@ class Limits:
             return forwarded.split(",")[-1].strip()[:64]
         return request.remote or ""
 
+    def take_write(self, principal: Principal | None, address: str) -> None:
+        """One write (a REST POST/PUT/PATCH/DELETE, a socket hold or release): a user's valid token draws on its
+        user's bucket, the admin on none, anything else (no valid token, or AUTH_REQUIRED=false: `principal` None)
+        on its address's bucket, so inventing tokens buys nothing. RateLimited when over the rate."""
+        if principal is not None and principal.is_admin:
+            return
+        if principal is not None and principal.user_id is not None:
+            self.take_user(principal.user_id)
+        else:
+            self.take_address(address)
+
     def take_user(self, user_id: uuid.UUID) -> None:
         """One write of a user (a REST write, a socket hold or release); RateLimited when over its rate."""
         if self.settings.rate_limit_per_second > 0:
@@ -92,12 +104,16 @@ class Limits:
         if wait:
             raise retry_after(RateLimited("Too many requests; slow down"), wait)
 
+    def counts_seats(self, address: str) -> bool:
+        """Whether the holds of `address` count against a seat quota (MAX_SEATS_PER_ADDRESS on, the address known)."""
+        return self.settings.max_seats_per_address > 0 and bool(address)
+
     async def take_seats(self, address: str, count: int) -> str | None:
         """Count `count` seats against the address's quota (over every node); the share to give back if the hold
         fails, None when there is none to give back."""
-        cap = self.settings.max_seats_per_address
-        if cap <= 0 or not address:
+        if not self.counts_seats(address):
             return None
+        cap = self.settings.max_seats_per_address
         share, wait_ms = await self.seats.take(address, count, cap, self.settings.hold_ttl_seconds * 1000)
         if wait_ms:
             raise retry_after(AddressQuotaExceeded(details={"maxSeatsPerAddress": cap}), wait_ms / 1000)
@@ -124,8 +140,13 @@ async def hold_within_limits(limits: Limits, booking: Booking, address: str, use
                              idempotency_key: str | None, admission: str | None = None) -> Reservation:
     """`Booking.hold` behind the node's bound on pending holds, the session's waiting room (`admission`) and the
     address's seat quota: the one door of a hold for REST and the socket. A shed hold touches neither Redis nor
-    PostgreSQL; one not admitted writes nothing."""
+    PostgreSQL; one not admitted writes nothing. A retry of an earlier hold (the same idempotency key and
+    request) answers that hold's reservation and is not counted again."""
     async with booking.hold_slot(session_id, user_id, admission):
+        if idempotency_key and limits.counts_seats(address):
+            prior = await booking.replay(user_id, session_id, seat_ids, idempotency_key)
+            if prior is not None:
+                return prior
         share = await limits.take_seats(address, len(seat_ids))
         try:
             return await booking.hold(user_id, session_id, seat_ids, idempotency_key)

@@ -40,3 +40,7 @@ REDIS_REBUILDS = Counter("boxoffice_redis_rebuilds_total", "Times the Redis gate
                          registry=REGISTRY)
 SHED = Counter("boxoffice_shed_total", "Work refused at once with 503 overloaded, by what was refused (request, hold)",
                ["what"], registry=REGISTRY)
+HOLD_EXTENSIONS = Counter("boxoffice_hold_extensions_total", "Hold extensions by outcome", ["outcome"],
+                          registry=REGISTRY)
+WAITLIST_OFFERS = Counter("boxoffice_waitlist_offers_total",
+                          "Holds made for buyers on a waiting list when seats came back", registry=REGISTRY)

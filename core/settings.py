@@ -95,6 +95,9 @@ class Settings:
     hold_ttl_seconds: int = field(default=30, metadata=env("HOLD_TTL_SECONDS"))
     max_seats_per_hold: int = field(default=10, metadata=env("MAX_SEATS_PER_HOLD"))
     max_seats_per_user: int = field(default=20, metadata=env("MAX_SEATS_PER_USER"))
+    # a PENDING hold may be extended once by this many seconds (at most 300; 0: no extension), unless buyers
+    # wait for its session (docs/waiting-list.md)
+    hold_extension_seconds: int = field(default=30, metadata=env("HOLD_EXTENSION_SECONDS"))
     # ADMIN_TOKEN; when unset, a random one for the life of the process (and admin_token_generated)
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     admin_token_generated: bool = True
@@ -123,6 +126,8 @@ class Settings:
     # Jobs
     expiry_sweep_interval: float = field(default=0.25, metadata=env("EXPIRY_SWEEP_INTERVAL"))
     outbox_sweep_interval: float = field(default=1.0, metadata=env("OUTBOX_SWEEP_INTERVAL"))
+    # the waiting lists' backstop: lines that wait while seats are free are served again this often
+    waitlist_sweep_interval: float = field(default=1.0, metadata=env("WAITLIST_SWEEP_INTERVAL"))
     # Retention (jobs.retention): how long records nobody needs any more are kept; 0 keeps them forever
     retention_interval: float = field(default=600.0, metadata=env("RETENTION_INTERVAL_SECONDS"))
     outbox_retention_hours: int = field(default=72, metadata=env("OUTBOX_RETENTION_HOURS"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from handlers import catalog, ops, reservations, waiting_room
+from handlers import catalog, ops, reservations, waiting_room, waitlist
 
 
 def setup_routes(app: web.Application) -> None:
@@ -12,3 +12,4 @@ def setup_routes(app: web.Application) -> None:
     catalog.setup_routes(app)
     reservations.setup_routes(app)
     waiting_room.setup_routes(app)
+    waitlist.setup_routes(app)

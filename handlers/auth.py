@@ -9,8 +9,8 @@ from aiohttp.typedefs import Handler
 
 from contract import actors
 from contract.actors import principal_for_token
+from core.appkeys import SETTINGS
 from core.errors import Forbidden, Unauthorized
-from server.typedefs import SETTINGS
 from storage.auth import MAX_TOKEN, Principal
 from storage.booking import Actor
 

@@ -6,10 +6,10 @@ from aiohttp import web
 from aiohttp_apigami import docs, match_info_schema, querystring_schema, request_schema, response_schema
 
 from contract import shapes
+from core.appkeys import PG_POOL, TOKENS
 from handlers import schemas as s
 from handlers.auth import admin_only, require_owner_or_admin, signed_in
 from handlers.openapi import ADMIN_ONLY, INVALID, OWNER_ONLY, TOO_LARGE, E, not_found
-from server.typedefs import PG_POOL, TOKENS
 from storage import catalog
 from storage.auth import revoke_token
 from storage.catalog import UserNotFound

@@ -11,10 +11,10 @@ from aiohttp_apigami import docs, response_schema
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from core.aio import owned_task, within
+from core.appkeys import PG_POOL, READINESS, READY_CHECKS, REDIS
 from core.metrics import REGISTRY
 from handlers import schemas as s
 from handlers.auth import admin_only
-from server.typedefs import PG_POOL, READINESS, READY_CHECKS, REDIS
 
 CHECK_TIMEOUT = 1.0
 # seconds between two rounds of readiness checks: HAProxy checks every second, so it sees a change within ~1.5 s

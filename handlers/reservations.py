@@ -12,10 +12,10 @@ from marshmallow import Schema
 
 from contract import shapes
 from contract.limits import hold_within_limits
+from core.appkeys import BOOKING, LIMITS
 from handlers import schemas as s
 from handlers.auth import acting_user, actor, require_owner_or_admin, signed_in
 from handlers.openapi import INVALID, OWNER_ONLY, USER_ONLY, E, not_found
-from server.typedefs import BOOKING, LIMITS
 
 HOLD_ERRORS = {
     **USER_ONLY,
@@ -95,6 +95,7 @@ async def confirm_reservation(request: web.Request) -> web.Response:
 
 
 @docs(tags=["reservations"], summary="Cancel a pending reservation and free its seats",
+      produces=[],  # a 204 carries no body (Swagger 2: an empty list overrides the spec-wide JSON)
       responses={204: {"description": "cancelled"}, 409: {"schema": E, "description": "not_pending"},
                  **OWNER_ONLY, **not_found("reservation_not_found")})
 @match_info_schema(s.IdPathSchema)

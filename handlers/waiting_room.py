@@ -8,11 +8,11 @@ from aiohttp import web
 from aiohttp_apigami import docs, match_info_schema, request_schema, response_schema
 
 from contract import shapes
+from core.appkeys import PG_POOL, WAITING_ROOM
 from core.errors import ValidationFailed
 from handlers import schemas as s
 from handlers.auth import acting_user, admin_only, signed_in
 from handlers.openapi import ADMIN_ONLY, INVALID, USER_ONLY, E
-from server.typedefs import PG_POOL, WAITING_ROOM
 from storage.catalog import get_session_row
 from storage.waiting_room import Inlet, NotInQueue
 

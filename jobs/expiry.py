@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from core.appkeys import BOOKING, SETTINGS
 from jobs.runner import running
-from server.typedefs import BOOKING, SETTINGS
 
 
 async def expiry_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -10,8 +10,8 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 
 from core.aio import owned_task, within
+from core.appkeys import KAFKA, OUTBOX_WAKE, PG_POOL, RELAY, SETTINGS
 from realtime.relay import OutboxRelay
-from server.typedefs import KAFKA, OUTBOX_WAKE, PG_POOL, RELAY, SETTINGS
 
 log = logging.getLogger("boxoffice.jobs")
 

@@ -6,13 +6,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from core.appkeys import CONSUMER, HUB, KAFKA, NODE_ID, PG_POOL, QUEUE_PUSH, SETTINGS, SNAPSHOTS, WAITING_ROOM
 from realtime.channel import session_socket
 from realtime.consumer import SeatEventConsumer
 from realtime.hub import Hub, WSClose
 from realtime.kafka import quiet_repeated_kafka_logs
 from realtime.queue_push import QueuePush
 from realtime.snapshot import SnapshotReader
-from server.typedefs import CONSUMER, HUB, KAFKA, NODE_ID, PG_POOL, QUEUE_PUSH, SETTINGS, SNAPSHOTS, WAITING_ROOM
+from realtime.waitlist import extend as _registers_waitlist_commands  # noqa: F401 - the socket's extend, waitlist.*
 
 SHUTDOWN_CLOSE_TIMEOUT = 3.0
 

@@ -23,10 +23,10 @@ from aiohttp import WSMessage, WSMsgType, web
 
 from contract.actors import valid_principal
 from core import metrics
+from core.appkeys import HUB, LIMITS, NODE_ID, PG_POOL, SETTINGS, SNAPSHOTS
 from core.errors import DomainError, Forbidden, ValidationFailed
 from realtime.hub import Connection, WSClose
 from realtime.messages import Peer, dispatch
-from server.typedefs import HUB, LIMITS, NODE_ID, PG_POOL, SETTINGS, SNAPSHOTS
 from storage.auth import MAX_TOKEN
 from storage.catalog import get_session_row
 

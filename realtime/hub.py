@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 from aiohttp import WSMsgType, web
 
+from contract import waitlist
 from core import metrics
 from core.aio import owned_task, within
 
@@ -276,11 +277,23 @@ class Hub:
         session_id = event.get("sessionId")
         if not isinstance(session_id, str) or session_id not in self.sessions:
             return
+        if event.get("waitlist"):  # seats held for a buyer on the waiting list: tell their sockets, at once
+            try:
+                self.tell_user(session_id, event.get("userId"), waitlist.offer(event))
+            except (KeyError, TypeError, ValueError) as exc:  # a malformed event must not stop the fan-out
+                log.warning("skipping a malformed waiting-list offer: %r", exc)
         batch = self._pending.get(session_id)
         if batch is None:
             batch = self._pending[session_id] = _Batch()
         batch.add(event)
         self._has_pending.set()
+
+    def tell_user(self, session_id: str, user_id: object, message: dict[str, Any]) -> None:
+        """A message for one user's sockets on this session (every node does the same with its own)."""
+        frame = dumps(message)
+        for conn in self.sessions.get(session_id, ()):
+            if conn.user_id is not None and conn.user_id == user_id:
+                conn.send(frame)
 
     def resync_all(self) -> None:
         """The stream lost its continuity (broker restarted): every socket gets a fresh snapshot.

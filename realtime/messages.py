@@ -28,11 +28,11 @@ from contract.actors import valid_principal
 from contract.limits import hold_within_limits
 from contract.rules import MAX_IDEMPOTENCY_KEY, Text
 from core.aio import stop_task
+from core.appkeys import BOOKING, LIMITS, QUEUE_PUSH, SETTINGS, WAITING_ROOM
 from core.errors import DomainError, RateLimited, SeatsUnavailable, ValidationFailed
 from core.ratelimit import TokenBucket
 from realtime.hub import Connection
 from realtime.queue_push import place_message
-from server.typedefs import BOOKING, LIMITS, QUEUE_PUSH, SETTINGS, WAITING_ROOM
 from storage.auth import Principal
 from storage.booking import Actor
 from storage.faults import service_fault
@@ -76,13 +76,10 @@ class Peer:
         """Who acts now: a token revoked or expired since the connect no longer acts."""
         return await valid_principal(self.app, self.token) if self.token else self.principal
 
-    def take_write(self, user_id: uuid.UUID | None) -> None:
-        """A hold or release draws on the same limit as a REST write: its user's, else its address's."""
-        limits = self.app[LIMITS]
-        if user_id is not None and self.app[SETTINGS].auth_required:
-            limits.take_user(user_id)
-        else:
-            limits.take_address(self.address)
+    async def writer(self) -> Principal | None:
+        """Who a hold or release acts as and is counted for (`Limits.take_write`, as a REST write): the token's
+        principal, or None with AUTH_REQUIRED=false (then the address's bucket)."""
+        return await self.who() if self.app[SETTINGS].auth_required else None
 
     def start(self, command: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(command, name=name)
@@ -164,20 +161,21 @@ class EmptyMessage(MessageSchema):
 
 # ------------------------------------------------------------ who acts (the REST rules, for a socket)
 
-async def acting_user(peer: Peer, claimed: uuid.UUID | None) -> uuid.UUID:
-    return actors.acting_user(peer.app[SETTINGS].auth_required, await peer.who(), claimed, actors.SOCKET)
+def acting_user(peer: Peer, who: Principal | None, claimed: uuid.UUID | None) -> uuid.UUID:
+    return actors.acting_user(peer.app[SETTINGS].auth_required, who, claimed, actors.SOCKET)
 
 
-async def actor(peer: Peer) -> Actor:
-    return actors.booking_actor(peer.app[SETTINGS].auth_required, await peer.who(), actors.SOCKET)
+def actor(peer: Peer, who: Principal | None) -> Actor:
+    return actors.booking_actor(peer.app[SETTINGS].auth_required, who, actors.SOCKET)
 
 
 # ------------------------------------------------------------ handlers
 
 @message("hold", HoldMessage, in_task=True)
 async def hold(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
-    user_id = await acting_user(peer, msg.get("userId"))
-    peer.take_write(user_id)
+    who = await peer.writer()
+    user_id = acting_user(peer, who, msg.get("userId"))
+    peer.app[LIMITS].take_write(who, peer.address)
     reservation = await hold_within_limits(peer.app[LIMITS], peer.app[BOOKING], peer.address, user_id,
                                            peer.session_id, msg["sessionSeatIds"], msg.get("idempotencyKey"),
                                            msg.get("admission") or peer.admission)
@@ -188,7 +186,7 @@ async def hold(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
 async def queue_join(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
     """A place in the session's waiting room (the same one if the user has one); while the buyer waits, the
     node pushes `queue.position` at most once a second, then `queue.admitted` (realtime.queue_push)."""
-    user_id = await acting_user(peer, None)
+    user_id = acting_user(peer, await peer.writer(), None)
     place = await peer.app[WAITING_ROOM].join(peer.session_id, user_id)
     if place is not None and not place.admitted:
         peer.app[QUEUE_PUSH].add(peer.session_id, peer.conn, user_id, place, peer.remember_admission)
@@ -201,7 +199,7 @@ async def queue_join(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
 async def queue_leave(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
     """The buyer gives up their place in line (or, with the capacity inlet, their place inside), as
     `DELETE /sessions/{id}/queue` does."""
-    user_id = await acting_user(peer, None)
+    user_id = acting_user(peer, await peer.writer(), None)
     peer.app[QUEUE_PUSH].remove(peer.session_id, peer.conn)
     peer.remember_admission(None)
     await peer.app[WAITING_ROOM].leave(peer.session_id, user_id)
@@ -210,10 +208,10 @@ async def queue_leave(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
 
 @message("release", ReleaseMessage, in_task=True)
 async def release(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
-    who = await actor(peer)
-    if who.check_owner:  # the admin is not limited
-        peer.take_write(who.user_id)
-    await peer.app[BOOKING].release(who, msg["reservationId"])
+    who = await peer.writer()
+    acting = actor(peer, who)
+    peer.app[LIMITS].take_write(who, peer.address)
+    await peer.app[BOOKING].release(acting, msg["reservationId"])
     return {"type": "release.ok", "reservationId": str(msg["reservationId"])}
 
 

@@ -19,21 +19,10 @@ from redis.backoff import NoBackoff
 
 from contract.limits import Limits
 from core.aio import owned_task
-from core.settings import Settings, plain_redis_url
-from handlers import setup_routes
-from handlers.openapi import add_common_errors
-from handlers.ops import readiness_ctx
-from handlers.parsing import ContractParser
-from handlers.validation import admit
-from jobs import setup as setup_jobs
-from realtime import setup as setup_realtime
-from realtime.kafka import KafkaLink
-from server.middlewares import http_middleware
-from server.ratelimit import rate_limiter
-from server.shedding import InflightGate
-from server.typedefs import (
+from core.appkeys import (
     ADMISSION,
     BOOKING,
+    EXTENDER,
     GATE,
     INFLIGHT,
     KAFKA,
@@ -47,13 +36,28 @@ from server.typedefs import (
     SETTINGS,
     TOKENS,
     WAITING_ROOM,
+    WAITLIST,
 )
+from core.settings import Settings, plain_redis_url
+from handlers import setup_routes
+from handlers.openapi import add_common_errors
+from handlers.ops import readiness_ctx
+from handlers.parsing import ContractParser
+from handlers.validation import admit
+from jobs import setup as setup_jobs
+from realtime import setup as setup_realtime
+from realtime.kafka import KafkaLink
+from server.middlewares import http_middleware
+from server.ratelimit import rate_limiter
+from server.shedding import InflightGate
 from storage import db
 from storage.auth import TokenCache
 from storage.booking import Booking
+from storage.extension import HoldExtender
 from storage.queue_auto import AutoTurnOn
 from storage.redis_gate import NoGate, RedisGate
 from storage.waiting_room import Admissions, WaitingRoom, shared_secret
+from storage.waitlist import Waitlist
 
 log = logging.getLogger("boxoffice.app")
 STATIC = Path(__file__).parent / "static"
@@ -121,6 +125,8 @@ async def booking_ctx(app: web.Application) -> AsyncIterator[None]:
         hold_batch_max=settings.hold_batch_max, hold_writers=settings.hold_writers,
         max_pending_holds=settings.max_pending_holds, waiting_room=app[WAITING_ROOM],
     )
+    app[EXTENDER] = HoldExtender(app[BOOKING], settings.hold_extension_seconds)
+    app[WAITLIST] = Waitlist(app[BOOKING], settings.max_seats_per_hold)
     yield
 
 

@@ -14,10 +14,10 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from core import ids
+from core.appkeys import ADMISSION, INFLIGHT, NODE_ID, SETTINGS
 from core.errors import DomainError
 from core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from server.logs import request_id_var
-from server.typedefs import ADMISSION, INFLIGHT, NODE_ID, SETTINGS
 from storage.faults import service_fault
 
 log = logging.getLogger("boxoffice.http")

@@ -1,8 +1,8 @@
-"""The REST write limit: an admission check (`server.typedefs.ADMISSION`) on POST/PUT/PATCH/DELETE.
+"""The REST write limit: an admission check (`core.appkeys.ADMISSION`) on POST/PUT/PATCH/DELETE.
 
-A valid user token draws on its user's bucket (the one the socket's holds and releases draw on too); a write
-without one -- a guest sign-up, a token that is made up, expired or revoked -- draws on its address's bucket,
-so inventing tokens buys nothing. The admin is not limited. Answers 429 `rate_limited` with Retry-After
+The rule, the same for the socket's holds and releases, is `Limits.take_write`: a valid user token draws on its
+user's bucket; a write without one -- a guest sign-up, a token that is made up, expired or revoked, any write with
+AUTH_REQUIRED=false -- on its address's bucket. The admin is not limited. Answers 429 `rate_limited` with Retry-After
 (contract.limits). HAProxy adds a per-address request rate across the cluster (haproxy.cfg).
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from contract.actors import valid_principal
+from core.appkeys import LIMITS, SETTINGS
 from handlers.auth import PRINCIPAL, bearer_token
-from server.typedefs import LIMITS, SETTINGS
 from storage.auth import Principal
 
 LIMITED_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -28,9 +28,4 @@ async def rate_limiter(request: web.Request) -> None:
         who = await valid_principal(request.app, bearer_token(request))
         if who is not None:
             request[PRINCIPAL] = who  # the handler's own lookup is then free
-    if who is not None and who.is_admin:
-        return
-    if who is not None and who.user_id is not None:
-        limits.take_user(who.user_id)
-    else:
-        limits.take_address(limits.client_ip(request))
+    limits.take_write(who, limits.client_ip(request))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -20,6 +21,8 @@ from core.errors import Unauthorized
 
 log = logging.getLogger("boxoffice.auth")
 REVOKED_CHANNEL = "bx_token_revoked"  # NOTIFY payload: the revoked token's sha256, hex
+# what connecting and listening may raise while PostgreSQL is away or the connection is cut
+LISTEN_FAULTS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 UNKNOWN_TTL = 5.0  # seconds an unknown token is remembered as unknown (no database lookup per attempt)
 
 
@@ -72,7 +75,8 @@ async def resolve_principal(token: str | None, admin_token: str, tokens: TokenCa
 
 class TokenCache:
     """token hash -> (user id, expiry), for `ttl` seconds, at most `size` entries; unknown tokens are remembered
-    as unknown for UNKNOWN_TTL seconds. A revocation (`forget`, from NOTIFY) drops an entry at once."""
+    as unknown for UNKNOWN_TTL seconds. A revocation (`forget`, from NOTIFY) drops an entry at once, and a lookup
+    that was reading the database meanwhile keeps nothing (`generation`)."""
 
     def __init__(self, pool: asyncpg.Pool, *, token_ttl: float, ttl: float = 300.0, size: int = 100_000) -> None:
         self.pool = pool
@@ -80,6 +84,9 @@ class TokenCache:
         self.ttl = ttl
         self.size = size
         self.db_lookups = 0
+        # bumped by every revocation heard (and every clear): a lookup whose database read began under an older
+        # generation may have read a token just before its revocation committed, so it keeps nothing
+        self.generation = 0
         # digest -> (cached until, monotonic; user id or None for unknown; token expiry, wall clock)
         self._entries: OrderedDict[bytes, tuple[float, uuid.UUID | None, float]] = OrderedDict()
 
@@ -89,17 +96,27 @@ class TokenCache:
         hit = self._entries.get(digest)
         if hit is None or hit[0] <= now:
             self.db_lookups += 1
-            row = await self.pool.fetchrow("SELECT id, created_at FROM users WHERE token_hash = $1", digest)
-            hit = self._store(digest, None if row is None else row["id"],
-                              None if row is None else row["created_at"])
+            generation = self.generation
+            row = await self._read(digest)
+            user_id, issued = (None, None) if row is None else (row["id"], row["created_at"])
+            if generation == self.generation:
+                hit = self._store(digest, user_id, issued)
+            else:  # a revocation was heard while the read was out: answer it (it began earlier), keep nothing
+                hit = self._entry(user_id, issued)
         if hit[1] is not None and hit[2] <= time.time():
             raise TokenExpired()
         return hit[1]
 
+    async def _read(self, digest: bytes) -> asyncpg.Record | None:
+        return await self.pool.fetchrow("SELECT id, created_at FROM users WHERE token_hash = $1", digest)
+
+    def _entry(self, user_id: uuid.UUID | None, issued: datetime | None) -> tuple[float, uuid.UUID | None, float]:
+        expires = issued.timestamp() + self.token_ttl if issued is not None else 0.0
+        return time.monotonic() + (self.ttl if user_id is not None else UNKNOWN_TTL), user_id, expires
+
     def _store(self, digest: bytes, user_id: uuid.UUID | None, issued: datetime | None
                ) -> tuple[float, uuid.UUID | None, float]:
-        expires = issued.timestamp() + self.token_ttl if issued is not None else 0.0
-        entry = (time.monotonic() + (self.ttl if user_id is not None else UNKNOWN_TTL), user_id, expires)
+        entry = self._entry(user_id, issued)
         self._entries[digest] = entry
         self._entries.move_to_end(digest)
         while len(self._entries) > self.size:
@@ -110,9 +127,11 @@ class TokenCache:
         self._store(hash_token(token), user_id, issued)
 
     def forget(self, digest: bytes) -> None:
+        self.generation += 1
         self._entries.pop(digest, None)
 
     def clear(self) -> None:
+        self.generation += 1
         self._entries.clear()
 
     async def listen_revocations(self, dsn: str, retry: float = 0.5) -> None:
@@ -121,7 +140,7 @@ class TokenCache:
         while True:
             try:
                 con = await asyncpg.connect(dsn, timeout=5)
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            except LISTEN_FAULTS as exc:
                 log.warning("token revocations: cannot listen (%r); retrying", exc)
                 await asyncio.sleep(retry)
                 continue
@@ -132,10 +151,11 @@ class TokenCache:
                 self.clear()  # anything revoked while nobody listened
                 await lost.wait()
                 log.warning("token revocations: the listening connection was lost; reconnecting")
-            except (OSError, asyncpg.PostgresError) as exc:
+            except LISTEN_FAULTS as exc:  # InterfaceError: the connection was cut under add_listener
                 log.warning("token revocations: listening failed (%r); retrying", exc)
             finally:
-                await con.close(timeout=2)
+                with contextlib.suppress(*LISTEN_FAULTS):  # closing a connection that is already gone
+                    await con.close(timeout=2)
             await asyncio.sleep(retry)
 
     def _heard(self, _con: object, _pid: int, _channel: str, payload: str) -> None:

@@ -14,9 +14,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import asyncpg
-import redis.exceptions
 
 from core import ids, metrics
 from core.aio import within
@@ -33,10 +33,12 @@ from core.errors import (
     ValidationFailed,
 )
 from storage import details
-from storage.faults import RedisUnavailable, service_fault
+from storage.faults import REDIS_FAULTS, redis_fault, service_fault
+from storage.gate_state import live_gate_entries
 from storage.group_commit import HoldWriter
+from storage.offers import hand_over
 from storage.redis_gate import GateEntry, SeatGate
-from storage.redis_keys import seat_value, sold_until_ms
+from storage.redis_keys import sold_until_ms
 from storage.rows import Released, Reservation, Sale
 from storage.waiting_room import WaitingRoom
 
@@ -68,6 +70,13 @@ _REFUSALS: dict[str, Callable[[str, str], DomainError]] = {
     "idempotency_key_reused": lambda m, d: Unprocessable(
         "This idempotency key was already used for another request", code=m),
 }
+
+
+IDEMPOTENCY_KEYS = "idempotency_keys_pkey"  # the constraint a key written twice violates (named in its message)
+
+
+def refusal_for(message: str, detail: str = "") -> DomainError:
+    return _REFUSALS[message](message, detail)
 
 
 def refusal(exc: asyncpg.PostgresError) -> DomainError | None:
@@ -159,7 +168,7 @@ class Booking:
         except _PriorHold as prior:
             return prior.reservation
         try:
-            await self.writer.write(reservation_id, user_id, session_id, seats, idempotency_key)
+            row = await self.writer.write(reservation_id, user_id, session_id, seats, idempotency_key)
         except BaseException as exc:
             await self._gate_release_quietly(session_id, seats, reservation_id)
             error = self._map_db_error(exc)
@@ -176,19 +185,23 @@ class Booking:
             raise error from None
         metrics.HOLDS.labels("ok").inc()
         self.on_commit()
-        held = await details.held(self.pool, reservation_id, idempotency_key or None)
-        if held is None:  # it was committed above; a reservation is never deleted
-            raise ReservationNotFound()
-        return held
+        # the hold's own row is its answer: it was created at expires_at - TTL, exactly (bx_hold)
+        created = row.expires_at - timedelta(milliseconds=self.hold_ttl_ms)
+        return Reservation(reservation_id, user_id, session_id, "PENDING", row.expires_at, created, created,
+                           idempotency_key or None, row.seats)
+
+    async def replay(self, user_id: uuid.UUID, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID],
+                     idempotency_key: str) -> Reservation | None:
+        """The reservation an earlier hold with this key made for the same request, or None (a first request)."""
+        return await self._prior_hold(user_id, session_id, self.check_seat_list(seat_ids), idempotency_key)
 
     async def _gate_hold(self, session_id: uuid.UUID, seats: list[uuid.UUID], reservation_id: uuid.UUID,
                          user_id: uuid.UUID, idempotency_key: str | None) -> None:
         try:  # bounded by the gate's own timeout (on the Redis round trip); a lost answer is taken back there
             taken = await self.gate.hold(session_id, seats, reservation_id, self.hold_ttl_ms)
-        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # unreachable, slow, OOM, READONLY...
+        except REDIS_FAULTS as exc:  # unreachable, slow, OOM, READONLY...
             metrics.HOLDS.labels("redis_unavailable").inc()
-            log.warning("the gate refused a hold: %r", exc)
-            raise RedisUnavailable() from None
+            raise redis_fault(exc) from None
         if taken:
             if idempotency_key:  # a concurrent retry of this same hold may be the one holding them
                 prior = await self._prior_hold(user_id, session_id, seats, idempotency_key, wait=0.2)
@@ -201,7 +214,7 @@ class Booking:
                                     owner: uuid.UUID) -> None:
         try:
             await within(self.gate_timeout, self.gate.release(session_id, seats, owner))
-        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # the keys expire on their own
+        except REDIS_FAULTS as exc:  # the keys expire on their own
             log.warning("could not release gate keys of %s: %r", owner, exc)
 
     async def _repair_gate(self, session_id: uuid.UUID, seat_ids: list[uuid.UUID]) -> None:
@@ -211,16 +224,11 @@ class Booking:
             return
 
         async def true_owners() -> list[GateEntry]:
-            rows = await self.pool.fetch(
-                "SELECT ss.id, ss.status, ss.reservation_id, r.expires_at, s.end_show_time FROM session_seats ss"
-                " JOIN reservations r ON r.id = ss.reservation_id JOIN sessions s ON s.id = ss.session_id"
-                " WHERE ss.id = ANY($1::uuid[]) AND ss.session_id = $2", seat_ids, session_id)
-            return [(session_id, r["id"], *seat_value(r["status"], r["reservation_id"], r["expires_at"],
-                                                      r["end_show_time"])) for r in rows]
+            return await live_gate_entries(self.pool, session_id, seat_ids)
 
         try:
             await within(self.gate_timeout, self.gate.repair(true_owners))
-        except (TimeoutError, redis.exceptions.RedisError, OSError, asyncpg.PostgresError) as exc:
+        except (*REDIS_FAULTS, asyncpg.PostgresError) as exc:
             log.warning("could not repair the gate for %d seats: %r", len(seat_ids), exc)
 
     async def _prior_hold(self, user_id: uuid.UUID, session_id: uuid.UUID, seats: Sequence[uuid.UUID], key: str,
@@ -265,7 +273,7 @@ class Booking:
                 sold = self.gate.mark_sold(row["session_id"], row["seat_ids"], reservation_id,
                                            sold_until_ms(row["sold_until"]))
                 await within(self.gate_timeout, sold)
-            except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:  # reconciliation restores it
+            except REDIS_FAULTS as exc:  # reconciliation restores it
                 log.warning("could not mark seats sold in Redis for %s: %r", reservation_id, exc)
         else:
             metrics.CONFIRMS.labels("replay").inc()
@@ -280,7 +288,7 @@ class Booking:
         """Cancel a PENDING reservation and free its seats."""
         try:
             row = await self.pool.fetchrow(
-                "SELECT session_id, seat_ids FROM bx_release($1, $2, $3)",
+                "SELECT session_id, seat_ids, offers FROM bx_release($1, $2, $3)",
                 reservation_id, actor.user_id, actor.check_owner,
             )
         except BaseException as exc:
@@ -291,18 +299,26 @@ class Booking:
         metrics.CANCELLED.inc()
         self.on_commit()
         await self._gate_release_quietly(row["session_id"], row["seat_ids"], reservation_id)
+        await hand_over(self.gate, row["session_id"], row["offers"], self.gate_timeout)  # the waiting list's holds
         return Released(reservation_id, row["session_id"], list(row["seat_ids"]))
 
     async def expire_due(self, limit: int = 500) -> int:
-        """Expire every PENDING reservation past its time (safe on many nodes at once)."""
-        rows = await self.pool.fetch("SELECT reservation_id, session_id, seat_ids FROM bx_expire_due($1)", limit)
+        """Expire every PENDING reservation past its time (safe on many nodes at once); return how many. The seats
+        that came back are offered to the sessions' waiting lists in the same transaction (rows without a
+        reservation_id carry those offers)."""
+        rows = await self.pool.fetch(
+            "SELECT reservation_id, session_id, seat_ids, offers FROM bx_expire_due($1)", limit)
+        expired = [row for row in rows if row["reservation_id"] is not None]
         if not rows:
             return 0
-        metrics.EXPIRED.inc(len(rows))
+        metrics.EXPIRED.inc(len(expired))
         self.on_commit()
-        for row in rows:
+        for row in expired:
             await self._gate_release_quietly(row["session_id"], row["seat_ids"], row["reservation_id"])
-        return len(rows)
+        for row in rows:
+            if row["reservation_id"] is None:
+                await hand_over(self.gate, row["session_id"], row["offers"], self.gate_timeout)
+        return len(expired)
 
     # ------------------------------------------------------------------ reads
 
@@ -348,6 +364,10 @@ class Booking:
 
     @staticmethod
     def _map_db_error(exc: BaseException) -> DomainError | None:
+        if isinstance(exc, asyncpg.UniqueViolationError) and IDEMPOTENCY_KEYS in str(exc):
+            # a concurrent request wrote this key first (neither saw it when it looked): the key is another
+            # request's (a retry of the same one replays it before this: Booking.hold, bx_confirm's lock)
+            return refusal_for("idempotency_key_reused")
         if isinstance(exc, asyncpg.ForeignKeyViolationError):
             return NotFound("User not found", code="user_not_found")
         if isinstance(exc, asyncpg.DeadlockDetectedError):

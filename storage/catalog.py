@@ -74,13 +74,6 @@ async def create_user(pool: asyncpg.Pool, name: str, email: str) -> tuple[User, 
     return User(**dict(row)), token
 
 
-async def get_user(pool: asyncpg.Pool, user_id: uuid.UUID) -> User:
-    row = await pool.fetchrow("SELECT id, name, email, created_at FROM users WHERE id = $1", user_id)
-    if row is None:
-        raise UserNotFound()
-    return User(**dict(row))
-
-
 USER_RESERVATIONS = 100  # GET /users/{id} lists the user's newest reservations, at most this many
 
 

@@ -33,17 +33,6 @@ WHERE rs.reservation_id = ANY($1::uuid[])
 ORDER BY ss.position
 """
 
-# A reservation just held, with its seats: one query (the hold's own answer, on the hot path)
-HELD_SQL = f"""
-SELECT {SESSION_SEAT_COLUMNS}, ro.created_at AS room_created_at,
-       r.user_id, r.status AS reservation_status, r.expires_at, r.created_at, r.updated_at
-FROM reservations r JOIN reservation_seats rs ON rs.reservation_id = r.id
-JOIN session_seats ss ON ss.id = rs.session_seat_id JOIN seats st ON st.id = ss.seat_id
-JOIN rooms ro ON ro.id = st.room_id
-WHERE r.id = $1
-ORDER BY ss.position
-"""
-
 SALES_SQL = """
 SELECT sa.id, sa.reservation_id, sa.user_id, sa.session_id, sa.total_amount, sa.confirmed_at
 FROM sales sa WHERE {where}
@@ -84,17 +73,6 @@ async def reservations(con: Con, where: str, args: Sequence[object], limit: int,
 async def reservation(con: Con, reservation_id: uuid.UUID) -> Reservation | None:
     found = await reservations(con, "r.id = $1", [reservation_id], 1)
     return found[0] if found else None
-
-
-async def held(con: Con, reservation_id: uuid.UUID, idempotency_key: str | None) -> Reservation | None:
-    """A reservation with its seats, without its session and user (the StarSoft API's answer to a new hold)."""
-    rows = await con.fetch(HELD_SQL, reservation_id)
-    if not rows:
-        return None
-    first = rows[0]
-    return Reservation(reservation_id, first["user_id"], first["session_id"], first["reservation_status"],
-                       first["expires_at"], first["created_at"], first["updated_at"], idempotency_key,
-                       [session_seat(r) for r in rows])
 
 
 async def sales(con: Con, where: str, args: Sequence[object], limit: int, offset: int = 0) -> list[Sale]:

@@ -25,7 +25,7 @@ import asyncpg
 
 from core import metrics
 from storage.batching import Batcher
-from storage.rows import Seat, seats_from_json
+from storage.rows import SessionSeat, held_seats
 
 log = logging.getLogger("boxoffice.group_commit")
 
@@ -42,7 +42,7 @@ MAX_BATCH = 48
 @dataclass(frozen=True, slots=True)
 class HoldRow:
     expires_at: datetime
-    seats: list[Seat]  # the held seats, in seat-map order
+    seats: list[SessionSeat]  # the held seats, in seat-map order
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +89,14 @@ class HoldWriter:
             else:
                 self.set_batches += 1
                 metrics.HOLD_SET_BATCHES.labels("granted").inc()
-                return [HoldRow(row["r_expires_at"], seats_from_json(row["r_seats"])) for row in granted]
+                return [HoldRow(row["r_expires_at"], held_seats(row["r_seats"], hold.session_id))
+                        for hold, row in zip(holds, granted, strict=True)]
         rows = await self.pool.fetch(BATCH_SQL, *args)
         outcomes: list[HoldRow | BaseException] = []
         for hold, row in zip(holds, rows, strict=True):
             state = row["r_state"]
             if state is None:
-                outcomes.append(HoldRow(row["r_expires_at"], seats_from_json(row["r_seats"])))
+                outcomes.append(HoldRow(row["r_expires_at"], held_seats(row["r_seats"], hold.session_id)))
             elif state.startswith(OWN_OUTCOME_PREFIXES):
                 outcomes.append(asyncpg.PostgresError.new(
                     {"C": state, "M": row["r_message"] or "", "D": row["r_detail"] or ""}))
@@ -111,4 +112,4 @@ class HoldWriter:
                                            self.hold_ttl_ms, self.max_seats_per_user, hold.idempotency_key)
         except asyncpg.PostgresError as exc:
             return exc
-        return HoldRow(row["expires_at"], seats_from_json(row["seats"]))
+        return HoldRow(row["expires_at"], held_seats(row["seats"], hold.session_id))

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
 
+from storage.faults import REDIS_FAULTS
 from storage.redis_keys import address_seats_key
 
 log = logging.getLogger("boxoffice.limits")
@@ -29,7 +29,7 @@ class AddressSeats:
         ref = uuid.uuid4().hex
         try:
             wait_ms = int(await self._take(keys=[address_seats_key(address)], args=[ref, count, cap, ttl_ms]))
-        except (RedisError, OSError) as exc:
+        except REDIS_FAULTS as exc:
             log.warning("per-address seat quota not checked (Redis: %r)", exc)
             return None, 0
         return (None, wait_ms) if wait_ms else (f"{ref}:{count}", 0)
@@ -40,5 +40,5 @@ class AddressSeats:
             return
         try:
             await self.redis.zrem(address_seats_key(address), share)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAULTS as exc:
             log.warning("could not give back a per-address seat share (it ends with the hold TTL): %r", exc)

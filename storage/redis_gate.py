@@ -21,10 +21,11 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from storage.batching import Batcher
+from storage.faults import REDIS_FAULTS
 from storage.redis_keys import GATE_EPOCH, seat_key
 
 LUA = Path(__file__).parent / "lua"
@@ -160,7 +161,7 @@ class RedisGate:
                 async with asyncio.timeout(self.timeout):
                     await self._run_each(self._release, holds)
                 return
-            except (TimeoutError, RedisError, OSError):
+            except REDIS_FAULTS:
                 continue
         log.warning("could not take back the gate keys of %d holds; they expire with their TTL", len(holds))
 

@@ -26,11 +26,6 @@ class Seat:
     seat_number: int
 
 
-def seats_from_json(items: list[dict[str, Any]] | None) -> list[Seat]:
-    """Seats aggregated by SQL as jsonb objects {id, row_label, seat_number}."""
-    return [Seat(uuid.UUID(s["id"]), s["row_label"], s["seat_number"]) for s in items or ()]
-
-
 @dataclass(frozen=True, slots=True)
 class Room:
     """Rooms never change once created (so their updatedAt is their created_at); their seats are created with
@@ -69,6 +64,14 @@ def session_seat(row: Any, room_created_at: datetime | None = None) -> SessionSe
     return SessionSeat(row["id"], row["session_id"], row["seat_id"], row["status"], row["version"], row["room_id"],
                        row["row_label"], row["seat_number"],
                        row["room_created_at"] if room_created_at is None else room_created_at)
+
+
+def held_seats(items: list[dict[str, Any]] | None, session_id: uuid.UUID) -> list[SessionSeat]:
+    """The seats a hold just took, as the hold's SQL aggregates them (jsonb objects of SESSION_SEAT_COLUMNS'
+    fields, in seat order): the hold's answer needs no second read."""
+    return [SessionSeat(uuid.UUID(s["id"]), session_id, uuid.UUID(s["seat_id"]), "RESERVED", s["version"],
+                        uuid.UUID(s["room_id"]), s["row_label"], s["seat_number"],
+                        datetime.fromisoformat(s["room_created_at"])) for s in items or ()]
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,24 @@ async def test_hold_confirm_and_history(client: TestClient, pg: Any) -> None:
     await assert_invariants(pg, [session["id"]])
 
 
+async def test_a_holds_answer_is_what_reading_it_back_gives(client: TestClient) -> None:
+    """The hold answers from its own write (no second read): every field it shares with the reservation read
+    back agrees, seat by seat, timestamps included."""
+    session = await make_session(client)
+    seats = await seat_ids(client, session["id"])
+    ana = await make_user(client)
+    resp = await hold(client, ana, session["id"], [seats[4], seats[1], seats[2]])
+    assert resp.status == 201
+    held = await resp.json()
+    resp = await client.get(f"/reservations/{held['id']}", headers=bearer(ana["token"]))
+    assert resp.status == 200
+    read = await resp.json()
+    shared = set(held) & set(read)
+    assert {"reservationSeats", "seats", "createdAt", "updatedAt", "expiresAt", "seatLabels"} <= shared
+    assert {k: held[k] for k in shared} == {k: read[k] for k in shared}
+    assert [s["id"] for s in held["seats"]] == [seats[1], seats[2], seats[4]]  # in seat order
+
+
 async def test_purchases_newest_first(client: TestClient) -> None:
     session = await make_session(client)
     seats = await seat_ids(client, session["id"])

@@ -1,12 +1,9 @@
-"""Multi-node tests over REST: real node processes behind the real HAProxy, on the real PostgreSQL, Redis and Kafka.
-
-Also checks the two deployment files every cluster uses: haproxy.cfg and docker-compose.yml.
-"""
+"""Multi-node tests over REST: real node processes behind the real HAProxy, on the real PostgreSQL, Redis and Kafka;
+and `boxoffice cluster`, which starts and stops them."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import signal
@@ -15,27 +12,20 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
-import yaml
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from core.settings import WS_FRAMES_PER_MACHINE
-from server.cluster import ROOT, SERVICE_URLS, LocalCluster, haproxy_config_path
+from server.cluster import ROOT, LocalCluster
 from server.embedded import EmbeddedStack, free_port, port_open
 from tests.cluster_support import (
     CLUSTER_ADMIN,
     CLUSTER_HOLD_TTL,
     assert_invariants,
-    docker_compose_binary,
     get_json,
-    haproxy_binary,
     make_session,
     make_user,
     seat_ids,
@@ -45,208 +35,6 @@ from tests.conftest import bearer
 
 pytestmark = pytest.mark.cluster
 
-
-# ---- the deployment files ---------------------------------------------------------------------------
-
-
-def haproxy_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not re.fullmatch(r"NODE\d+_ADDR|HAPROXY_.*", k)}
-    return subprocess.run([haproxy_binary(), "-c", "-f", str(haproxy_config_path())],  # noqa: S603
-                          env={**clean, **env}, capture_output=True, text=True, timeout=30, check=False)
-
-
-@pytest.mark.parametrize("nodes", [1, 3, 8])
-def test_haproxy_cfg_is_valid_for_one_to_eight_nodes(nodes: int) -> None:
-    env = {f"NODE{i}_ADDR": f"127.0.0.1:{18080 + i}" for i in range(1, nodes + 1)}
-    env["HAPROXY_STATS_BIND"] = "127.0.0.1:18404"
-    result = haproxy_check(env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "ALERT" not in result.stdout + result.stderr
-
-
-def test_haproxy_cfg_refuses_to_run_without_a_node() -> None:
-    result = haproxy_check({})
-    assert result.returncode != 0
-
-
-def test_nodes_on_one_machine_share_its_broadcast_frame_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`boxoffice cluster` runs its nodes on one machine: each gets its share of what the machine carries,
-    unless WS_MAX_FRAMES_PER_SECOND says otherwise."""
-    monkeypatch.delenv("WS_MAX_FRAMES_PER_SECOND", raising=False)
-    urls = {key: "set-but-unused" for key in SERVICE_URLS}  # nothing is started here
-
-    def budgets(nodes: int, **env: str) -> set[str]:
-        cluster = LocalCluster(nodes, env={**urls, **env})
-        return {cluster.node_env(i)["WS_MAX_FRAMES_PER_SECOND"] for i in range(nodes)}
-
-    assert budgets(1) == {str(WS_FRAMES_PER_MACHINE)}
-    assert budgets(3) == {str(WS_FRAMES_PER_MACHINE // 3)}
-    assert budgets(3, WS_MAX_FRAMES_PER_SECOND="9000") == {"9000"}
-
-
-def test_the_local_cluster_links_haproxy_to_its_nodes_by_unix_socket_or_tcp() -> None:
-    """The environment each process gets: HAProxy's NODEn_ADDR and the node's UNIX_SOCKET agree (nothing started)."""
-    urls = {key: "set-but-unused" for key in SERVICE_URLS}
-    tcp = LocalCluster(2, env={**urls, "UNIX_SOCKET": "/tmp/inherited.sock"}, link="tcp")  # noqa: S108
-    assert [tcp.haproxy_env()[f"NODE{i + 1}_ADDR"] for i in range(2)] == [
-        f"127.0.0.1:{port}" for port in tcp.node_ports]
-    assert all("UNIX_SOCKET" not in tcp.node_env(i) for i in range(2))  # never one the caller's env had
-
-    unix = LocalCluster(2, env=urls)
-    folder = unix.socket_dir = unix._make_socket_dir()  # what start() does first
-    try:
-        assert folder is not None and stat.S_IMODE(folder.stat().st_mode) == 0o700
-        for i in range(2):
-            path = unix.node_env(i)["UNIX_SOCKET"]
-            assert unix.haproxy_env()[f"NODE{i + 1}_ADDR"] == f"unix@{path}"
-            assert Path(path).parent == unix.socket_dir and len(path) <= 100  # fits sockaddr_un
-            assert unix.node_env(i)["PORT"] == str(unix.node_ports[i])  # the TCP port stays
-    finally:
-        unix.stop()
-    assert unix.socket_dir is None and not folder.exists()  # stop() removes the folder
-    with pytest.raises(ValueError, match="link"):
-        LocalCluster(1, env=urls, link="carrier-pigeon")
-
-
-def test_docker_compose_config_is_valid() -> None:
-    result = subprocess.run([docker_compose_binary(), "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],  # noqa: S603
-                            capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
-                            env={**os.environ, "ADMIN_TOKEN": "a-secret-of-32-characters-or-more!",
-                                 "POSTGRES_PASSWORD": "compose-test-password"})
-    assert result.returncode == 0, result.stderr
-
-
-def test_docker_compose_runs_three_nodes_behind_the_same_haproxy_cfg() -> None:
-    result = subprocess.run([docker_compose_binary(), "-f", str(ROOT / "docker-compose.yml"), "config"],  # noqa: S603
-                            capture_output=True, text=True, timeout=60, check=True, cwd=ROOT,
-                            env={**os.environ, "ADMIN_TOKEN": "compose-test-token",
-                                 "POSTGRES_PASSWORD": "compose-test-password"})
-    services: dict[str, Any] = yaml.safe_load(result.stdout)["services"]
-    apps = {name: svc for name, svc in services.items() if name.startswith("app")}
-    assert sorted(apps) == ["app1", "app2", "app3"]
-    for name, svc in apps.items():
-        env = svc["environment"]
-        assert env["NODE_ID"] == name
-        assert env["ADMIN_TOKEN"] == "compose-test-token"
-        assert env["KAFKA_IDEMPOTENCE"] == "true"
-        assert env["DATABASE_URL"].startswith("postgresql://") and "@postgres:5432/" in env["DATABASE_URL"]
-        assert env["REDIS_URL"].startswith("redis://redis:6379")
-        assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
-        assert Path(svc["build"]["context"]).resolve() == ROOT
-    assert services["postgres"]["image"] == "postgres:16"
-    assert services["redis"]["image"] == "redis:7"
-    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
-    proxy = services["haproxy"]
-    assert {f"NODE{i}_ADDR": f"app{i}:8080" for i in (1, 2, 3)}.items() <= proxy["environment"].items()
-    # docker-compose 1.x prints short syntax ("src:dst:ro", "8080:8080/tcp"), 2.x long syntax (mappings)
-    volumes = [v if isinstance(v, dict) else dict(zip(("source", "target"), v.split(":"), strict=False))
-               for v in proxy["volumes"]]
-    mounted = [Path(v["source"]).resolve() for v in volumes if v["target"].endswith("haproxy.cfg")]
-    assert mounted == [ROOT / "haproxy.cfg"]
-    published = [str(p["published"]) if isinstance(p, dict) else str(p).split(":")[-2] for p in proxy["ports"]]
-    assert "8080" in published
-
-
-# ---- HAProxy in front of a stand-in node: its own answers ------------------------------------------
-
-
-@contextlib.contextmanager
-def standalone_haproxy(tmp_path: Path, **env: str) -> Iterator[tuple[str, str]]:
-    """HAProxy alone on haproxy.cfg with the given environment; yields (url, stats csv url)."""
-    port, stats = free_port(), free_port()
-    full = {k: v for k, v in os.environ.items() if not re.fullmatch(r"NODE\d+_ADDR|HAPROXY_.*", k)}
-    full.update(HAPROXY_BIND=f"127.0.0.1:{port}", HAPROXY_STATS_BIND=f"127.0.0.1:{stats}", **env)
-    with open(tmp_path / "haproxy.log", "ab") as logf:
-        proc = subprocess.Popen([haproxy_binary(), "-db", "-f", str(haproxy_config_path())],  # noqa: S603
-                                env=full, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 10
-        while not port_open(port):
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "haproxy.log").read_text()
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}", f"http://127.0.0.1:{stats}/stats;csv"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-async def stand_in_node() -> TestServer:
-    async def anything(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"}, headers={"X-Node-Id": "stand-in"})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", anything)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    return server
-
-
-async def test_haproxy_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
-    node = await stand_in_node()
-    try:
-        with standalone_haproxy(tmp_path, NODE1_ADDR=f"127.0.0.1:{node.port}", HAPROXY_RATE_LIMIT="5") as (url, _):
-            async with aiohttp.ClientSession() as http:
-                answers = []
-                for _ in range(12):
-                    async with http.get(url + "/sessions") as resp:
-                        answers.append((resp.status, resp.headers.get("Retry-After"), await resp.json()))
-    finally:
-        await node.close()
-    assert [a[0] for a in answers] == [200] * 5 + [429] * 7
-    for _status, retry_after, body in answers[5:]:
-        assert retry_after is not None and int(retry_after) > 0
-        assert body["statusCode"] == 429 and body["code"] == "rate_limited"
-
-
-async def test_haproxy_passes_the_nodes_only_the_forwarded_headers_they_read(tmp_path: Path) -> None:
-    """X-Forwarded-For (the caller's address, never the client's own claim) on writes, where the per-address
-    rate limit reads it; nothing on reads and WebSocket upgrades, whose headers a node keeps per open socket."""
-    seen: list[dict[str, str]] = []
-
-    async def record(request: web.Request) -> web.Response:
-        if request.host != "boxoffice-haproxy-check":  # HAProxy's health checks
-            seen.append({k: v for k, v in request.headers.items() if k.lower().startswith("x-forwarded")})
-        return web.json_response({"status": "ok"})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", record)
-    node = TestServer(app, host="127.0.0.1")
-    await node.start_server()
-    try:
-        with standalone_haproxy(tmp_path, NODE1_ADDR=f"127.0.0.1:{node.port}") as (url, _):
-            async with aiohttp.ClientSession() as http:
-                spoofed = {"X-Forwarded-For": "203.0.113.9"}
-                for method in ("POST", "PUT", "PATCH", "DELETE", "GET"):
-                    async with http.request(method, url + "/users", json={}, headers=spoofed) as resp:
-                        assert resp.status == 200
-                upgrade = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
-                           "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", **spoofed}
-                async with http.get(url + "/ws/sessions/x", headers=upgrade) as resp:
-                    assert resp.status == 200  # the stand-in answers the upgrade request like any GET
-    finally:
-        await node.close()
-    assert seen == [{"X-Forwarded-For": "127.0.0.1"}] * 4 + [{}, {"X-Forwarded-For": "127.0.0.1"}]
-
-
-async def test_haproxy_without_a_live_node_answers_json_503(tmp_path: Path) -> None:
-    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
-    with standalone_haproxy(tmp_path, NODE1_ADDR=dead) as (url, stats):
-        async with aiohttp.ClientSession() as http:
-
-            async def marked_down() -> bool:
-                async with http.get(stats) as resp:
-                    return all(",DOWN," in line for line in (await resp.text()).splitlines()
-                               if line.startswith(("nodes,node1,", "nodes_alive,node1,")))
-
-            assert await wait_until(marked_down, within=10)
-            async with http.get(url + "/sessions") as resp:
-                assert resp.status == 503
-                assert resp.headers.get("Retry-After") == "1"
-                body = await resp.json()
-    assert body["code"] == "service_unavailable" and body["statusCode"] == 503
-
-
-# ---- the cluster ------------------------------------------------------------------------------------
 
 
 async def test_round_robin_spreads_requests_over_every_node(live_cluster: LocalCluster,

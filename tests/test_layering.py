@@ -1,6 +1,6 @@
 """Which package may import which: the load tests reach the system only through the wire contract, the
-launcher and `loadtests.invariants`, and `server` never imports the load tests (read from the source with
-`ast`, so an import inside a function counts too)."""
+launcher and `loadtests.invariants`, `server` never imports the load tests, and no package below `server` imports
+it (read from the source with `ast`, so an import inside a function counts too)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,17 @@ def server_violations(root: Path) -> list[str]:
             for line, module, _ in imports(path) if module.split(".")[0] == "loadtests"]
 
 
+# the packages below `server`: the app factory assembles them, so none of them may import it (the app keys they
+# read live in core.appkeys)
+BELOW_SERVER = ("core", "storage", "contract", "handlers", "realtime", "jobs")
+
+
+def below_server_violations(root: Path) -> list[str]:
+    return [f"{path.relative_to(root)}:{line}: {module}" for package in BELOW_SERVER
+            for path in python_files(root, package)
+            for line, module, _ in imports(path) if module.split(".")[0] == "server"]
+
+
 def test_the_load_tests_import_only_the_launcher_of_the_server_side() -> None:
     assert loadtests_violations(ROOT) == []
 
@@ -70,6 +81,10 @@ def test_the_invariant_checker_imports_nothing_of_ours() -> None:
 
 def test_the_server_never_imports_the_load_tests() -> None:
     assert server_violations(ROOT) == []
+
+
+def test_no_package_below_the_server_imports_it() -> None:
+    assert below_server_violations(ROOT) == []
 
 
 def test_the_rules_catch_the_imports_they_forbid(tmp_path: Path) -> None:
@@ -85,6 +100,14 @@ def test_the_rules_catch_the_imports_they_forbid(tmp_path: Path) -> None:
                                               "loadtests/runner.py:5: handlers.schemas"]
     assert invariants_violations(tmp_path) == ["loadtests/invariants.py:2: storage.ids"]
     assert server_violations(tmp_path) == ["server/cli.py:2: loadtests.rush"]
+    for package in ("handlers", "realtime", "contract"):
+        (tmp_path / package).mkdir()
+    (tmp_path / "handlers" / "ops.py").write_text("from core.appkeys import PG_POOL\n"
+                                                  "from server.typedefs import REDIS\n")
+    (tmp_path / "realtime" / "hub.py").write_text("def late():\n    import server.app\n")
+    (tmp_path / "contract" / "shapes.py").write_text("from server import middlewares\n")
+    assert below_server_violations(tmp_path) == ["contract/shapes.py:1: server", "handlers/ops.py:2: server.typedefs",
+                                                 "realtime/hub.py:2: server.app"]
 
 
 def test_boxoffice_finds_the_rush_command_through_its_entry_point() -> None:

@@ -20,10 +20,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from core.appkeys import PG_POOL
 from core.settings import Settings
 from server.app import create_app
 from server.embedded import free_port
-from server.typedefs import PG_POOL
 from tests.cluster_support import wait_until
 from tests.conftest import bearer, make_session, make_user, seat_ids, table_counts, with_settings
 
@@ -177,3 +177,26 @@ async def test_an_exhausted_pool_answers_503_within_its_acquire_timeout(
     assert_no_traceback(caplog)
     resp = await client.get(f"/sessions/{session['id']}")
     assert resp.status == 200
+
+
+def test_one_mapping_tells_a_service_fault_from_a_bug() -> None:
+    """An outage is 503 with the service's code; a client-side error of the database driver (a value it cannot
+    encode, a bad configuration, a feature it lacks) is a bug of ours: not mapped, so it is a logged 500."""
+    import redis.exceptions
+    from asyncpg.exceptions import _base as asyncpg_base
+
+    from storage.faults import REDIS_FAULTS, DatabaseUnavailable, RedisUnavailable, redis_fault, service_fault
+
+    for outage in (asyncpg.exceptions.ConnectionDoesNotExistError("closed"), asyncpg.InterfaceError("closed"),
+                   asyncpg.exceptions.AdminShutdownError("down"), ConnectionResetError(), TimeoutError()):
+        assert isinstance(service_fault(outage), DatabaseUnavailable), outage
+    for bug in (asyncpg_base.DataError("invalid input for query argument $1"),
+                asyncpg_base.ClientConfigurationError("bad option"),
+                asyncpg_base.UnsupportedClientFeatureError("no such feature"),
+                asyncpg.exceptions.DataError("invalid input syntax for type uuid")):
+        assert service_fault(bug) is None, bug
+    # a Redis call's faults, whatever they are, are Redis's: one tuple, one answer
+    for outage in (redis.exceptions.ConnectionError(), redis.exceptions.ResponseError("OOM"), OSError(),
+                   TimeoutError()):
+        assert isinstance(outage, REDIS_FAULTS) and isinstance(redis_fault(outage), RedisUnavailable)
+    assert isinstance(service_fault(redis.exceptions.ResponseError("READONLY")), RedisUnavailable)

@@ -10,9 +10,9 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from core.appkeys import TOKENS
 from core.settings import Settings
 from server.app import create_app
-from server.typedefs import TOKENS
 from tests.conftest import (
     ADMIN_TOKEN,
     bearer,
@@ -218,3 +218,30 @@ async def test_socket_holds_count_toward_the_address_seat_quota(aiohttp_client: 
     refused = await watcher.request({"type": "hold", "sessionSeatIds": seats[4:6]}, ("hold.ok", "error"))
     assert refused["type"] == "error" and refused["code"] == "address_quota_exceeded"
     assert await table_counts(pg) == before
+
+
+async def test_with_auth_off_socket_releases_draw_on_the_address_bucket_as_rest_writes_do(
+        aiohttp_client: Any, base_settings: Settings, pg: asyncpg.Connection) -> None:
+    """AUTH_REQUIRED=false: every write, a socket's release too, draws on its address's bucket."""
+    trusting = with_settings(base_settings, auth_required=False)
+    setup = await aiohttp_client(create_app(trusting))
+    limited = await aiohttp_client(create_app(with_settings(trusting, rate_limit_anon_per_second=0.01,
+                                                            rate_limit_anon_burst=2)))
+    session = await make_session(setup)
+    seats = await seat_ids(setup, session["id"])
+    user = await make_user(setup)
+    holds = []
+    for seat in seats[:3]:
+        resp = await setup.post("/reservations", json={"userId": user["id"], "sessionId": session["id"],
+                                                       "sessionSeatIds": [seat]})
+        assert resp.status == 201, await resp.text()
+        holds.append((await resp.json())["id"])
+    address = {"X-Forwarded-For": f"203.0.113.{uuid.uuid4().int % 250 + 1}"}
+    watcher = await watch(limited, session["id"], headers=address)
+    replies = [await watcher.request({"type": "release", "reservationId": rid}, ("release.ok", "error"))
+               for rid in holds]
+    assert [(r["type"], r.get("code")) for r in replies] == [("release.ok", None)] * 2 + [("error", "rate_limited")]
+    assert await pg.fetchval("SELECT status FROM reservations WHERE id = $1::uuid", holds[2]) == "PENDING"
+    # the same bucket as REST's: the address's next write is refused there too
+    resp = await limited.delete(f"/reservations/{holds[2]}", headers=address)
+    assert (resp.status, (await resp.json())["code"]) == (429, "rate_limited")

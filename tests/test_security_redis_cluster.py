@@ -19,10 +19,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio.cluster import RedisCluster
 
+from core.appkeys import GATE, PG_POOL, REDIS
 from core.settings import Settings
 from jobs.reconcile import reconcile_once
 from server.app import create_app
-from server.typedefs import GATE, PG_POOL, REDIS
 from storage.redis_keys import seat_key
 from tests.cluster_support import wait_until
 from tests.conftest import ADMIN, assert_invariants, bearer, make_session, make_user, seat_ids, with_settings

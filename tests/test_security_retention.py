@@ -9,10 +9,10 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient
 
+from core.appkeys import PG_POOL
 from core.settings import Settings
 from jobs.retention import purge_once
 from server.app import create_app
-from server.typedefs import PG_POOL
 from tests.cluster_support import wait_until
 from tests.conftest import bearer, make_session, make_user, seat_ids, with_settings
 
@@ -76,6 +76,32 @@ async def test_old_records_are_deleted_and_live_ones_kept(client: TestClient, se
     assert uuid.UUID((await resp.json())["id"]) not in reservations
 
 
+async def test_a_reservation_outlives_a_key_that_survived_its_purge(client: TestClient, settings: Settings,
+                                                                  pg: asyncpg.Connection) -> None:
+    """A key the purge skipped (locked by another node's purge, or past its batches) keeps its reservation: a retry
+    with that key still answers the reservation it made, never a 404."""
+    made = await scene(client, pg)
+    user_id = uuid.UUID(made["user"]["id"])
+    await age(pg, "idempotency_keys", "user_id = $1", user_id, days=400)
+    await age(pg, "reservations", "id = ANY($1)", [made["cancelled"], made["expired"]], days=400)
+    locker = await asyncpg.connect(settings.database_url)
+    try:
+        async with locker.transaction():  # the key is another purge's for now: SKIP LOCKED passes it by
+            await locker.execute("SELECT 1 FROM idempotency_keys WHERE user_id = $1 AND key = 'cancelled-key'"
+                                 " FOR UPDATE", user_id)
+            await purge_once(client.app[PG_POOL], settings)
+    finally:
+        await locker.close()
+    left = {r["id"] for r in await pg.fetch("SELECT id FROM reservations WHERE user_id = $1", user_id)}
+    assert made["cancelled"] in left and made["expired"] not in left
+    resp = await client.post("/reservations", json={"sessionId": made["session"]["id"],
+                                                    "sessionSeatIds": made["seats"][2:4]},
+                             headers={**bearer(made["user"]["token"]), "x-idempotency-key": "cancelled-key"})
+    assert resp.status == 201, await resp.text()
+    body = await resp.json()
+    assert (body["id"], body["status"]) == (str(made["cancelled"]), "CANCELLED")
+
+
 async def test_an_unpublished_event_is_never_deleted(settings: Settings, pg: asyncpg.Connection) -> None:
     """An old event the relay has not published yet stays (written in a transaction of the test's own, so no
     relay of any node publishes it meanwhile; rolled back afterwards)."""
@@ -112,7 +138,8 @@ async def test_a_retention_of_zero_keeps_everything(client: TestClient, settings
     await age(pg, "reservations", "user_id = $1", user_id, days=4000)
     keep = with_settings(settings, outbox_retention_hours=0, idempotency_retention_hours=0,
                          reservation_retention_days=0)
-    assert await purge_once(client.app[PG_POOL], keep) == {"outbox": 0, "idempotency_keys": 0, "reservations": 0}
+    assert await purge_once(client.app[PG_POOL], keep) == {"outbox": 0, "idempotency_keys": 0, "reservations": 0,
+                                                           "waitlist_entries": 0}
     assert await pg.fetchval("SELECT count(*) FROM reservations WHERE user_id = $1", user_id) == 4
 
 

@@ -13,8 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from core.appkeys import GATE, PG_POOL
 from jobs.reconcile import rebuild_gate
-from server.typedefs import GATE, PG_POOL
 from storage.redis_keys import seat_key
 from tests.conftest import ADMIN, bearer, make_room, make_session, make_user, seat_ids, table_counts
 

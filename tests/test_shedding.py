@@ -15,9 +15,9 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient
 
+from core.appkeys import BOOKING, INFLIGHT
 from core.settings import Settings
 from server.app import create_app
-from server.typedefs import BOOKING, INFLIGHT
 from tests.conftest import bearer, make_session, make_user, seat_ids, table_counts, with_settings
 
 LIMIT = 4

@@ -12,9 +12,9 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from core.appkeys import WAITING_ROOM
 from core.settings import Settings
 from server.app import create_app
-from server.typedefs import WAITING_ROOM
 from storage.redis_keys import queue_keys
 from storage.waiting_room import Admissions
 from tests.conftest import ADMIN, bearer, make_session, make_user, seat_ids, table_counts, with_settings

@@ -12,9 +12,9 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient
 
+from core.appkeys import QUEUE_AUTO, WAITING_ROOM
 from core.settings import Settings
 from server.app import create_app
-from server.typedefs import QUEUE_AUTO, WAITING_ROOM
 from storage.waiting_room import Admissions
 from tests.conftest import ADMIN, bearer, make_session, make_user, seat_ids, table_counts, with_settings
 

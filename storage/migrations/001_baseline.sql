@@ -224,16 +224,19 @@ BEGIN
     -- holds cannot deadlock, and a concurrent winner makes the loser's WHERE false after it commits.
     WITH upd AS (
         UPDATE session_seats ss SET status = 'RESERVED', version = ss.version + 1, reservation_id = p_reservation
-        FROM seats st
+        FROM seats st JOIN rooms ro ON ro.id = st.room_id
         WHERE ss.id = ANY (p_seats) AND ss.session_id = p_session AND ss.status = 'AVAILABLE' AND st.id = ss.seat_id
-        RETURNING ss.id, ss.version, ss.position, st.row_label, st.seat_number
+        RETURNING ss.id, ss.version, ss.position, ss.seat_id, st.room_id, st.row_label, st.seat_number,
+                  ro.created_at AS room_created_at
     ), linked AS (
         INSERT INTO reservation_seats (reservation_id, session_seat_id) SELECT p_reservation, upd.id FROM upd
     )
     SELECT count(*),
            jsonb_agg(jsonb_build_object('id', upd.id, 'status', 'RESERVED', 'version', upd.version,
                                         'reservationId', p_reservation) ORDER BY upd.id),
-           jsonb_agg(jsonb_build_object('id', upd.id, 'row_label', upd.row_label, 'seat_number', upd.seat_number)
+           jsonb_agg(jsonb_build_object('id', upd.id, 'seat_id', upd.seat_id, 'version', upd.version,
+                                        'room_id', upd.room_id, 'row_label', upd.row_label,
+                                        'seat_number', upd.seat_number, 'room_created_at', upd.room_created_at)
                      ORDER BY upd.position)
     INTO v_count, v_changes, v_seats FROM upd;
 
@@ -490,17 +493,20 @@ BEGIN
     ), upd AS (
         UPDATE session_seats ss
         SET status = 'RESERVED', version = ss.version + 1, reservation_id = v_holder[array_position(p_seat_ids, ss.id)]
-        FROM seats st
+        FROM seats st JOIN rooms ro ON ro.id = st.room_id
         WHERE ss.id = ANY (p_seat_ids) AND ss.status = 'AVAILABLE' AND st.id = ss.seat_id
           AND ss.session_id = v_session[array_position(p_seat_ids, ss.id)]
-        RETURNING ss.id, ss.version, ss.position, ss.reservation_id AS r, st.row_label, st.seat_number
+        RETURNING ss.id, ss.version, ss.position, ss.reservation_id AS r, ss.seat_id, st.room_id, st.row_label,
+                  st.seat_number, ro.created_at AS room_created_at
     ), linked AS (
         INSERT INTO reservation_seats (reservation_id, session_seat_id) SELECT upd.r, upd.id FROM upd
     ), per_hold AS (
         SELECT upd.r, count(*) AS n,
                jsonb_agg(jsonb_build_object('id', upd.id, 'status', 'RESERVED', 'version', upd.version,
                                             'reservationId', upd.r) ORDER BY upd.id) AS changes,
-               jsonb_agg(jsonb_build_object('id', upd.id, 'row_label', upd.row_label, 'seat_number', upd.seat_number)
+               jsonb_agg(jsonb_build_object('id', upd.id, 'seat_id', upd.seat_id, 'version', upd.version,
+                                        'room_id', upd.room_id, 'row_label', upd.row_label,
+                                        'seat_number', upd.seat_number, 'room_created_at', upd.room_created_at)
                          ORDER BY upd.position) AS seats
         FROM upd GROUP BY upd.r
     ), events AS (

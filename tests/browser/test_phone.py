@@ -45,11 +45,15 @@ ALL_SEATS = """() => {
   };
 }"""
 # Visible controls other than seats (a visually hidden skip link is 1 px and not counted) with their sizes.
-SMALL_CONTROLS = """(min) => [...document.querySelectorAll('button:not(.seat), a[href], [role="button"]')]
+# Measured once every finite animation has ended (a dialog opens from scale(0.98): 44 px reads 43.1 mid-way).
+SMALL_CONTROLS = """async (min) => {
+  await Promise.all(document.getAnimations().filter((a) => isFinite(a.effect?.getTiming().iterations ?? 1))
+    .map((a) => a.finished.catch(() => null)));
+  return [...document.querySelectorAll('button:not(.seat), a[href], [role="button"]')]
   .map((el) => ({el, r: el.getBoundingClientRect()}))
   .filter(({el, r}) => r.width > 1 && r.height > 1 && getComputedStyle(el).visibility !== 'hidden')
   .filter(({r}) => r.width < min - 0.5 || r.height < min - 0.5)
-  .map(({el, r}) => ({name: el.getAttribute('aria-label') || el.textContent.trim(), w: r.width, h: r.height}))"""
+  .map(({el, r}) => ({name: el.getAttribute('aria-label') || el.textContent.trim(), w: r.width, h: r.height})); }"""
 # The middle of the part of the map on screen: where two fingers pinch.
 MAP_MIDDLE = """() => { const r = document.querySelector('.seatmap-scroll').getBoundingClientRect();
   const top = Math.max(r.top, 0); const bottom = Math.min(r.bottom, innerHeight);

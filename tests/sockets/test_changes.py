@@ -18,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from aiokafka.structs import RecordMetadata, TopicPartition
 
+from core.appkeys import CONSUMER, KAFKA, SETTINGS
 from core.settings import Settings
 from loadtests.invariants import broken, wait_for_invariants
 from realtime.consumer import STALL_SECONDS
@@ -25,7 +26,6 @@ from realtime.hub import Hub
 from realtime.kafka import Echo
 from server.app import create_app
 from server.embedded import EmbeddedStack
-from server.typedefs import CONSUMER, KAFKA, SETTINGS
 from tests.cluster_support import wait_until
 from tests.conftest import ADMIN, bearer, make_session, make_user, seat_ids, with_settings
 from tests.sockets.support import WAIT, SeatWatcher, converge, hold, rest_seats, watch

@@ -16,10 +16,10 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestClient
 
+from core.appkeys import SNAPSHOTS
 from core.settings import Settings
 from realtime.messages import MAX_COMMANDS_IN_FLIGHT
 from server.app import create_app
-from server.typedefs import SNAPSHOTS
 from tests.conftest import bearer, make_session, make_user, seat_ids, table_counts, with_settings
 from tests.sockets.support import converge, hold, rest_seats, watch
 

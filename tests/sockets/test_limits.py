@@ -21,9 +21,9 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from core.appkeys import HUB
 from core.settings import Settings
 from server.app import create_app
-from server.typedefs import HUB
 from tests.conftest import make_session, seat_ids, with_settings
 from tests.sockets.support import WAIT, watch
 

@@ -14,6 +14,7 @@ import { banner, clearBanner, connectionPill, toast } from "./notify.js";
 import { SEAT_VIEWS, SeatMap } from "./seatmap.js";
 import { openTickets } from "./tickets.js";
 import { WaitingRoom } from "./waiting-room.js";
+import { WaitlistControls } from "./waitlist.js";
 
 /** The server enforces MAX_SEATS_PER_HOLD (default 10); the page stops at the same number to say so early. */
 const MAX_SEATS = 10;
@@ -66,6 +67,7 @@ class SessionPage {
     this.destroyed = false;
     this.lostAt = 0;
     this.pendingHold = null;
+    this.waitlist = new WaitlistControls(this);
   }
 
   // ------------------------------------------------------------------ lifecycle
@@ -111,6 +113,8 @@ class SessionPage {
     if (this.destroyed) return;
     await this.restoreHold();
     if (this.destroyed) return;
+    await this.waitlist.restore();
+    if (this.destroyed) return;
     this.live = new LiveChannel(this.sessionId, {
       token: this.guest?.token ?? null,
       onMessage: (msg) => this.onMessage(msg),
@@ -126,6 +130,7 @@ class SessionPage {
   destroy() {
     this.destroyed = true;
     clearInterval(this.ticker);
+    this.waitlist.follow();
     this.live?.close();
     this.queue?.destroy();
     this.map?.destroy();
@@ -162,7 +167,8 @@ class SessionPage {
     this.queue?.onMessage(msg);
     switch (msg.type) {
       case "snapshot": this.onSnapshot(msg); break;
-      case "seats": this.onSeats(msg); break;
+      case "seats": this.onSeats(msg); if (this.waitlist.entry) this.waitlist.follow(true); break;
+      case "waitlist.offer": this.waitlist.onOffer(msg); break;
       case "presence":
       case "watchers":
         this.setWatchers(msg.count ?? msg.watchers);
@@ -785,6 +791,9 @@ class SessionPage {
         h("button", { class: "btn btn-secondary", type: "button", "data-action": "tickets", onclick: () => openTickets() },
           icon("ticket"), "View my tickets")));
       parts.push(h("p", { class: "hint" }, "Want more seats? Pick them on the map."));
+    } else if (!listed.length && this.bookable && this.seats.size
+      && ![...this.seats.values()].some((s) => s.status === "AVAILABLE")) {
+      parts.push(this.waitlist.panel());
     } else if (!listed.length) {
       parts.push(h("div", { class: "empty-pick" },
         h("div", { class: "empty-seat", "aria-hidden": "true" }),
@@ -821,6 +830,8 @@ class SessionPage {
           disabled: phase !== "held", "aria-busy": phase === "releasing" ? "true" : null, onclick: () => this.doRelease(),
         }, phase === "releasing" ? "Releasing…" : "Release seats"),
       );
+      const extend = this.waitlist.extendButton();
+      if (extend) actions.append(extend);
     } else if (phase !== "bought" || listed.length) {
       const busy = phase === "holding";
       actions.append(...[

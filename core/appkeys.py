@@ -1,4 +1,7 @@
-"""Typed application keys: every shared resource of a node, declared once beside the app factory."""
+"""Typed application keys: every shared resource of a node, declared once (server.app sets them).
+
+They live in `core`, below every package that reads them (handlers, realtime, contract, jobs), so none of those
+imports `server`; the names of the other layers are imported for the annotations only."""
 
 from __future__ import annotations
 
@@ -25,9 +28,11 @@ if TYPE_CHECKING:  # names for the annotations only: this module imports no laye
     from server.shedding import InflightGate
     from storage.auth import TokenCache
     from storage.booking import Booking
+    from storage.extension import HoldExtender
     from storage.queue_auto import AutoTurnOn
     from storage.redis_gate import RedisGate
     from storage.waiting_room import WaitingRoom
+    from storage.waitlist import Waitlist
 
 SETTINGS = web.AppKey("settings", Settings)
 NODE_ID = web.AppKey("node_id", str)
@@ -41,6 +46,9 @@ READY_CHECKS = web.AppKey("ready_checks", dict[str, Callable[[], Awaitable[objec
 # The readiness checks' latest round, refreshed in the background (handlers.ops): /ready answers from it
 READINESS: web.AppKey[Readiness] = web.AppKey("readiness")
 BOOKING: web.AppKey[Booking] = web.AppKey("booking")
+# hold extension and the waiting lists of sold-out sessions (docs/waiting-list.md)
+EXTENDER: web.AppKey[HoldExtender] = web.AppKey("hold_extender")
+WAITLIST: web.AppKey[Waitlist] = web.AppKey("waitlist")
 LIMITS: web.AppKey[Limits] = web.AppKey("limits")
 # The sessions' waiting rooms (storage.waiting_room): the line in Redis, the switch in PostgreSQL
 WAITING_ROOM: web.AppKey[WaitingRoom] = web.AppKey("waiting_room")

@@ -1,9 +1,5 @@
-"""Local clusters: N node processes behind HAProxy, for `boxoffice cluster`, the multi-node tests and the rush runner.
-
-The nodes are `<python> -m server.cli serve` processes on free loopback ports; HAProxy is the system
-binary run on the repository's `haproxy.cfg` -- the same file docker-compose.yml mounts -- with the
-node addresses passed as environment variables (NODE1_ADDR .. NODE8_ADDR; the file has a server line
-only for the variables that are set). Nothing is generated per run.
+"""The nodes of a local cluster: N `<python> -m server.cli serve` processes on free loopback ports, behind one
+HAProxy (server.cluster.haproxy), for `boxoffice cluster`, the multi-node tests and the rush runner.
 
 HAProxy reaches the nodes over Unix sockets (`link="unix"`, the default): everything runs on one machine,
 and a Unix socket moves a frame for 40-60 % of a loopback TCP connection's CPU (a throwaway
@@ -16,36 +12,27 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import csv
-import http.client
-import io
 import logging
 import os
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator, Mapping
-from email.message import Message
+from collections.abc import Mapping
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 
 from core.settings import WS_FRAMES_PER_MACHINE
-from server.embedded import find_haproxy, free_port, port_open, stop_group
+from server.cluster.haproxy import MAX_NODES, backend_servers, haproxy_env, start_haproxy
+from server.cluster.probe import PROBE_ERRORS, ROOT, ClusterError, http_get, tail
+from server.embedded import find_haproxy, free_port, stop_group
 
 log = logging.getLogger("boxoffice.cluster")
 
-ROOT = Path(__file__).resolve().parent.parent
-MAX_NODES = 8  # haproxy.cfg has a conditional server line for NODE1_ADDR .. NODE8_ADDR
 SERVICE_URLS = ("DATABASE_URL", "REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS")
 STOP_TIMEOUT = 10.0
-# what a probe of a starting or dying process may raise (refused, reset, half a response)
-PROBE_ERRORS = (OSError, http.client.HTTPException)
 LINKS = ("unix", "tcp")  # how HAProxy reaches the nodes
 SUN_PATH_MAX = 100  # a Unix socket's path must fit in sockaddr_un.sun_path (108 bytes on Linux)
 
@@ -54,39 +41,6 @@ SUN_PATH_MAX = 100  # a Unix socket's path must fit in sockaddr_un.sun_path (108
 # the per-caller limits off, explicitly (docs/security.md has the defaults a real deployment keeps).
 LOAD_TEST_LIMITS = {"RATE_LIMIT_PER_SECOND": "0", "RATE_LIMIT_ANON_PER_SECOND": "0", "MAX_SEATS_PER_ADDRESS": "0",
                     "WS_MAX_SOCKETS_PER_ADDRESS": "0", "HAPROXY_MAX_SOCKETS_PER_ADDRESS": "1000000"}
-
-
-class ClusterError(RuntimeError):
-    """A node or HAProxy could not start; the message says which and shows the end of its log."""
-
-
-def haproxy_config_path() -> Path:
-    """The one haproxy.cfg: $HAPROXY_CFG, else the repository root, else the current folder."""
-    candidates = [Path(os.environ["HAPROXY_CFG"])] if os.environ.get("HAPROXY_CFG") else []
-    candidates += [ROOT / "haproxy.cfg", Path.cwd() / "haproxy.cfg"]
-    for path in candidates:
-        if path.is_file():
-            return path.resolve()
-    raise ClusterError("haproxy.cfg not found (looked in: " + ", ".join(map(str, candidates)) + ")")
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _get(url: str, timeout: float = 1.0) -> tuple[int, Message, bytes]:
-    """A plain GET that never raises for an HTTP status (only for a connection failure).
-
-    The headers are looked up case-insensitively: HAProxy sends header names in lower case.
-    """
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - loopback URLs we built
-            return resp.status, resp.headers, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers, exc.read()
 
 
 def _unique_free_ports(count: int, taken: set[int]) -> list[int]:
@@ -183,11 +137,7 @@ class LocalCluster:
         return env
 
     def haproxy_env(self) -> dict[str, str]:
-        env = {k: v for k, v in self.env.items() if not (k.startswith("NODE") and k.endswith("_ADDR"))}
-        env.update({f"NODE{i + 1}_ADDR": self.node_addr(i) for i in range(self.nodes)})
-        env["HAPROXY_BIND"] = f"127.0.0.1:{self.port}"
-        env["HAPROXY_STATS_BIND"] = f"127.0.0.1:{self.stats_port}"
-        return env
+        return haproxy_env(self.env, [self.node_addr(i) for i in range(self.nodes)], self.port, self.stats_port)
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -274,16 +224,16 @@ class LocalCluster:
             if proc is None or proc.poll() is not None:
                 code = None if proc is None else proc.returncode
                 raise ClusterError(f"{self.node_ids[i]} exited with code {code} while starting; "
-                                   f"last lines of {self.log_path(i)}:\n{_tail(self.log_path(i))}")
+                                   f"last lines of {self.log_path(i)}:\n{tail(self.log_path(i))}")
             try:
-                status, _, _ = _get(url)
+                status, _, _ = http_get(url)
                 if status == 200:
                     return
             except PROBE_ERRORS:
                 pass
             time.sleep(0.1)
         raise ClusterError(f"{self.node_ids[i]} not ready on {url} within the timeout (last: {status}); "
-                           f"last lines of {self.log_path(i)}:\n{_tail(self.log_path(i))}")
+                           f"last lines of {self.log_path(i)}:\n{tail(self.log_path(i))}")
 
     def kill_node(self, i: int, sig: int = signal.SIGKILL, timeout: float = STOP_TIMEOUT) -> int | None:
         """Send `sig` to node i and wait for it to exit (SIGKILL after `timeout`); return its exit code."""
@@ -305,26 +255,11 @@ class LocalCluster:
 
     def _start_haproxy(self) -> None:
         assert self.haproxy_bin is not None
-        config = haproxy_config_path()
-        with open(self.haproxy_log, "ab") as logf:
-            # -db: stay in the foreground, so this Popen is HAProxy itself and SIGTERM stops it
-            self.haproxy_proc = subprocess.Popen(  # noqa: S603
-                [self.haproxy_bin, "-db", "-f", str(config)], cwd=config.parent, env=self.haproxy_env(),
-                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )
-        deadline = time.monotonic() + 10
-        while not port_open(self.port):
-            if self.haproxy_proc.poll() is not None or time.monotonic() > deadline:
-                raise ClusterError(f"haproxy did not start on port {self.port}; last lines of "
-                                   f"{self.haproxy_log}:\n{_tail(self.haproxy_log)}")
-            time.sleep(0.05)
+        self.haproxy_proc = start_haproxy(self.haproxy_bin, self.haproxy_env(), self.port, self.haproxy_log)
 
     def servers(self) -> dict[str, dict[str, str]]:
         """HAProxy's stats of the `nodes` backend: node id -> its CSV row (status, addr, check_status, ...)."""
-        _, _, body = _get(self.stats_url + ";csv", timeout=2.0)
-        rows = csv.DictReader(io.StringIO(body.decode().lstrip("# ")))
-        by_server = {f"node{i + 1}": self.node_ids[i] for i in range(self.nodes)}
-        return {by_server[r["svname"]]: r for r in rows if r.get("pxname") == "nodes" and r.get("svname") in by_server}
+        return backend_servers(self.stats_url, self.node_ids)
 
     def server_status(self) -> dict[str, str]:
         """HAProxy's view of the `nodes` backend: node id -> status (UP, DOWN, MAINT, 'UP 1/2', ...)."""
@@ -349,9 +284,9 @@ class LocalCluster:
         seen: set[str] = set()
         while time.monotonic() < deadline:
             if self.haproxy_proc is None or self.haproxy_proc.poll() is not None:
-                raise ClusterError(f"haproxy exited; last lines of {self.haproxy_log}:\n{_tail(self.haproxy_log)}")
+                raise ClusterError(f"haproxy exited; last lines of {self.haproxy_log}:\n{tail(self.haproxy_log)}")
             with contextlib.suppress(*PROBE_ERRORS):
-                status, headers, _ = _get(self.url + "/ready")
+                status, headers, _ = http_get(self.url + "/ready")
                 if status == 200:
                     seen.add(headers.get("X-Node-Id", ""))
                     if wanted <= seen:
@@ -377,87 +312,3 @@ class LocalCluster:
                 elif proc is not None and proc.poll() is None:
                     reported.discard(i)
             time.sleep(poll)
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    # `kill <launcher pid>` then stops everything exactly like Ctrl-C does
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def cluster_banner(cluster: LocalCluster, admin_token: str, ids: Mapping[str, str]) -> str:
-    session = ids.get("sessionId")
-    lines = [
-        "",
-        f"boxoffice cluster: {cluster.nodes} node(s) behind HAProxy",
-        f"  url         : {cluster.url}",
-        f"  seat picker : {cluster.url}/" + (f"?session={session}" if session else ""),
-        f"  API docs    : {cluster.url}/api-docs",
-        f"  admin token : {admin_token}",
-        f"  haproxy     : {cluster.stats_url} (stats)",
-        *(f"  {nid:<11} : {url}  (pid {cluster.pid(i)})"
-          for i, (nid, url) in enumerate(zip(cluster.node_ids, cluster.node_urls, strict=True))),
-        "  node link   : " + (f"Unix sockets in {cluster.socket_dir}" if cluster.socket_dir else "TCP"),
-        f"  logs        : {cluster.state_dir}",
-        "  stop        : Ctrl-C (stops every process it started)",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-@contextlib.contextmanager
-def cluster_services(name: str) -> Iterator[dict[str, str]]:
-    """The backing services of a local cluster, as `boxoffice` starts them: embedded unless their URLs are set
-    (state in $BOXOFFICE_STATE_DIR/`name`), migrated; their URLs also in os.environ; stopped on exit."""
-    from server.cli import STATE_DIR, prepare_database, services  # cli imports us lazily
-
-    with services(STATE_DIR / name, embed=True) as urls:
-        prepare_database(urls["DATABASE_URL"], demo=False)
-        yield urls
-
-
-def run_cluster(nodes: int, port: int = 8080) -> int:
-    """`boxoffice cluster`: services (embedded unless URLs are set), migrate + seed once, N nodes + HAProxy."""
-    from server.cli import STATE_DIR, prepare_database, services  # cli imports us lazily
-
-    if not 1 <= nodes <= MAX_NODES:
-        print(f"boxoffice cluster: --nodes must be between 1 and {MAX_NODES}", file=sys.stderr)
-        return 2
-    if find_haproxy() is None:
-        print("boxoffice cluster: haproxy is not installed (Debian: apt-get install haproxy)", file=sys.stderr)
-        return 2
-    if port and port_open(port):
-        print(f"boxoffice cluster: port {port} is already in use (choose another with --port)", file=sys.stderr)
-        return 2
-    try:
-        with _sigterm_as_interrupt(), services(STATE_DIR, embed=True) as urls:
-            admin_token = os.environ.get("ADMIN_TOKEN") or secrets.token_urlsafe(24)
-            ids = prepare_database(urls["DATABASE_URL"], demo=True)
-            env = {**urls, "ADMIN_TOKEN": admin_token}
-            with LocalCluster(nodes, port, env, STATE_DIR / "cluster") as cluster:
-                print(cluster_banner(cluster, admin_token, ids), flush=True)
-                try:
-                    code = cluster.watch()
-                except KeyboardInterrupt:
-                    print("\nboxoffice cluster: stopping", flush=True)
-                    code = 0
-                # a second Ctrl-C while stopping must not leave half of the processes running
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            return code
-    except ClusterError as exc:
-        print(f"boxoffice cluster: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # Ctrl-C while starting: everything started so far is already stopped
-        print("\nboxoffice cluster: interrupted", flush=True)
-        return 0
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
