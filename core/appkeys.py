@@ -18,6 +18,7 @@ from core.settings import Settings
 
 if TYPE_CHECKING:  # names for the annotations only: this module imports no layer of ours at run time
     from contract.limits import Limits
+    from core.shedding import InflightGate
     from handlers.ops import Readiness
     from realtime.consumer import SeatEventConsumer
     from realtime.hub import Hub
@@ -25,7 +26,6 @@ if TYPE_CHECKING:  # names for the annotations only: this module imports no laye
     from realtime.queue_push import QueuePush
     from realtime.relay import OutboxRelay
     from realtime.snapshot import SnapshotReader
-    from server.shedding import InflightGate
     from storage.auth import TokenCache
     from storage.booking import Booking
     from storage.extension import HoldExtender
@@ -57,7 +57,7 @@ QUEUE_AUTO: web.AppKey[AutoTurnOn] = web.AppKey("queue_auto")
 # The checks every request passes before its handler, in order (server.middlewares.http_middleware runs them):
 # each answers early with a response (a 429) or raises (401/403/400), or returns None to go on.
 ADMISSION = web.AppKey("admission", tuple[Callable[[web.Request], Awaitable[web.StreamResponse | None]], ...])
-# The node's bound on requests in flight (server.shedding): checked first by server.middlewares.http_middleware
+# The node's bound on requests in flight (core.shedding): checked first by server.middlewares.http_middleware
 INFLIGHT: web.AppKey[InflightGate] = web.AppKey("inflight_gate")
 # Set after every booking commit: wakes the outbox relay so events leave right after the commit.
 OUTBOX_WAKE = web.AppKey("outbox_wake", asyncio.Event)

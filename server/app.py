@@ -39,6 +39,7 @@ from core.appkeys import (
     WAITLIST,
 )
 from core.settings import Settings, plain_redis_url
+from core.shedding import InflightGate
 from handlers import setup_routes
 from handlers.openapi import add_common_errors
 from handlers.ops import readiness_ctx
@@ -49,7 +50,6 @@ from realtime import setup as setup_realtime
 from realtime.kafka import KafkaLink
 from server.middlewares import http_middleware
 from server.ratelimit import rate_limiter
-from server.shedding import InflightGate
 from storage import db
 from storage.auth import TokenCache
 from storage.booking import Booking
