@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from core.appkeys import QUEUE_AUTO, WAITING_ROOM
 from core.settings import Settings
 from server.app import create_app
+from storage.redis_keys import queue_keys
 from storage.waiting_room import Admissions
 from tests.conftest import ADMIN, bearer, make_session, make_user, seat_ids, table_counts, with_settings
 
@@ -232,3 +233,13 @@ async def test_a_session_without_a_waiting_room_holds_over_the_socket_as_today(c
     assert replies["h"]["type"] == "hold.ok"
     assert (replies["j"]["type"], replies["j"]["enabled"], replies["j"]["admitted"]) == ("queue.admitted", False, True)
     assert not [t for t in others if t.startswith("queue.")]
+
+
+async def test_a_lines_keys_expire_a_day_after_it_last_grew(client: TestClient, redis_client: Any) -> None:
+    session = await make_session(client)
+    users = [await make_user(client, f"B{n}") for n in range(3)]
+    await configure(client, session["id"], enabled=True, capacity=1)
+    for user in users:
+        await join(client, user, session["id"])
+    ttls = [await redis_client.pttl(key) for key in queue_keys(session["id"])]
+    assert all(0 < ttl <= 86_400_000 for ttl in ttls), ttls  # the line, the order, last seen, who is inside
