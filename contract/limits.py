@@ -148,34 +148,37 @@ class Held:
 async def hold_within_limits(limits: Limits, booking: Booking, address: str, user_id: uuid.UUID,
                              session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID] | None,
                              idempotency_key: str | None, *, quantity: int | None = None,
-                             rows: Sequence[str] | None = None) -> Held:
-    """A hold behind the address's seat quota: the one door of a hold for REST and the socket. Named seats
-    (`seat_ids`) or the `quantity` best available ones (`rows` optionally), never both. The answer says which
-    free seats the hold leaves alone (a warning: the hold is made all the same; docs/beyond.md). A retry of an
-    earlier hold (the same idempotency key and request) answers that hold's reservation and is not counted again."""
+                             rows: Sequence[str] | None = None, admission: str | None = None) -> Held:
+    """A hold behind the node's bound on pending holds, the session's waiting room (`admission`) and the address's
+    seat quota: the one door of a hold for REST and the socket. Named seats (`seat_ids`) or the `quantity` best
+    available ones (`rows` optionally), never both. A shed hold touches neither Redis nor PostgreSQL; one not
+    admitted writes nothing. The answer says which free seats the hold leaves alone (a warning: the hold is made
+    all the same; docs/beyond.md). A retry of an earlier hold (the same idempotency key and request) answers that
+    hold's reservation and is not counted again."""
     if (seat_ids is None) == (quantity is None) or (rows is not None and quantity is None):
         raise ValidationFailed("Give either sessionSeatIds, or quantity (with rows optionally)",
                                code="invalid_hold_request")
     if quantity is not None:
         check_best_request(quantity, booking.max_seats_per_hold)  # before any share of the quota is taken
-    if idempotency_key and limits.counts_seats(address):
-        same = (same_best(quantity, rows) if quantity is not None
-                else same_seats(booking.check_seat_list(seat_ids or ())))
-        prior = await booking.prior_hold(user_id, session_id, same, idempotency_key)
-        if prior is not None:
-            return Held(prior, [])
-    count = quantity if quantity is not None else len(seat_ids or ())
-    best = best_seats_of(booking)
-    # named seats: the gate looks at their neighbours in the hold's own script (the no-orphan rule's warning)
-    watch = await best.watch_for(session_id, seat_ids) if seat_ids else None
-    share = await limits.take_seats(address, count)
-    try:
-        if quantity is not None:
-            reservation = await best.hold(user_id, session_id, quantity, rows, idempotency_key)
-        else:
-            assert seat_ids is not None
-            reservation = await booking.hold(user_id, session_id, seat_ids, idempotency_key, watch)
-    except BaseException:  # a cancelled hold (a closing socket, a stopping node) holds nothing either
-        await asyncio.shield(limits.seats.give_back(address, share))
-        raise
+    async with booking.hold_slot(session_id, user_id, admission):
+        if idempotency_key and limits.counts_seats(address):
+            same = (same_best(quantity, rows) if quantity is not None
+                    else same_seats(booking.check_seat_list(seat_ids or ())))
+            prior = await booking.prior_hold(user_id, session_id, same, idempotency_key)
+            if prior is not None:
+                return Held(prior, [])
+        count = quantity if quantity is not None else len(seat_ids or ())
+        best = best_seats_of(booking)
+        # named seats: the gate looks at their neighbours in the hold's own script (the no-orphan rule's warning)
+        watch = await best.watch_for(session_id, seat_ids) if seat_ids else None
+        share = await limits.take_seats(address, count)
+        try:
+            if quantity is not None:
+                reservation = await best.hold(user_id, session_id, quantity, rows, idempotency_key)
+            else:
+                assert seat_ids is not None
+                reservation = await booking.hold(user_id, session_id, seat_ids, idempotency_key, watch)
+        except BaseException:  # a cancelled hold (a closing socket, a stopping node) holds nothing either
+            await asyncio.shield(limits.seats.give_back(address, share))
+            raise
     return Held(reservation, await best.stranded_by(session_id, [s.id for s in reservation.seats], watch))

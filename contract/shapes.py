@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from storage.rows import Reservation, Room, Sale, Seat, SeatMap, Session, SessionSeat, User
+from storage.waiting_room import Inlet, Place
 
 Body = dict[str, Any]
 
@@ -176,3 +177,21 @@ def snapshot(rows: Sequence[asyncpg.Record], session_id: str, user_id: str | Non
             for r in rows
         ],
     }
+
+
+def queue_place(session_id: uuid.UUID, place: Place | None) -> Body:
+    """A buyer's place in a session's waiting room (None: the session has none, hold at once)."""
+    if place is None:
+        return {"sessionId": str(session_id), "enabled": False, "position": None, "ahead": 0,
+                "estimatedWaitSeconds": 0, "admitted": True, "admission": None, "admissionExpiresAt": None}
+    expires = place.admission_expires_at
+    return {"sessionId": str(session_id), "enabled": True, "position": place.position, "ahead": place.ahead,
+            "estimatedWaitSeconds": place.wait_seconds, "admitted": place.admitted, "admission": place.admission,
+            "admissionExpiresAt": None if expires is None else timestamp(datetime.fromtimestamp(expires, UTC))}
+
+
+def queue_state(session_id: uuid.UUID, inlet: Inlet | None) -> Body:
+    """A session's waiting room as an admin set it (or as it turned itself on: `auto`)."""
+    return {"sessionId": str(session_id), "enabled": inlet is not None, "inlet": None if inlet is None else inlet.kind,
+            "rate": None if inlet is None else inlet.rate, "capacity": None if inlet is None else inlet.capacity,
+            "auto": bool(inlet and inlet.auto)}

@@ -70,3 +70,12 @@ class RateLimited(DomainError):
 
 class ServiceUnavailable(DomainError):
     status, code, message = 503, "service_unavailable", "A backing service is unavailable"
+
+
+class Overloaded(DomainError):
+    """The node is at its bound of work in flight: answered at once, nothing touched, retry after a pause."""
+
+    status, code, message = 503, "overloaded", "The server is busy, retry shortly"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(message, details={"retryAfter": retry_after}, headers={"Retry-After": str(retry_after)})

@@ -38,6 +38,8 @@ BROADCAST_LATENCY = Histogram(
 )
 REDIS_REBUILDS = Counter("boxoffice_redis_rebuilds_total", "Times the Redis gate was rebuilt from PostgreSQL",
                          registry=REGISTRY)
+SHED = Counter("boxoffice_shed_total", "Work refused at once with 503 overloaded, by what was refused (request, hold)",
+               ["what"], registry=REGISTRY)
 HOLD_EXTENSIONS = Counter("boxoffice_hold_extensions_total", "Hold extensions by outcome", ["outcome"],
                           registry=REGISTRY)
 WAITLIST_OFFERS = Counter("boxoffice_waitlist_offers_total",

@@ -169,6 +169,23 @@ class Settings:
     # whose X-Forwarded-For is believed (a node's Unix socket always is: only local processes reach it)
     trusted_proxies: tuple[str, ...] = field(default=("127.0.0.1/32", "::1/128"),
                                              metadata=env("TRUSTED_PROXIES", _networks))
+    # Load shedding: requests a node works on at once (WebSocket upgrades and /health, /ready, /metrics are not
+    # counted); beyond it a request is answered 503 `overloaded` at once. 0 turns it off.
+    max_inflight_requests: int = field(default=256, metadata=env("MAX_INFLIGHT_REQUESTS"))
+    # holds (REST and socket together) a node has taken and not yet answered; beyond it 503 `overloaded`
+    max_pending_holds: int = field(default=256, metadata=env("MAX_PENDING_HOLDS"))
+    # Waiting rooms (storage.waiting_room): the secret admissions are signed with (unset: a random one kept in
+    # PostgreSQL, shared by every node), how long an admission lets a buyer hold, and how long a buyer who
+    # stops watching keeps their place
+    queue_secret: str = field(default="", repr=False, metadata=env("QUEUE_SECRET"))
+    queue_admission_ttl_seconds: int = field(default=600, metadata=env("QUEUE_ADMISSION_TTL_SECONDS"))
+    queue_grace_seconds: float = field(default=60.0, metadata=env("QUEUE_GRACE_SECONDS"))
+    # The waiting room that turns itself on (storage.queue_auto): when hold attempts on one session without a
+    # waiting room reach this many per second over the window, cluster-wide, its line opens at QUEUE_AUTO_RATE
+    # buyers per second. 0 (the default): never by itself -- clients that know nothing of admissions keep working
+    queue_auto_holds_per_second: float = field(default=0.0, metadata=env("QUEUE_AUTO_HOLDS_PER_SECOND"))
+    queue_auto_window_seconds: int = field(default=5, metadata=env("QUEUE_AUTO_WINDOW_SECONDS"))
+    queue_auto_rate: float = field(default=25.0, metadata=env("QUEUE_AUTO_RATE"))
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -22,11 +22,13 @@ HOLD_ERRORS = {
     400: {"schema": E, "description": "validation_error, malformed_json, invalid_seat_count, duplicate_seats,"
                                       " invalid_hold_request"},
     404: {"schema": E, "description": "session_not_found, user_not_found (AUTH_REQUIRED=false)"},
+    403: {"schema": E, "description": "not_admitted (the session has a waiting room: X-Admission missing, "
+                                      "forged, expired or another's), not_owner, forbidden"},
     409: {"schema": E, "description": "seats_unavailable (details.conflicts lists the seat ids)"},
     422: {"schema": E, "description": "session_started, seats_not_in_session, idempotency_key_reused,"
                                       " rows_not_in_session"},
     429: {"schema": E, "description": "hold_quota_exceeded, rate_limited, address_quota_exceeded"},
-    503: {"schema": E, "description": "redis_unavailable, database_unavailable (Retry-After)"},
+    503: {"schema": E, "description": "overloaded, redis_unavailable, database_unavailable (Retry-After)"},
 }
 
 
@@ -38,7 +40,7 @@ def idempotency_key(request: web.Request) -> str | None:
 @docs(tags=["reservations"], summary="Hold seats for 30 s (all or nothing): named, or the best N available",
       responses=HOLD_ERRORS)
 @request_schema(s.ReservationCreateSchema)
-@headers_schema(s.IdempotencyHeaderSchema)
+@headers_schema(s.HoldHeaderSchema)
 @response_schema(s.HeldReservationSchema, 201)
 @signed_in
 async def create_reservation(request: web.Request) -> web.Response:
@@ -47,7 +49,8 @@ async def create_reservation(request: web.Request) -> web.Response:
     limits = request.app[LIMITS]
     held = await hold_within_limits(limits, request.app[BOOKING], limits.client_ip(request), user_id,
                                     body["sessionId"], body.get("sessionSeatIds"), idempotency_key(request),
-                                    quantity=body.get("quantity"), rows=body.get("rows"))
+                                    quantity=body.get("quantity"), rows=body.get("rows"),
+                                    admission=request["headers"].get("admission"))
     return web.json_response(shapes.held(held.reservation, held.stranded), status=201)
 
 

@@ -316,3 +316,46 @@ class SaleSchema(Schema):
     seats = fields.List(fields.Nested(ReservedSeatSchema), required=True)
     reservation = fields.Nested(ReservationCoreSchema, required=True)
     user = fields.Nested(UserSchema, required=True)
+
+
+class HoldHeaderSchema(IdempotencyHeaderSchema):
+    admission = Text(256, data_key="X-Admission", metadata={
+        "description": "the admission `POST /sessions/{id}/queue` gave, on a session with a waiting room"})
+
+
+class JsonBoolean(fields.Boolean):
+    """JSON `true` or `false` only: not 0, 1, "true" or "yes" (marshmallow's Boolean takes those)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
+class QueueConfigSchema(StrictSchema):
+    enabled = JsonBoolean(required=True)
+    rate = fields.Float(validate=validate.Range(min=0.1, max=10_000), metadata={
+        "description": "the rate inlet: buyers admitted per second, cluster-wide"})
+    capacity = fields.Integer(strict=True, validate=validate.Range(min=1, max=100_000), metadata={
+        "description": "the capacity inlet: at most this many buyers inside at once, cluster-wide (the next goes in "
+                       "as one buys, leaves or runs out of time)"})
+
+
+class QueueStateSchema(Schema):
+    sessionId = fields.UUID(required=True)
+    enabled = fields.Boolean(required=True)
+    inlet = fields.String(allow_none=True, validate=validate.OneOf(["rate", "capacity"]))
+    rate = fields.Float(allow_none=True)
+    capacity = fields.Integer(allow_none=True)
+    auto = fields.Boolean(required=True, metadata={"description": "turned on by itself past the demand threshold"})
+
+
+class QueuePlaceSchema(Schema):
+    sessionId = fields.UUID(required=True)
+    enabled = fields.Boolean(required=True, metadata={"description": "false: no waiting room, hold at once"})
+    position = fields.Integer(allow_none=True, metadata={"description": "place in join order, from 1"})
+    ahead = fields.Integer(required=True, metadata={"description": "buyers in line before this one"})
+    estimatedWaitSeconds = fields.Integer(required=True)
+    admitted = fields.Boolean(required=True)
+    admission = fields.String(allow_none=True, metadata={"description": "send as X-Admission with holds"})
+    admissionExpiresAt = fields.DateTime(allow_none=True, metadata={"description": TIMESTAMP})

@@ -116,6 +116,7 @@ class ContractClient:
         self.send = send
         self.token = token
         self.user_id: str | None = None
+        self.admissions: dict[str, str] = {}  # session id -> this user's admission (sessions with a waiting room)
 
     def _auth(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -144,6 +145,8 @@ class ContractClient:
 
     def hold(self, session_id: str, seat_ids: Sequence[str], idempotency_key: str | None = None) -> Reply:
         extra = {"x-idempotency-key": idempotency_key} if idempotency_key else {}
+        if session_id in self.admissions:
+            extra["X-Admission"] = self.admissions[session_id]
         return self.send("POST", "/reservations", name="hold", headers=self._auth(extra),
                          json_body={"userId": self.user_id, "sessionId": session_id, "sessionSeatIds": list(seat_ids)})
 
@@ -156,6 +159,22 @@ class ContractClient:
 
     def reservation(self, reservation_id: str) -> Reply:
         return self.send("GET", f"/reservations/{reservation_id}", name="reservation", headers=self._auth())
+
+    # ---- the waiting room ----
+
+    def join_queue(self, session_id: str) -> Reply:
+        return self.send("POST", f"/sessions/{session_id}/queue", name="queue join", headers=self._auth())
+
+    def queue_place(self, session_id: str) -> Reply:
+        return self.send("GET", f"/sessions/{session_id}/queue", name="queue place", headers=self._auth())
+
+    def open_queue(self, session_id: str, rate: float = 0.0, capacity: int = 0) -> Reply:
+        inlet: dict[str, float | int] = {"capacity": capacity} if capacity else {"rate": rate}
+        return self.send("PUT", f"/sessions/{session_id}/queue", name="open queue", headers=self._auth(),
+                         json_body={"enabled": True, **inlet})
+
+    def leave_queue(self, session_id: str) -> Reply:
+        return self.send("DELETE", f"/sessions/{session_id}/queue", name="queue leave", headers=self._auth())
 
     # ---- admin and ops ----
 

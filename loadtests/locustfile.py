@@ -41,6 +41,7 @@ from loadtests.contract_client import (
 from loadtests.metrics import Metrics
 from loadtests.plan import METRICS_DIR, STOP_FILE, WATCHER_MAPS_DIR, Plan
 from loadtests.seats import pick_best_seats
+from loadtests.waiting import wait_in_line
 
 # A worker sharing 2 cores with the system under test can be too busy to send its 1 s heartbeat for a few
 # seconds; with Locust's default liveness (3 missed beats) the master then declares it missing and
@@ -123,6 +124,15 @@ class BoxofficeUser(FastHttpUser):
         elif reply.status == 0 or reply.status >= 500:
             gevent.sleep(self.rng.uniform(*PLAN.buyer.error_wait_seconds))
 
+    def wait_in_line(self, session_id: str) -> bool:
+        """The session's waiting room (loadtests/waiting.py); False: try again later."""
+        return wait_in_line(self.api, session_id, self.rng, METRICS, self.back_off)
+
+    def leave_line(self, session_id: str) -> None:
+        """A buyer who walks away gives their place inside back (the capacity inlet: the next one goes in)."""
+        if PLAN.queue_capacity and session_id in self.api.admissions:
+            self.api.leave_queue(session_id)
+
     def choose_session(self) -> str:
         return self.rng.choice(PLAN.session_ids)
 
@@ -164,6 +174,7 @@ class RushBuyer(BoxofficeUser):
     weight = PLAN.weights.get("RushBuyer", 1)
     wait_time = between(*PLAN.buyer.wait_seconds)
     refusals = 0  # 409s this buyer has had
+    counted_at_hold = False
 
     @task
     def try_to_buy(self) -> None:
@@ -174,6 +185,11 @@ class RushBuyer(BoxofficeUser):
                 self.back_off(guest)
                 return
         session_id = self.choose_session()
+        if PLAN.queued and not self.wait_in_line(session_id):
+            return
+        if not self.counted_at_hold:
+            self.counted_at_hold = True
+            METRICS.count("buyers_at_hold")  # with a waiting room: the admitted buyers
         shape = self.shape_of(session_id)
         if shape is None:
             return
@@ -219,6 +235,7 @@ class RushBuyer(BoxofficeUser):
         else:
             METRICS.count("abandoned_holds")  # closes the tab: the hold expires on its own
             if plan.buy_once:
+                self.leave_line(session_id)
                 raise StopUser()
 
     def nothing_free(self, session_id: str) -> None:
@@ -227,6 +244,7 @@ class RushBuyer(BoxofficeUser):
         if full.ok and all(s["status"] == "SOLD" for s in full.body["seats"]):
             METRICS.count("buyers_saw_sold_out")
             if PLAN.stop_when_sold_out:
+                self.leave_line(session_id)
                 raise StopUser()
         gevent.sleep(self.rng.uniform(*PLAN.buyer.sold_out_wait_seconds))
 

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,9 @@ class Metrics:
         self.errors_by_request: dict[str, Counter[str]] = {}
         self.broadcast_ms: Counter[int] = Counter()
         self.counts: Counter[str] = Counter()
+        # the waiting room, per buyer: [session, position, last "not admitted" asked at, admitted answered at]
+        # (epoch seconds; 0: never) -- what `queue_out_of_order` judges
+        self.queue_places: list[list[Any]] = []
 
     def hold(self, transport: str, ok: bool, code: str, latency_ms: float, error_key: str = "") -> None:
         """One hold attempt: `code` is the contract's error code ("" when it succeeded)."""
@@ -93,6 +96,10 @@ class Metrics:
         with self._lock:
             self.counts[name] += n
 
+    def queue_place(self, session_id: str, position: int, last_waiting_sent: float, admitted_at: float) -> None:
+        with self._lock:
+            self.queue_places.append([session_id, position, round(last_waiting_sent, 3), round(admitted_at, 3)])
+
     # ---- files ----
 
     def to_json(self) -> dict[str, Any]:
@@ -104,6 +111,7 @@ class Metrics:
                 "errors_by_request": {r: dict(c) for r, c in self.errors_by_request.items()},
                 "broadcast_ms": dict(self.broadcast_ms),
                 "counts": dict(self.counts),
+                "queue_places": list(self.queue_places),
             }
 
     def write(self, folder: Path, name: str | None = None) -> None:
@@ -135,6 +143,7 @@ class Metrics:
                 self.errors_by_request.setdefault(request, Counter()).update(codes)
             self.broadcast_ms.update({int(k): int(v) for k, v in raw.get("broadcast_ms", {}).items()})
             self.counts.update(raw.get("counts", {}))
+            self.queue_places.extend(raw.get("queue_places", []))
 
     @classmethod
     def read_folder(cls, folder: Path, extra: Iterable[Metrics] = ()) -> Metrics:
@@ -144,3 +153,22 @@ class Metrics:
         for m in extra:
             merged.merge(m.to_json())
         return merged
+
+
+def queue_out_of_order(places: Iterable[Sequence[Any]]) -> int:
+    """Buyers admitted out of join order, as the clients saw it: a buyer told "not admitted yet" by an answer
+    asked for after a buyer who joined later (same session) had been told "admitted". Judged on the times the
+    clients saw (the ask of the "not yet", the answer of the "admitted"), so a late look is never counted."""
+    by_session: dict[str, list[tuple[int, float, float]]] = {}
+    for session_id, position, waiting_sent, admitted_at in places:
+        by_session.setdefault(str(session_id), []).append((int(position), float(waiting_sent), float(admitted_at)))
+    wronged = 0
+    for rows in by_session.values():
+        rows.sort()
+        earliest_later = float("inf")  # the first "admitted" seen by any buyer who joined later
+        for _, waiting_sent, admitted_at in reversed(rows):
+            if waiting_sent and waiting_sent > earliest_later:
+                wronged += 1
+            if admitted_at:
+                earliest_later = min(earliest_later, admitted_at)
+    return wronged

@@ -60,6 +60,12 @@ class Plan:
     weights: dict[str, int]  # user class name -> weight (Watcher uses watchers instead)
     watchers: int = 0  # fixed number of Watcher users (spread over the sessions)
     stop_when_sold_out: bool = False  # buyers leave once their session has no seat left
+    queue_rate: float = 0.0  # > 0: every session has a waiting room admitting this many buyers per second
+    queue_capacity: int = 0  # > 0: every session has a waiting room letting this many buyers in at once
+
+    @property
+    def queued(self) -> bool:
+        return self.queue_rate > 0 or self.queue_capacity > 0
     buyer: BuyerPlan = field(default_factory=BuyerPlan)
     picker: PickerPlan = field(default_factory=PickerPlan)
 

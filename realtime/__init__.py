@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from core.appkeys import CONSUMER, HUB, KAFKA, NODE_ID, PG_POOL, REDIS, SETTINGS, SNAPSHOTS
+from core.appkeys import CONSUMER, HUB, KAFKA, NODE_ID, PG_POOL, QUEUE_PUSH, REDIS, SETTINGS, SNAPSHOTS, WAITING_ROOM
 from realtime.channel import session_socket
 from realtime.consumer import SeatEventConsumer
 from realtime.hub import Hub, WSClose
 from realtime.kafka import quiet_repeated_kafka_logs
 from realtime.presence import Presence, running
+from realtime.queue_push import QueuePush
 from realtime.snapshot import SnapshotReader
 from realtime.waitlist import extend as _registers_waitlist_commands  # noqa: F401 - the socket's extend, waitlist.*
 
@@ -26,8 +27,9 @@ async def fanout_ctx(app: web.Application) -> AsyncIterator[None]:
     presence = Presence(app[REDIS], hub, app[NODE_ID], settings.redis_timeout)
     snapshots = SnapshotReader(app[PG_POOL], app[NODE_ID], settings.hold_ttl_seconds, presence.watchers)
     consumer = SeatEventConsumer(settings, app[KAFKA], hub)
-    app[HUB], app[SNAPSHOTS], app[CONSUMER] = hub, snapshots, consumer
-    async with hub.running(), consumer.running(), running(presence):
+    pushes = QueuePush(app[WAITING_ROOM])
+    app[HUB], app[SNAPSHOTS], app[CONSUMER], app[QUEUE_PUSH] = hub, snapshots, consumer, pushes
+    async with hub.running(), consumer.running(), pushes.running(), running(presence):
         yield
     await snapshots.close()
 

@@ -28,10 +28,11 @@ from contract.actors import valid_principal
 from contract.limits import hold_within_limits
 from contract.rules import MAX_BEST_ROWS, MAX_IDEMPOTENCY_KEY, MAX_ROW_LABEL, Text
 from core.aio import stop_task
-from core.appkeys import BOOKING, LIMITS, SETTINGS
+from core.appkeys import BOOKING, LIMITS, QUEUE_PUSH, SETTINGS, WAITING_ROOM
 from core.errors import DomainError, RateLimited, SeatsUnavailable, ValidationFailed
 from core.ratelimit import TokenBucket
 from realtime.hub import Connection
+from realtime.queue_push import place_message
 from storage.auth import Principal
 from storage.booking import Actor
 from storage.faults import service_fault
@@ -54,6 +55,7 @@ class Peer:
     address: str = ""  # the client's address (behind a trusted proxy: the one it reported)
     token: str | None = None  # given at connect; looked up again (cached) before each act
     bucket: TokenBucket | None = None  # the message rate allowance, made with the first message
+    admission: str | None = None  # given to this socket by the waiting room (`queue.join`)
     # commands running as tasks, owned here (made with the first: most sockets only watch)
     commands: set[asyncio.Task[None]] | None = None
 
@@ -62,6 +64,9 @@ class Peer:
         if self.bucket is None:
             self.bucket = TokenBucket(rate, burst)
         return not self.bucket.take()
+
+    def remember_admission(self, admission: str | None) -> None:
+        self.admission = admission
 
     @property
     def session_id(self) -> uuid.UUID:
@@ -144,6 +149,8 @@ class HoldMessage(MessageSchema):
     rows = fields.List(Text(MAX_ROW_LABEL), validate=validate.Length(min=1, max=MAX_BEST_ROWS))
     idempotencyKey = Text(MAX_IDEMPOTENCY_KEY)  # printable: the REST header's rule
     userId = fields.UUID(metadata={"description": "only with AUTH_REQUIRED=false, as in POST /reservations"})
+    admission = Text(256, metadata={
+        "description": "on a session with a waiting room; by default the one this socket was admitted with"})
 
 
 class ReleaseMessage(MessageSchema):
@@ -173,8 +180,33 @@ async def hold(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
     peer.app[LIMITS].take_write(who, peer.address)
     held = await hold_within_limits(peer.app[LIMITS], peer.app[BOOKING], peer.address, user_id,
                                     peer.session_id, msg.get("sessionSeatIds"), msg.get("idempotencyKey"),
-                                    quantity=msg.get("quantity"), rows=msg.get("rows"))
+                                    quantity=msg.get("quantity"), rows=msg.get("rows"),
+                                    admission=msg.get("admission") or peer.admission)
     return {"type": "hold.ok", "reservation": shapes.held(held.reservation, held.stranded)}
+
+
+@message("queue.join", EmptyMessage, in_task=True)
+async def queue_join(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
+    """A place in the session's waiting room (the same one if the user has one); while the buyer waits, the
+    node pushes `queue.position` at most once a second, then `queue.admitted` (realtime.queue_push)."""
+    user_id = acting_user(peer, await peer.writer(), None)
+    place = await peer.app[WAITING_ROOM].join(peer.session_id, user_id)
+    if place is not None and not place.admitted:
+        peer.app[QUEUE_PUSH].add(peer.session_id, peer.conn, user_id, place, peer.remember_admission)
+    elif place is not None:
+        peer.remember_admission(place.admission)
+    return place_message(peer.session_id, place)
+
+
+@message("queue.leave", EmptyMessage, in_task=True)
+async def queue_leave(peer: Peer, msg: dict[str, Any]) -> dict[str, Any]:
+    """The buyer gives up their place in line (or, with the capacity inlet, their place inside), as
+    `DELETE /sessions/{id}/queue` does."""
+    user_id = acting_user(peer, await peer.writer(), None)
+    peer.app[QUEUE_PUSH].remove(peer.session_id, peer.conn)
+    peer.remember_admission(None)
+    await peer.app[WAITING_ROOM].leave(peer.session_id, user_id)
+    return {"type": "queue.left", "sessionId": str(peer.session_id)}
 
 
 @message("release", ReleaseMessage, in_task=True)

@@ -24,20 +24,25 @@ from core.appkeys import (
     BOOKING,
     EXTENDER,
     GATE,
+    INFLIGHT,
     KAFKA,
     LIMITS,
     NODE_ID,
     OUTBOX_WAKE,
     PG_POOL,
+    QUEUE_AUTO,
     READY_CHECKS,
     REDIS,
     SETTINGS,
     TOKENS,
+    WAITING_ROOM,
     WAITLIST,
 )
 from core.settings import Settings, plain_redis_url
+from core.shedding import InflightGate
 from handlers import setup_routes
 from handlers.openapi import add_common_errors
+from handlers.ops import readiness_ctx
 from handlers.parsing import ContractParser
 from handlers.validation import admit
 from jobs import setup as setup_jobs
@@ -49,7 +54,9 @@ from storage import db
 from storage.auth import TokenCache
 from storage.booking import Booking
 from storage.extension import HoldExtender
+from storage.queue_auto import AutoTurnOn
 from storage.redis_gate import NoGate, RedisGate
+from storage.waiting_room import Admissions, WaitingRoom, shared_secret
 from storage.waitlist import Waitlist
 
 log = logging.getLogger("boxoffice.app")
@@ -95,6 +102,19 @@ def redis_client(settings: Settings) -> Redis | RedisCluster:
     return Redis.from_url(settings.redis_url, max_connections=200, **options)
 
 
+async def waiting_room_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    secret = await shared_secret(app[PG_POOL], settings.queue_secret)
+    room = app[WAITING_ROOM] = WaitingRoom(app[PG_POOL], app[REDIS],
+                                           Admissions(secret, settings.queue_admission_ttl_seconds),
+                                           settings.queue_grace_seconds)
+    auto = app[QUEUE_AUTO] = AutoTurnOn(room, app[REDIS], threshold_per_second=settings.queue_auto_holds_per_second,
+                                        window_seconds=settings.queue_auto_window_seconds,
+                                        rate=settings.queue_auto_rate)
+    async with auto.running():
+        yield
+
+
 async def booking_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     wake = app[OUTBOX_WAKE]
@@ -103,6 +123,7 @@ async def booking_ctx(app: web.Application) -> AsyncIterator[None]:
         max_seats_per_hold=settings.max_seats_per_hold, max_seats_per_user=settings.max_seats_per_user,
         gate_timeout=settings.redis_timeout, on_commit=wake.set,
         hold_batch_max=settings.hold_batch_max, hold_writers=settings.hold_writers,
+        max_pending_holds=settings.max_pending_holds, waiting_room=app[WAITING_ROOM],
     )
     app[EXTENDER] = HoldExtender(app[BOOKING], settings.hold_extension_seconds)
     app[WAITLIST] = Waitlist(app[BOOKING], settings.max_seats_per_hold, settings.max_seats_per_address)
@@ -141,9 +162,10 @@ def create_app(settings: Settings) -> web.Application:
     # no rate check at all on the hot path when both limits are off
     app[ADMISSION] = (rate_limiter, admit) if limited else (admit,)
     app[NODE_ID] = settings.node_id
+    app[INFLIGHT] = InflightGate(settings.max_inflight_requests)
     app[READY_CHECKS] = {}
     app[OUTBOX_WAKE] = asyncio.Event()
-    app.cleanup_ctx.extend([pg_ctx, redis_ctx, booking_ctx, kafka_ctx])
+    app.cleanup_ctx.extend([pg_ctx, redis_ctx, waiting_room_ctx, booking_ctx, kafka_ctx, readiness_ctx])
     setup_jobs(app)
     setup_realtime(app)
 

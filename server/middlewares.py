@@ -14,7 +14,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from core import ids
-from core.appkeys import ADMISSION, NODE_ID, SETTINGS
+from core.appkeys import ADMISSION, INFLIGHT, NODE_ID, SETTINGS
 from core.errors import DomainError
 from core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from server.logs import request_id_var
@@ -125,8 +125,9 @@ def node_headers(headers: Any, node_id: str, rid: str) -> None:
 @web.middleware
 async def http_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The one layer of every request: the request id (taken from X-Request-Id or made up) and node id
-    headers, the request's metrics, the app's admission checks (`ADMISSION`: the rate limit, the route's token
-    rule and schemas) and `failure`'s one mapping of every error to the contract's body.
+    headers, the request's metrics, the node's bound on requests in flight (`INFLIGHT`), the app's admission
+    checks (`ADMISSION`: the rate limit, the route's token rule and schemas) and `failure`'s one mapping of
+    every error to the contract's body.
 
     One layer, with the checks as plain calls, not a middleware each: every layer costs a call on every
     request, and its coroutine frame (with aiohttp's frame around it) stays alive for as long as each
@@ -137,8 +138,11 @@ async def http_middleware(request: web.Request, handler: Handler) -> web.StreamR
     node_id = request.app[NODE_ID]
     status = 500
     response: web.StreamResponse
+    gate = request.app[INFLIGHT]
+    counted = False
     try:
         try:
+            counted = gate.enter(request)  # first: a node beyond its bound refuses before any other work
             if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
                 response = preflight(request)
             else:
@@ -167,6 +171,8 @@ async def http_middleware(request: web.Request, handler: Handler) -> web.StreamR
         node_headers(exc.headers, node_id, rid)
         raise
     finally:
+        if counted:
+            gate.leave()
         resource = request.match_info.route.resource
         count, latency = _route_metrics(request.method, resource.canonical if resource else "unmatched", status)
         count.inc()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -25,6 +26,7 @@ from core.errors import (
     HoldExpired,
     NotFound,
     NotPending,
+    Overloaded,
     RateLimited,
     SeatsUnavailable,
     Unprocessable,
@@ -38,6 +40,7 @@ from storage.offers import hand_over
 from storage.redis_gate import GateEntry, SeatGate, Watch
 from storage.redis_keys import sold_until_ms
 from storage.rows import Released, Reservation, Sale
+from storage.waiting_room import WaitingRoom
 
 log = logging.getLogger("boxoffice.booking")
 
@@ -103,7 +106,8 @@ class Booking:
     def __init__(self, pool: asyncpg.Pool, gate: SeatGate, *, hold_ttl_seconds: int, max_seats_per_hold: int,
                  max_seats_per_user: int = 0, gate_timeout: float = 0.5,
                  on_commit: Callable[[], None] | None = None, hold_batch_max: int = 32,
-                 hold_writers: int = 4) -> None:
+                 hold_writers: int = 4, max_pending_holds: int = 0,
+                 waiting_room: WaitingRoom | None = None) -> None:
         self.pool = pool
         self.gate = gate
         self.hold_ttl_ms = hold_ttl_seconds * 1000
@@ -111,6 +115,10 @@ class Booking:
         self.max_seats_per_user = max_seats_per_user
         self.gate_timeout = gate_timeout  # a hold never waits longer than this on Redis: it fails fast instead
         self.on_commit = on_commit or (lambda: None)
+        # holds taken and not yet answered on this node (REST and socket alike), bounded (0: no bound)
+        self.max_pending_holds = max_pending_holds
+        self.pending_holds = 0
+        self.waiting_room = waiting_room  # sessions with a waiting room take holds with an admission only
         self.writer = HoldWriter(pool, hold_ttl_ms=self.hold_ttl_ms, max_seats_per_user=max_seats_per_user,
                                  max_batch=hold_batch_max,
                                  # without the gate, concurrent batches could take overlapping seats in
@@ -131,6 +139,23 @@ class Booking:
             raise ValidationFailed("The same seat is requested twice", code="duplicate_seats",
                                    details={"seats": dupes})
         return list(seat_ids)
+
+    @asynccontextmanager
+    async def hold_slot(self, session_id: uuid.UUID, user_id: uuid.UUID, admission: str | None) -> AsyncIterator[None]:
+        """What a hold passes before it touches anything (contract.limits.hold_within_limits, the one door): the
+        node's bound on holds taken and not yet answered -- beyond `max_pending_holds`, `Overloaded` at once,
+        before Redis or PostgreSQL -- then, on a session with a waiting room, the user's admission to it
+        (`NotAdmitted` without a valid one). The hold counts as pending for the life of the block."""
+        if self.max_pending_holds and self.pending_holds >= self.max_pending_holds:
+            metrics.SHED.labels("hold").inc()
+            raise Overloaded()
+        self.pending_holds += 1
+        try:
+            if self.waiting_room is not None:
+                await self.waiting_room.require_admission(session_id, user_id, admission)
+            yield
+        finally:
+            self.pending_holds -= 1
 
     async def hold(self, user_id: uuid.UUID, session_id: uuid.UUID, seat_ids: Sequence[uuid.UUID],
                    idempotency_key: str | None = None, watch: Watch | None = None) -> Reservation:
@@ -261,7 +286,10 @@ class Booking:
                 log.warning("could not mark seats sold in Redis for %s: %r", reservation_id, exc)
         else:
             metrics.CONFIRMS.labels("replay").inc()
-        return await self.get_sale(row["sale_id"], Actor(None, check_owner=False))
+        sale = await self.get_sale(row["sale_id"], Actor(None, check_owner=False))
+        if row["created"] and self.waiting_room is not None:  # the capacity inlet: the next buyer goes in
+            await self.waiting_room.bought(sale.session_id, sale.user_id)
+        return sale
 
     # ------------------------------------------------------------------ release / expire
 

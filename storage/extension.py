@@ -49,9 +49,11 @@ async def extension_refusal(booking: Booking, session_id: uuid.UUID) -> str | No
     """Why holds of this session may not be extended now, or None when they may: the one place of the rule.
 
     "waiting_list": buyers wait on the session's waiting list (storage/waitlist.py); bx_extend checks it again
-    inside its transaction, under the line's lock, so a join in flight is seen. "waiting_room" is the reason
-    kept for a session whose waiting room is on; this server has no waiting room yet, so it is never given.
+    inside its transaction, under the line's lock, so a join in flight is seen. "waiting_room": the session's
+    waiting room is on (storage/waiting_room.py): the buyers in it are waiting for these seats' time too.
     """
+    if booking.waiting_room is not None and await booking.waiting_room.inlet(session_id) is not None:
+        return "waiting_room"
     waiting = await booking.pool.fetchval(
         "SELECT EXISTS (SELECT 1 FROM waitlist_entries WHERE session_id = $1 AND status = 'WAITING')", session_id)
     if waiting:

@@ -65,3 +65,15 @@ def address_seats_key(address: str) -> str:
 def presence_key(session_id: uuid.UUID | str) -> str:
     """Hash of the watchers of a session: node id -> "<sockets>:<expire-at ms>" (lua/presence.lua)."""
     return f"{PREFIX}:presence:{{s:{session_id}}}"
+
+
+def queue_keys(session_id: uuid.UUID | str) -> list[str]:
+    """The waiting room of a session (storage/lua/queue.lua): the line, the order of places, the last-seen times,
+    who is inside (the capacity inlet). One hash tag, so they share a Redis Cluster slot."""
+    tag = f"{PREFIX}:queue:{{q:{session_id}}}"
+    return [f"{tag}:line", f"{tag}:order", f"{tag}:seen", f"{tag}:inside"]
+
+
+def demand_key(session_id: uuid.UUID | str) -> str:
+    """Hold attempts per second on a session without a waiting room, counted by every node (storage.queue_auto)."""
+    return f"{PREFIX}:queue:{{q:{session_id}}}:demand"

@@ -20,7 +20,7 @@ from core.appkeys import BOOKING
 from core.settings import Settings
 from server.app import create_app
 from storage.redis_keys import seat_key
-from tests.conftest import assert_invariants, bearer, make_session, make_user, seat_ids, with_settings
+from tests.conftest import ADMIN, assert_invariants, bearer, make_session, make_user, seat_ids, with_settings
 from tests.sockets.support import watch
 
 EXTENSION = 2  # seconds, in these tests
@@ -106,6 +106,22 @@ async def test_refused_while_buyers_wait_on_the_waiting_list(client: TestClient,
     assert await pg.fetchval("SELECT extended_at FROM reservations WHERE id = $1", mine["id"]) is None
     # nobody waiting any more: allowed again
     assert (await client.delete(f"/sessions/{sid}/waitlist", headers=bearer(carla["token"]))).status == 204
+    assert (await extend(client, ana, mine["id"]))[0] == 200
+
+
+async def test_refused_while_the_sessions_waiting_room_is_on(client: TestClient, pg: asyncpg.Connection) -> None:
+    session = await make_session(client)
+    sid, seats = session["id"], await seat_ids(client, session["id"])
+    ana = await make_user(client)
+    mine = await hold(client, ana, sid, seats[:2])
+    resp = await client.put(f"/sessions/{sid}/queue", json={"enabled": True, "rate": 5}, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    status, body = await extend(client, ana, mine["id"])
+    assert (status, body["code"], body["details"]["reason"]) == (409, "extension_not_allowed", "waiting_room")
+    assert await pg.fetchval("SELECT extended_at FROM reservations WHERE id = $1", mine["id"]) is None
+    # the room off again: allowed
+    resp = await client.put(f"/sessions/{sid}/queue", json={"enabled": False}, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
     assert (await extend(client, ana, mine["id"]))[0] == 200
 
 

@@ -25,7 +25,7 @@ from jobs.reconcile import reconcile_once
 from server.app import create_app
 from storage.redis_keys import seat_key
 from tests.cluster_support import wait_until
-from tests.conftest import assert_invariants, bearer, make_session, make_user, seat_ids, with_settings
+from tests.conftest import ADMIN, assert_invariants, bearer, make_session, make_user, seat_ids, with_settings
 from tests.redis_cluster_support import RedisClusterProcs, redis_cluster  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.cluster
@@ -161,3 +161,26 @@ async def test_a_master_restart_costs_503s_never_a_500_nor_a_double_sale(
     resp = await node.post(f"/reservations/{held['id']}/confirm", headers=bearer(ana["token"]))
     assert resp.status == 201, await resp.text()
     await assert_invariants(pg, [session["id"]])
+
+
+async def test_the_waiting_room_runs_unchanged_on_a_redis_cluster(node: TestClient) -> None:
+    """The line's keys share the `{q:<session>}` hash tag: one slot, so queue.lua runs as on one Redis."""
+    session = await make_session(node)
+    users = [await make_user(node, f"B{n}") for n in range(4)]
+    resp = await node.put(f"/sessions/{session['id']}/queue", json={"enabled": True, "capacity": 2},
+                          headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    places = []
+    for user in users:
+        resp = await node.post(f"/sessions/{session['id']}/queue", headers=bearer(user["token"]))
+        assert resp.status == 200, await resp.text()
+        places.append(await resp.json())
+    assert [p["admitted"] for p in places] == [True, True, False, False]
+    seats = await seat_ids(node, session["id"])
+    resp = await node.post("/reservations", json={"sessionId": session["id"], "sessionSeatIds": seats[:1]},
+                           headers=bearer(users[0]["token"]) | {"X-Admission": places[0]["admission"]})
+    assert resp.status == 201, await resp.text()
+    resp = await node.delete(f"/sessions/{session['id']}/queue", headers=bearer(users[1]["token"]))
+    assert resp.status == 204
+    resp = await node.get(f"/sessions/{session['id']}/queue", headers=bearer(users[2]["token"]))
+    assert (await resp.json())["admitted"] is True

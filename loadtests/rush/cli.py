@@ -20,6 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--host", default=None)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--queue", type=float, default=0.0, metavar="RATE",
+                        help="every session gets a waiting room admitting RATE buyers per second (default: none)")
+    parser.add_argument("--queue-capacity", type=int, default=0, metavar="N",
+                        help="every session gets a waiting room letting at most N buyers in at once")
+    parser.add_argument("--compare", action="store_true",
+                        help="with --queue and/or --queue-capacity: a pass with the waiting room off, then one per "
+                             "inlet given, on the same cluster; summary.json holds every pass's figures")
 
 
 def register(subcommands: argparse._SubParsersAction[Any]) -> None:
@@ -41,6 +48,12 @@ def main(args: argparse.Namespace) -> int:
     options = RushOptions.from_args(args)
     if options.users < 1 or options.duration < 1 or not 1 <= options.nodes <= 8:
         say("boxoffice rush: --users and --duration must be positive, --nodes between 1 and 8")
+        return 2
+    if options.queue_rate and options.queue_capacity and not options.compare:
+        say("boxoffice rush: --queue and --queue-capacity are two inlets: give one, or both with --compare")
+        return 2
+    if options.compare and not (options.queue_rate or options.queue_capacity):
+        say("boxoffice rush: --compare needs --queue RATE or --queue-capacity N (the pass with the waiting room on)")
         return 2
     try:
         from loadtests.rush.run import run  # Locust's and the launcher's imports: only when a rush runs

@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from loadtests.metrics import Metrics, percentiles
+from loadtests.metrics import Metrics, percentiles, queue_out_of_order
 from loadtests.plan import Plan
 from loadtests.rush.database import EXPIRY_SLACK_SECONDS
 from loadtests.rush.locust_run import LoadResult
@@ -15,7 +15,7 @@ from loadtests.rush.options import RushOptions, say
 
 def summarize(options: RushOptions, plan: Plan, metrics: Metrics, load: LoadResult, db_report: dict[str, Any],
               sell_out: dict[str, Any], seats: dict[str, int], total_seats: int, watchers: dict[str, Any],
-              base_url: str) -> dict[str, Any]:
+              base_url: str, system: dict[str, Any] | None = None) -> dict[str, Any]:
     seconds = sorted(metrics.timeline)
     buckets = [metrics.timeline[s] for s in seconds]
     ok = sum(b["ok"] for b in buckets)
@@ -41,7 +41,7 @@ def summarize(options: RushOptions, plan: Plan, metrics: Metrics, load: LoadResu
     if watchers.get("ok") is not None:
         invariants["watchers_converge"] = {"ok": bool(watchers["ok"]), "violations": watchers.get("failed", 0),
                                            "examples": watchers.get("examples", [])}
-    return {
+    summary = {
         "scenario": options.scenario.name,
         "description": options.scenario.description,
         "command": options.command,
@@ -88,6 +88,81 @@ def summarize(options: RushOptions, plan: Plan, metrics: Metrics, load: LoadResu
         "files": {"locust_html": "locust-report.html", "chart": "chart.png", "locust_csv": "locust_stats.csv",
                   "locust_log": "locust.log"},
     }
+    arrival_s = options.users / max(1e-9, min(options.scenario.spawn_rate, options.users))
+    summary["rush_figures"] = rush_figures(summary, plan, metrics, load, system or {}, arrival_s)
+    return summary
+
+
+# The goals with the waiting room on, while 5,000 buyers wait (issue 16): each a figure of `rush_figures`
+GOALS = {"admitted_hold_p99_ms": 500, "broadcast_p99_ms": 1000, "haproxy_down_events": 0, "answers_5xx": 0,
+         "admitted_out_of_join_order": 0}
+
+
+def latency_after(metrics: Metrics, since: float) -> dict[str, float | None]:
+    """Hold latency percentiles of the holds made from epoch second `since` on."""
+    hist: dict[int, int] = {}
+    for second, bucket in metrics.timeline.items():
+        if second >= since:
+            for ms, n in bucket["lat"].items():
+                hist[ms] = hist.get(ms, 0) + n
+    return percentiles(hist)
+
+
+def rush_figures(summary: dict[str, Any], plan: Plan, metrics: Metrics, load: LoadResult,
+                 system: dict[str, Any], arrival_s: float = 0.0) -> dict[str, Any]:
+    """The figures the queue-off/queue-on comparison is read by. With a waiting room, every hold is an admitted
+    buyer's; without one, every buyer who reached the seat map counts as admitted (nobody waits)."""
+    seconds = max(1e-9, load.ended - load.started)
+    errors: dict[str, int] = summary["errors_by_code"]
+    answers_5xx = {k: v for k, v in errors.items() if k[:1] == "5"}
+    dropped = {k: v for k, v in errors.items() if k.startswith("0 ")}
+    admitted = metrics.counts.get("queue_admitted", 0) if plan.queued else metrics.counts.get("buyers_at_hold", 0)
+    redis_calls = system.get("redis_calls")
+    figures = {
+        "queue": ({"capacity": plan.queue_capacity} if plan.queue_capacity else {"rate": plan.queue_rate})
+        if plan.queued else "off",
+        "admitted_buyers": admitted,
+        "admitted_hold_latency_ms": summary["hold_latency_ms"],
+        "admitted_hold_p99_ms": summary["hold_latency_ms"]["p99"],
+        # the same once every buyer has arrived (Locust spawns them at the scenario's rate): the holds made
+        # while the line is long, without the arrival's own sign-ups and joins beside them
+        "arrival_s": round(arrival_s, 1),
+        "admitted_hold_latency_after_arrival_ms": latency_after(metrics, load.started + arrival_s + 2),
+        "broadcast_p99_ms": summary["broadcast_p99_ms"],
+        "haproxy_down_events": system.get("haproxy_down_events"),  # a node out of rotation (/ready failed)
+        "haproxy_down_events_liveness": system.get("haproxy_down_events_liveness"),  # /health failed too
+        "answers_5xx": sum(answers_5xx.values()),
+        "answers_5xx_by_code": answers_5xx,
+        "dropped_connections": sum(dropped.values()),
+        "time_to_sell_out_s": summary["time_to_sell_out_s"],
+        "admitted_out_of_join_order": queue_out_of_order(metrics.queue_places) if plan.queued else None,
+        "position_updates": metrics.counts.get("queue_position_answers", 0),
+        "position_updates_per_second": round(metrics.counts.get("queue_position_answers", 0) / seconds, 1),
+        "redis_calls": redis_calls,
+        "redis_calls_per_admitted_buyer": round(redis_calls / admitted, 1) if redis_calls and admitted else None,
+        "redis_calls_by_command": system.get("redis_calls_by_command", {}),
+        "holds_pending_past_expiry": {"most_at_once": load.overdue_holds_max,
+                                      "worst_s": round(load.overdue_worst_seconds, 2)},
+        "load_average_before": system.get("load_average_before"),
+        "load_average_after": system.get("load_average_after"),
+        "haproxy_down_lines": system.get("haproxy_down_lines", []),
+    }
+    figures["goals_met"] = {name: figures[name] is not None and figures[name] <= bound
+                            for name, bound in GOALS.items()} if plan.queued else None
+    return figures
+
+
+def print_figures(label: str, figures: dict[str, Any]) -> None:
+    lat = figures["admitted_hold_latency_ms"]
+    after = figures["admitted_hold_latency_after_arrival_ms"]
+    say(f"  [{label}] admitted {figures['admitted_buyers']}, hold p50 {lat['p50']} ms p99 {lat['p99']} ms "
+        f"(after the arrival: p50 {after['p50']} ms p99 {after['p99']} ms), "
+        f"broadcast p99 {figures['broadcast_p99_ms']} ms, DOWN {figures['haproxy_down_events']}, "
+        f"5xx {figures['answers_5xx']}, dropped {figures['dropped_connections']}, "
+        f"sold out at {figures['time_to_sell_out_s']} s, out of order {figures['admitted_out_of_join_order']}, "
+        f"position updates {figures['position_updates_per_second']}/s, "
+        f"Redis calls per admitted buyer {figures['redis_calls_per_admitted_buyer']}, "
+        f"holds PENDING past expiry {figures['holds_pending_past_expiry']}")
 
 
 def print_summary(summary: dict[str, Any]) -> None:
@@ -112,6 +187,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         "",
     ]
     say("\n".join(lines))
+    print_figures("queue " + ("off" if summary["rush_figures"]["queue"] == "off" else "on"), summary["rush_figures"])
 
 
 def write_report(options: RushOptions, summary: dict[str, Any], metrics: Metrics, load: LoadResult) -> None:

@@ -7,6 +7,8 @@ import ipaddress
 import os
 import secrets
 import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
 
 from loadtests.rush.options import RushError, RushOptions, say
 from server.cluster import LOAD_TEST_LIMITS, ClusterError, LocalCluster, cluster_services
@@ -22,8 +24,19 @@ def is_loopback(url: str) -> bool:
         return False
 
 
-def open_target(options: RushOptions, stack: contextlib.ExitStack) -> tuple[str, str, str]:
-    """(base URL, DATABASE_URL, admin token) of the system under load; what it starts is stopped with `stack`."""
+@dataclass(frozen=True)
+class Target:
+    """The system under load: where to send it, where to check it, and what the runner can read of it."""
+
+    base_url: str
+    dsn: str
+    admin_token: str
+    redis_url: str | None = None  # INFO commandstats before and after (REDIS_URL with --host, if set)
+    haproxy_log: Path | None = None  # its DOWN events (a cluster started here only)
+
+
+def open_target(options: RushOptions, stack: contextlib.ExitStack) -> Target:
+    """The system under load; what it starts is stopped with `stack`."""
     if not options.host:
         return start_local_cluster(options, stack)
     if not is_loopback(options.host) and not os.environ.get("BOXOFFICE_RUSH_ALLOW_REMOTE"):
@@ -33,10 +46,10 @@ def open_target(options: RushOptions, stack: contextlib.ExitStack) -> tuple[str,
     if not dsn or not admin_token:
         raise RushError("with --host, set DATABASE_URL (the invariants are checked from PostgreSQL) and "
                         "ADMIN_TOKEN (to create the sessions)")
-    return options.host.rstrip("/"), dsn, admin_token
+    return Target(options.host.rstrip("/"), dsn, admin_token, os.environ.get("REDIS_URL") or None)
 
 
-def start_local_cluster(options: RushOptions, stack: contextlib.ExitStack) -> tuple[str, str, str]:
+def start_local_cluster(options: RushOptions, stack: contextlib.ExitStack) -> Target:
     say(f"starting services and {options.nodes} node(s) behind HAProxy ...")
     urls = stack.enter_context(cluster_services("rush"))
     admin_token = os.environ.get("ADMIN_TOKEN") or secrets.token_urlsafe(24)
@@ -48,4 +61,4 @@ def start_local_cluster(options: RushOptions, stack: contextlib.ExitStack) -> tu
     except ClusterError as exc:
         raise RushError(f"the cluster did not start: {exc}") from exc
     say(f"cluster up: {cluster.url} ({', '.join(cluster.node_ids)}; logs in {cluster.state_dir})")
-    return cluster.url, urls["DATABASE_URL"], admin_token
+    return Target(cluster.url, urls["DATABASE_URL"], admin_token, urls["REDIS_URL"], cluster.haproxy_log)

@@ -14,6 +14,7 @@ import { LiveChannel } from "./live.js";
 import { banner, clearBanner, connectionPill, toast } from "./notify.js";
 import { SEAT_VIEWS, SeatMap } from "./seatmap.js";
 import { openTickets } from "./tickets.js";
+import { WaitingRoom } from "./waiting-room.js";
 import { WaitlistControls } from "./waitlist.js";
 
 /** The server enforces MAX_SEATS_PER_HOLD (default 10); the page stops at the same number to say so early. */
@@ -34,6 +35,8 @@ const HOLD_ERRORS = {
   database_unavailable: "The box office is busy right now. Try again in a moment.",
   seats_unavailable: "Not that many seats are free any more. Try fewer, or pick them on the map.",
   address_quota_exceeded: "This connection already holds as many seats as it may. Buy or release some first.",
+  overloaded: "The box office is busy right now. Try again in a moment.",
+  not_admitted: "So many people want this show that it now has a waiting line. You are in it: the seat map opens when it is your turn.",
 };
 
 export function mountSessionPage(main, sessionId) {
@@ -121,6 +124,9 @@ class SessionPage {
       onMessage: (msg) => this.onMessage(msg),
       onState: (state, info) => this.onConnection(state, info),
     });
+    this.queue = new WaitingRoom(this.main, this.live, {
+      onAdmitted: () => toast("It is your turn: pick your seats.", { tone: "success", key: "queue" }),
+    });
     this.live.connect();
     this.ticker = setInterval(() => this.tick(), TICK_MS);
   }
@@ -130,6 +136,7 @@ class SessionPage {
     clearInterval(this.ticker);
     this.waitlist.follow();
     this.live?.close();
+    this.queue?.destroy();
     this.map?.destroy();
     clearBanner();
     connectionPill("idle", "");
@@ -161,6 +168,7 @@ class SessionPage {
   onMessage(msg) {
     if (this.destroyed) return;
     if (typeof msg.watchers === "number") this.setWatchers(msg.watchers);
+    this.queue?.onMessage(msg);
     switch (msg.type) {
       case "snapshot": this.onSnapshot(msg); break;
       case "seats": this.onSeats(msg); if (this.waitlist.entry) this.waitlist.follow(true); break;
@@ -277,6 +285,7 @@ class SessionPage {
     if (this.destroyed) return;
     this.connState = state;
     if (state === "open") {
+      this.queue?.join();
       connectionPill("live", "Live");
       if (this.lostAt) {
         clearBanner();
@@ -425,7 +434,8 @@ class SessionPage {
     let reply;
     try {
       // `best`: {quantity}, the server chooses the seats (best available)
-      reply = await this.live.request({ type: "hold", ...(best ?? { sessionSeatIds: ids }), idempotencyKey: key });
+      const admission = this.queue?.admission ? { admission: this.queue.admission } : {};
+      reply = await this.live.request({ type: "hold", ...(best ?? { sessionSeatIds: ids }), idempotencyKey: key, ...admission });
     } catch (error) {
       if (this.destroyed) return;
       if (attempt < 2) {
@@ -483,6 +493,8 @@ class SessionPage {
       this.refreshSoftTaken();
     } else {
       if (reply.code === "unauthorized") this.renewGuest();
+      // The waiting room opened while this page was on the map (an admin, or the demand): take a place in line.
+      if (reply.code === "not_admitted") this.queue?.join();
       toast(HOLD_ERRORS[reply.code] || reply.message || "The seats could not be held. Please try again.",
         { tone: "error", key: "hold" });
     }
