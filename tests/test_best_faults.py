@@ -20,9 +20,9 @@ from tests.conftest import bearer, make_session, make_user, table_counts
 from tests.test_security_faults import assert_no_traceback, assert_unavailable, redis_fault
 
 
-async def best_over_rest_and_socket(client: TestClient, token: str, session_id: str) -> list[tuple[Any, ...]]:
+async def best_over_rest_and_socket(client: TestClient, token: str, session_id: str) -> list[Any]:
     resp = await client.post("/reservations", json={"sessionId": session_id, "quantity": 2}, headers=bearer(token))
-    answers: list[tuple[Any, ...]] = [(resp.status, resp.headers, await resp.json())]
+    answers: list[Any] = [(resp.status, resp.headers, await resp.json())]
     async with client.ws_connect(f"/ws/sessions/{session_id}?token={token}") as ws:
         while (await ws.receive_json(timeout=10))["type"] != "snapshot":
             pass
