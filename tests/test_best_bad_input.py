@@ -10,7 +10,8 @@ from aiohttp.test_utils import TestClient
 
 from tests.conftest import bearer, make_session, make_user, seat_ids, table_counts
 
-BAD: list[tuple[dict[str, Any], int, str]] = [  # (body beyond sessionId, REST status, code)
+Case = tuple[dict[str, Any], int, str]
+BAD: list[Case] = [  # (body beyond sessionId, REST status, code)
     ({"quantity": 0}, 400, "validation_error"),
     ({"quantity": -3}, 400, "validation_error"),
     ({"quantity": 10**30}, 400, "validation_error"),
@@ -36,7 +37,7 @@ async def test_bad_best_available_requests_over_rest_and_the_socket(client: Test
     session = await make_session(client, rows=2, per_row=8)
     user = await make_user(client)
     named = (await seat_ids(client, session["id"]))[:2]
-    cases: list[tuple[dict[str, Any], int, str]] = [*BAD, ({"quantity": 2, "sessionSeatIds": named}, 400, "invalid_hold_request"),
+    cases = [*BAD, ({"quantity": 2, "sessionSeatIds": named}, 400, "invalid_hold_request"),
              ({"quantity": 2, "sessionSeatIds": []}, 400, "invalid_hold_request")]
     before = await table_counts(pg)
     for extra, status, code in cases:
