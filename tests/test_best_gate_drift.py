@@ -7,8 +7,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
+from core.appkeys import BOOKING
+from storage import best_hold
 from storage.redis_keys import seat_key, taken_key
 from tests.conftest import assert_invariants, bearer, make_session, make_user
 
@@ -56,3 +59,18 @@ async def test_a_lost_taken_set_never_gives_a_held_seat_twice(client: TestClient
     status, body = await best(client, buyers[5]["token"], session["id"], 1)
     assert status == 409 and body["code"] == "seats_unavailable", body
     await assert_invariants(pg, [session["id"]])
+
+
+async def test_a_node_keeps_session_layouts_within_a_bound_of_seats(client: TestClient,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # every hold (named ones too, for the no-orphan rule) reads its session's layout once per node: a node that
+    # sees holds on many big rooms must not keep them all (a 5,000-seat layout is about 1 MB)
+    monkeypatch.setattr(best_hold, "LAYOUT_CACHE_SEATS", 40)
+    best_seats = best_hold.best_seats_of(client.app[BOOKING])
+    sessions = [await make_session(client, rows=2, per_row=8) for _ in range(5)]  # 16 seats each
+    user = await make_user(client)
+    for session in sessions * 2:  # the first one again, read anew after it was dropped
+        status, body = await best(client, user["token"], session["id"], 1)
+        assert status == 201, body
+        kept = sum(len(row.seat_ids) for layout in best_seats._layouts.values() for row in layout.rows)
+        assert kept <= 40, kept
