@@ -99,6 +99,17 @@ class Presence:
         for conn in due:
             conn.send_shared(frame, wire)
 
+    async def leave(self) -> None:
+        """This node stops counting (it is stopping): its counts leave every session it reported, so the other
+        nodes' totals drop at their next count rather than when its counts would have ended."""
+        sessions = sorted(self.totals)
+        self.totals.clear()
+        if not sessions:
+            return
+        async with asyncio.timeout(self.timeout):
+            await asyncio.gather(*(self.script(keys=[presence_key(sid)], args=[self.node_id, 0, PRESENCE_TTL_MS])
+                                   for sid in sessions))
+
     async def run(self) -> None:
         while True:
             await asyncio.sleep(PRESENCE_INTERVAL)
@@ -117,3 +128,7 @@ async def running(presence: Presence) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        try:
+            await presence.leave()
+        except REDIS_FAULTS as exc:  # its counts end on their own within PRESENCE_TTL_MS
+            log.debug("presence not withdrawn: %r", exc)

@@ -4,10 +4,14 @@ while the count stood still and heard the count at once."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from core.settings import Settings
+from realtime.presence import PRESENCE_TTL_MS
+from server.app import create_app
 from tests.conftest import make_session
 
 
@@ -46,3 +50,20 @@ async def test_a_socket_hears_the_count_at_most_once_a_second(client: TestClient
         assert all(b - a >= 0.9 for a, b in zip(times, times[1:], strict=False)), ear.heard
         assert ear.heard[-1][1] == 2, ear.heard
         await ear.ws.close()
+
+
+async def test_a_node_that_stops_leaves_the_count_at_once(client: TestClient, aiohttp_client: Any,
+                                                          settings: Settings) -> None:
+    session = await make_session(client)
+    url = f"/ws/sessions/{session['id']}"
+    other = await aiohttp_client(create_app(replace(settings, node_id="presence-other")))
+    here = Ear(await client.ws_connect(url))
+    there = Ear(await other.ws_connect(url))
+    await here.until(2)
+    await there.ws.close()
+    await other.close()  # stopped, not killed: its count must not linger for PRESENCE_TTL_MS
+    loop = asyncio.get_running_loop()
+    stopped = loop.time()
+    await here.until(1, within=3.0)
+    assert here.heard[-1][0] - stopped < PRESENCE_TTL_MS / 1000 - 0.5, here.heard
+    await here.ws.close()
