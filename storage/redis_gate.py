@@ -127,7 +127,7 @@ class RedisGate:
         self._mark_sold = client.register_script((LUA / "mark_sold.lua").read_text())
         self._restore = client.register_script((LUA / "restore.lua").read_text())
         self._hold_best = client.register_script((LUA / "hold_best.lua").read_text())
-        # best-available scripts: pipelined like the holds (each reads one session's taken set, not its map)
+        # best-available scripts: pipelined like the holds, in smaller batches (BEST_BATCH, BEST_INFLIGHT)
         self._bests: Batcher[tuple[list[str], list[str | int]], Any] = Batcher(
             self._best_many, max_batch=BEST_BATCH, max_inflight=BEST_INFLIGHT, name="gate-bests")
         # holds asked for while others are in flight share one pipelined round trip (storage.batching)
