@@ -4,8 +4,8 @@ Twice a second each node writes its own count of every session it has sockets fo
 (a field per node, with its own expiry, so a node that dies stops counting within `PRESENCE_TTL_MS`) and reads
 the total back in the same script (lua/presence.lua), pipelined for all its sessions in one round trip. When a
 session's total changed, every socket of it on this node gets one `presence` frame (serialized once); a socket
-that joined since the last frame gets the current total too. At most one frame per session per second: a change
-counted sooner waits for the next tick past that second (coalesced: only the latest total is sent).
+that joined since gets the current total at once. At most one frame per socket per second: a change counted
+sooner waits for the next tick past that socket's second (coalesced: only the latest total is sent).
 A snapshot carries the count as `watchers` (`Presence.watchers`: the last total, corrected by this node's own
 sockets opened or closed since).
 """
@@ -44,8 +44,8 @@ class Presence:
         self.script = redis.register_script((LUA / "presence.lua").read_text())
         self.totals: dict[str, int] = {}  # session -> watchers on every node, as last counted
         self._local: dict[str, int] = {}  # session -> this node's sockets, as last counted
-        self._sent: dict[str, tuple[int, float]] = {}  # session -> (total, when) of its last frame
-        self._told: dict[str, set[Connection]] = {}
+        # session -> socket -> (total, when) of the last frame it was sent
+        self._told: dict[str, dict[Connection, tuple[int, float]]] = {}
 
     def watchers(self, session_id: str) -> int:
         """The session's watchers now, as well as this node knows: the last total, plus the sockets this node
@@ -82,26 +82,33 @@ class Presence:
         if not local:
             self.totals.pop(sid, None)
             self._local.pop(sid, None)
-            self._sent.pop(sid, None)
             self._told.pop(sid, None)
             return
         self.totals[sid], self._local[sid] = total, local
-        conns = set(self.hub.sessions.get(sid, ()))
-        last_total, last_time = self._sent.get(sid, (None, -PRESENCE_MIN_GAP))
-        if last_total != total:
-            if now - last_time < PRESENCE_MIN_GAP - 0.05:  # told less than a second ago: a later tick tells
-                return
-            self._sent[sid] = (total, now)
-            to_tell = conns
-        else:  # unchanged: only the sockets that joined since hear it (their snapshot had an estimate)
-            to_tell = conns - self._told.get(sid, set())
-        self._told[sid] = conns
-        if not to_tell:
+        told = self._told.get(sid, {})
+        # each socket: told now if it never was (its snapshot had an estimate), or if the total moved since it was
+        # told and that was a second ago; else a later tick tells it (coalesced: only the latest total)
+        due = [conn for conn in self.hub.sessions.get(sid, ())
+               if (last := told.get(conn)) is None
+               or (last[0] != total and now - last[1] >= PRESENCE_MIN_GAP - 0.05)]
+        self._told[sid] = {conn: (total, now) if conn in due else told[conn] for conn in self.hub.sessions.get(sid, ())}
+        if not due:
             return
         frame = dumps({"type": "presence", "sessionId": sid, "watchers": total})
         wire = text_frame(frame)
-        for conn in to_tell:
+        for conn in due:
             conn.send_shared(frame, wire)
+
+    async def leave(self) -> None:
+        """This node stops counting (it is stopping): its counts leave every session it reported, so the other
+        nodes' totals drop at their next count rather than when its counts would have ended."""
+        sessions = sorted(self.totals)
+        self.totals.clear()
+        if not sessions:
+            return
+        async with asyncio.timeout(self.timeout):
+            await asyncio.gather(*(self.script(keys=[presence_key(sid)], args=[self.node_id, 0, PRESENCE_TTL_MS])
+                                   for sid in sessions))
 
     async def run(self) -> None:
         while True:
@@ -121,3 +128,7 @@ async def running(presence: Presence) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        try:
+            await presence.leave()
+        except REDIS_FAULTS as exc:  # its counts end on their own within PRESENCE_TTL_MS
+            log.debug("presence not withdrawn: %r", exc)

@@ -31,7 +31,7 @@ log = logging.getLogger("boxoffice.best")
 # key; a sale overwrites it.
 BEST_GATE_MARGIN_MS = 5000
 BEST_ATTEMPTS = 4  # a choice PostgreSQL refuses (the gate was stale) is made again this often
-LAYOUT_CACHE = 1024  # session layouts a node keeps
+LAYOUT_CACHE_SEATS = 250_000  # seats of the session layouts a node keeps (about 50 MB; a 5,000-seat layout ~1 MB)
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,7 @@ class BestSeats:
     def __init__(self, booking: Booking) -> None:
         self.booking = booking
         self._layouts: dict[uuid.UUID, SessionLayout] = {}
+        self._seats = 0  # seats of the layouts kept, bounded by LAYOUT_CACHE_SEATS
         self._loading: dict[uuid.UUID, asyncio.Task[SessionLayout]] = {}
 
     async def hold(self, user_id: uuid.UUID, session_id: uuid.UUID, quantity: int,
@@ -180,8 +181,9 @@ class BestSeats:
     async def layout(self, session_id: uuid.UUID) -> SessionLayout:
         """The session's rows of seats, read once per node: the holds that ask while it is read share the read
         (a rush's first wave must not read a big room once per buyer)."""
-        layout = self._layouts.get(session_id)
+        layout = self._layouts.pop(session_id, None)
         if layout is not None:
+            self._layouts[session_id] = layout  # the most recently used go last, evicted last
             return layout
         loading = self._loading.get(session_id)
         if loading is None:
@@ -206,9 +208,11 @@ class BestSeats:
             by_label.setdefault(r["row_label"], []).append(r["id"])
         layout = SessionLayout([LayoutRow(i, label, tuple(seats)) for i, (label, seats) in enumerate(by_label.items())],
                                records[0]["end_show_time"])
-        if len(self._layouts) >= LAYOUT_CACHE:
-            self._layouts.pop(next(iter(self._layouts)))
         self._layouts[session_id] = layout
+        self._seats += len(records)
+        while self._seats > LAYOUT_CACHE_SEATS and len(self._layouts) > 1:  # the least recently used go first
+            oldest = next(iter(self._layouts))
+            self._seats -= sum(len(r.seat_ids) for r in self._layouts.pop(oldest).rows)
         return layout
 
 

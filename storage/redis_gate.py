@@ -34,6 +34,11 @@ from storage.redis_keys import GATE_EPOCH, layout_key, seat_key, seat_key_prefix
 LUA = Path(__file__).parent / "lua"
 log = logging.getLogger("boxoffice.gate")
 TAKE_BACK_DELAYS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # seconds between tries to undo holds Redis did not answer
+# Best-available scripts per round trip, and round trips in flight: a script costs milliseconds in a big room
+# (O(seats)), and a round trip must end within the gate's timeout behind the others in flight, or a rush's holds
+# all time out (503) and each one's take-back runs over every seat of the room. 8 scripts of 5 ms is 40 ms.
+BEST_BATCH = 8
+BEST_INFLIGHT = 1
 
 
 # (session_id, seat_id, value, expire_at_ms): one seat key as the gate should have it
@@ -122,9 +127,9 @@ class RedisGate:
         self._mark_sold = client.register_script((LUA / "mark_sold.lua").read_text())
         self._restore = client.register_script((LUA / "restore.lua").read_text())
         self._hold_best = client.register_script((LUA / "hold_best.lua").read_text())
-        # best-available scripts: pipelined like the holds (each reads one session's taken set, not its map)
+        # best-available scripts: pipelined like the holds, in smaller batches (BEST_BATCH, BEST_INFLIGHT)
         self._bests: Batcher[tuple[list[str], list[str | int]], Any] = Batcher(
-            self._best_many, max_batch=64, max_inflight=4, name="gate-bests")
+            self._best_many, max_batch=BEST_BATCH, max_inflight=BEST_INFLIGHT, name="gate-bests")
         # holds asked for while others are in flight share one pipelined round trip (storage.batching)
         self._holds: Batcher[tuple[list[str], list[str | int]], list[int]] = Batcher(
             self._hold_many, max_batch=64, max_inflight=4, name="gate-holds")

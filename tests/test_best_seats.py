@@ -167,6 +167,38 @@ async def test_the_lua_script_chooses_like_the_reference_in_big_rooms(redis_clie
         assert sorted(got, key=everything.index) == sorted(want, key=everything.index), (case, density, quantity)
 
 
+async def test_the_lua_script_splits_like_the_reference_where_every_block_strands(redis_client: Any) -> None:
+    # rows cut into runs of N + 1 free seats (and shorter ones): no block of N strands nobody, so the script
+    # splits the request over several runs; in rooms of up to 50 rows of 100 seats, as the reference does
+    gate = RedisGate(redis_client)
+    rng = random.Random(1819)
+    split = 0
+    for case in range(12):
+        session = uuid.uuid4()
+        quantity = rng.randint(2, 10)
+        total_rows = rng.choice([3, 20, 50])
+        layout = [LayoutRow(i, f"R{i}", tuple(uuid.uuid4() for _ in range(100))) for i in range(total_rows)]
+        taken = []
+        for _ in layout:
+            flags: list[bool] = []
+            while True:
+                run = [False] * rng.choice([1, quantity - 1, quantity + 1, quantity + 1]) + [True]
+                if len(flags) + len(run) > 100:
+                    break
+                flags += run
+            taken.append(tuple(flags + [True] * (100 - len(flags))))
+        for row, flags_ in zip(layout, taken, strict=True):
+            held = [seat for seat, t in zip(row.seat_ids, flags_, strict=True) if t]
+            assert await gate.hold(session, held, uuid.uuid4(), 30_000) == []
+        expected = choose([MapRow(r.index, taken[r.index]) for r in layout], total_rows, quantity)
+        got = await gate.hold_best(session, layout, SHOW_ENDS, layout, quantity, uuid.uuid4(), 30_000)
+        want = [layout[m].seat_ids[c] for m, c in expected or ()]
+        everything = [s for r in layout for s in r.seat_ids]
+        assert sorted(got, key=everything.index) == sorted(want, key=everything.index), case
+        split += block_count([(0, everything.index(s)) for s in got]) > 1
+    assert split == 12, split
+
+
 async def test_the_taken_set_follows_holds_releases_sales_and_expiry(redis_client: Any) -> None:
     gate = RedisGate(redis_client)
     session = uuid.uuid4()

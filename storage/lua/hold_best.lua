@@ -186,25 +186,32 @@ local function greedy_blocks()
   return chosen
 end
 
--- the fewest blocks (then the lowest cost) that strand no seat, at most one block per run of free seats
+-- the fewest blocks (then the lowest cost) that strand no seat, at most one block per run of free seats.
+-- A room whose every run strands (runs of N + 1 seats, say) has many runs: each run's options cost O(run length)
+-- per size (a block's cost from the run's prefix sums) and each state keeps a link to the state it extends, never a
+-- copy of its picks, so the script stays within a few ms in the largest room.
 local function split_without_stranding()
-  -- dp[j] = {blocks, cost, list of {m, start, k}}
+  -- dp[j] = {blocks, cost, previous state, m, start, k} taking j seats from the runs seen so far
   local dp = {}
-  dp[0] = {0, 0, {}}
+  dp[0] = {0, 0}
   for m, row in ipairs(rows) do
     for _, run in ipairs(free_runs(taken, m)) do
       local first, length = run[1], run[2]
+      local stop = first + length
       local options = {}
+      -- sums[i]: the cost of the run's first i seats, so a block's cost is one subtraction
+      local sums, sum = {[0] = 0}, 0
+      for i = 1, length do
+        sum = sum + cost(row, first + i - 1)
+        sums[i] = sum
+      end
       for k = 1, math.min(length, quantity) do
         if length - k ~= 1 then
           local best_cost, best_start
-          for s = first, first + length - k do
-            if s - first ~= 1 and first + length - (s + k) ~= 1 then
-              local k_cost = 0
-              for x = s, s + k - 1 do k_cost = k_cost + cost(row, x) end
-              if best_cost == nil or k_cost < best_cost then
-                best_cost, best_start = k_cost, s
-              end
+          for s = first, stop - k do
+            local k_cost = sums[s - first + k] - sums[s - first]
+            if s - first ~= 1 and stop - (s + k) ~= 1 and (best_cost == nil or k_cost < best_cost) then
+              best_cost, best_start = k_cost, s
             end
           end
           if best_cost ~= nil then
@@ -212,35 +219,40 @@ local function split_without_stranding()
           end
         end
       end
-      local new = {}
-      for j = 0, quantity do new[j] = dp[j] end
-      for j = 0, quantity do
-        local here = dp[j]
-        if here ~= nil then
-          for _, o in ipairs(options) do
-            local k = o[1]
-            if j + k <= quantity then
-              local blocks, total = here[1] + 1, here[2] + o[2]
-              local current = new[j + k]
-              if current == nil or blocks < current[1] or (blocks == current[1] and total < current[2]) then
-                local picks = {}
-                for i, p in ipairs(here[3]) do picks[i] = p end
-                picks[#picks + 1] = {m, o[3], k}
-                new[j + k] = {blocks, total, picks}
+      if #options > 0 then
+        local new = {}
+        for j = 0, quantity do new[j] = dp[j] end
+        for j = 0, quantity do
+          local here = dp[j]
+          if here ~= nil then
+            for _, o in ipairs(options) do
+              local k = o[1]
+              if j + k <= quantity then
+                local blocks, total = here[1] + 1, here[2] + o[2]
+                local current = new[j + k]
+                if current == nil or blocks < current[1] or (blocks == current[1] and total < current[2]) then
+                  new[j + k] = {blocks, total, here, m, o[3], k}
+                end
               end
             end
           end
         end
+        dp = new
       end
-      dp = new
     end
   end
-  local done = dp[quantity]
-  if done == nil then return nil end
+  local state = dp[quantity]
+  if state == nil then return nil end
+  local picks = {}  -- the blocks, last run first
+  while state[3] ~= nil do
+    picks[#picks + 1] = state
+    state = state[3]
+  end
   local chosen = {}
-  for _, p in ipairs(done[3]) do
-    for x = p[2], p[2] + p[3] - 1 do
-      chosen[#chosen + 1] = rows[p[1]].offset + x + 1
+  for i = #picks, 1, -1 do
+    local p = picks[i]
+    for x = p[5], p[5] + p[6] - 1 do
+      chosen[#chosen + 1] = rows[p[4]].offset + x + 1
     end
   end
   return chosen
