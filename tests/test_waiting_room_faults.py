@@ -16,6 +16,7 @@ from server.cluster import LocalCluster
 from server.embedded import EmbeddedStack
 from tests.cluster_support import CLUSTER_ADMIN, make_session, make_user, seat_ids
 from tests.conftest import bearer
+from tests.test_waiting_room_cluster import queue_messages
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 
@@ -28,21 +29,6 @@ async def call(http: aiohttp.ClientSession, method: str, url: str, user: dict[st
     headers = bearer(user["token"]) if user else CLUSTER_ADMIN
     async with http.request(method, url, headers=headers | kw.pop("headers", {}), **kw) as resp:
         return resp.status, await resp.json() if resp.content_type == "application/json" else None
-
-
-async def queue_messages(ws: aiohttp.ClientWebSocketResponse, within: float) -> list[dict[str, Any]]:
-    got: list[dict[str, Any]] = []
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            msg = await ws.receive_json(timeout=max(0.1, deadline - time.monotonic()))
-        except (TimeoutError, TypeError):
-            break
-        if msg["type"].startswith("queue."):
-            got.append(msg)
-            if msg["type"] == "queue.admitted":
-                break
-    return got
 
 
 async def test_redis_restarted_while_people_wait(live_cluster: LocalCluster, stack: EmbeddedStack) -> None:

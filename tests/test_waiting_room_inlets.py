@@ -18,30 +18,13 @@ from server.app import create_app
 from storage.redis_keys import queue_keys
 from storage.waiting_room import Admissions
 from tests.conftest import ADMIN, bearer, make_session, make_user, seat_ids, table_counts, with_settings
+from tests.test_waiting_room import hold, join, place
 
 
 async def configure(client: TestClient, session_id: str, **body: Any) -> dict[str, Any]:
     resp = await client.put(f"/sessions/{session_id}/queue", json=body, headers=ADMIN)
     assert resp.status == 200, await resp.text()
     return await resp.json()  # type: ignore[no-any-return]
-
-
-async def join(client: TestClient, user: dict[str, Any], session_id: str) -> dict[str, Any]:
-    resp = await client.post(f"/sessions/{session_id}/queue", headers=bearer(user["token"]))
-    assert resp.status == 200, await resp.text()
-    return await resp.json()  # type: ignore[no-any-return]
-
-
-async def place(client: TestClient, user: dict[str, Any], session_id: str) -> tuple[int, dict[str, Any]]:
-    resp = await client.get(f"/sessions/{session_id}/queue", headers=bearer(user["token"]))
-    return resp.status, await resp.json()
-
-
-async def hold(client: TestClient, user: dict[str, Any], session_id: str, seat: str,
-               admission: str | None) -> tuple[int, dict[str, Any]]:
-    headers = bearer(user["token"]) | ({"X-Admission": admission} if admission else {})
-    resp = await client.post("/reservations", headers=headers, json={"sessionId": session_id, "sessionSeatIds": [seat]})
-    return resp.status, await resp.json()
 
 
 async def admitted_flags(client: TestClient, users: list[dict[str, Any]], session_id: str) -> list[bool]:
