@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,14 @@ def test_the_command_line_says_so_in_one_line(empty_database: str, tmp_path: Pat
     lines = done.stderr.strip().splitlines()
     assert lines[-1].startswith("boxoffice: ") and "001_baseline.sql" in lines[-1], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_baseline_defines_each_object_once() -> None:
+    """Until the first release every change is folded into the baseline (storage/README.md): one CREATE of each
+    table, index, trigger and function, and nothing dropped, replaced or altered after it is made."""
+    text = (db.MIGRATIONS / "001_baseline.sql").read_text()
+    code = "\n".join(line.split("--", 1)[0] for line in text.splitlines())
+    names = re.findall(r"^CREATE (?:UNIQUE )?(TABLE|INDEX|FUNCTION|TRIGGER) (\w+)", code, re.M)
+    assert len(names) > 40
+    assert len(set(names)) == len(names), sorted(n for n in names if names.count(n) > 1)
+    assert not re.search(r"\b(DROP|ALTER TABLE|OR REPLACE)\b", code)
