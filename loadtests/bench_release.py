@@ -1,6 +1,9 @@
 """Benchmark of the release paths the waiting list changed (not a test): cancels (`bx_release`) and the expiry
 sweep (`bx_expire_due`), each against its baseline definition (001_baseline.sql, loaded beside it under
 another name), interleaved, on sessions with nobody waiting: the cost every release now pays.
+Since the migrations were folded into the baseline, it holds the current definitions: the figures of
+docs/performance.md compared them with the definitions before the waiting list (001_baseline.sql before the fold,
+in git history); run as is, both sides are the same function.
 
 Run:  .venv/bin/python -m loadtests.bench_release [--holds 2000] [--workers 8] [--repeat 3]
 It starts its own embedded PostgreSQL (and Redis/Kafka, unused), prints the figures and the command.

@@ -300,6 +300,9 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args)
     except KeyboardInterrupt:
         pass
+    except db.MigrationHistoryMismatch as exc:  # serve, dev and migrate all migrate first: one line, no traceback
+        print(f"boxoffice: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ buyer whose request fits, as a hold of their own.
 
 PostgreSQL rows (`waitlist_entries`), not Redis: the hand-over must be part of the release that frees the
 seats, and a release is a PostgreSQL transaction. bx_release and bx_expire_due serve the line in the same
-transaction (storage/migrations/003_waitlist_and_extension.sql), so no crash can fall between "seats freed"
+transaction (storage/migrations/001_baseline.sql), so no crash can fall between "seats freed"
 and "offered"; the offer's outbox row tells the buyer's socket on any node (realtime/waitlist.py). The order
 is the entries' bigserial id, served under a per-session lock: first come, first served on every node.
 """

@@ -5,7 +5,8 @@ entries ahead of each one costs a scan of the line per read, so a line of n buye
 Here a node reads a session's waiting ids once (one range of `waitlist_line_idx`, with the line's version,
 `waitlist_lines`, in the same statement) and answers every place from that copy while the version read with
 the buyer's own entry is the same; concurrent readers share one read. Places are exact: any change of who
-waits bumps the version (migration 006), so a copy is read again after each change, once per node.
+waits bumps the version (`bx_waitlist_bump`, storage/migrations/001_baseline.sql), so a copy is read again
+after each change, once per node.
 """
 
 from __future__ import annotations

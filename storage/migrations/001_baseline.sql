@@ -51,7 +51,8 @@ CREATE TABLE reservations (
                 CHECK (status IN ('PENDING', 'CONFIRMED', 'CANCELLED', 'EXPIRED')),
     expires_at  timestamptz NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    updated_at  timestamptz NOT NULL DEFAULT now()
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    extended_at timestamptz  -- set by the one extension a hold may have (bx_extend)
 );
 CREATE INDEX reservations_pending_expiry_idx ON reservations (expires_at) WHERE status = 'PENDING';
 CREATE INDEX reservations_user_idx ON reservations (user_id, created_at DESC);
@@ -135,6 +136,28 @@ CREATE INDEX outbox_unpublished_idx ON outbox (id) WHERE published_at IS NULL;
 -- what the retention job (jobs/retention.py) looks up: old keys, old finished reservations
 CREATE INDEX idempotency_keys_created_idx ON idempotency_keys (created_at);
 CREATE INDEX reservations_finished_idx ON reservations (updated_at) WHERE status IN ('CANCELLED', 'EXPIRED');
+
+-- The waiting room (docs/waiting-room.md): which sessions have one, with which inlet, and the secret that signs
+-- admissions. The line itself (positions, the serving counter, who is inside) lives in Redis; this is what a
+-- Redis restart must not lose.
+
+CREATE TABLE waiting_rooms (
+    session_id uuid PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE,
+    -- false: an admin closed it, and it stays closed (the automatic turn-on leaves a configured session alone)
+    enabled    boolean NOT NULL,
+    rate       double precision CHECK (rate > 0),  -- the rate inlet: buyers admitted per second, cluster-wide
+    capacity   integer CHECK (capacity > 0),       -- the capacity inlet: buyers inside at once, cluster-wide
+    auto       boolean NOT NULL DEFAULT false,     -- turned on by itself (QUEUE_AUTO_HOLDS_PER_SECOND)
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    CHECK (CASE WHEN enabled THEN (rate IS NULL) <> (capacity IS NULL) ELSE rate IS NULL AND capacity IS NULL END)
+);
+
+-- Secrets every node must share and no one configured: made at random by the first node that needs one.
+CREATE TABLE server_secrets (
+    name       text PRIMARY KEY,
+    value      bytea NOT NULL CHECK (length(value) >= 32),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
 
 -- The booking transitions, each one atomic statement (one round trip, all or nothing):
 --   bx_hold      AVAILABLE -> RESERVED   (reservation.created)
@@ -286,12 +309,14 @@ BEGIN
 END
 $$;
 
+-- Releases serve the line in the same transaction: `offers` is what they handed over.
 CREATE FUNCTION bx_release(p_reservation uuid, p_user uuid, p_check_owner boolean)
-RETURNS TABLE (session_id uuid, seat_ids uuid[])
+RETURNS TABLE (session_id uuid, seat_ids uuid[], offers jsonb)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    r reservations%ROWTYPE;
+    r     reservations%ROWTYPE;
+    v_ids uuid[];
 BEGIN
     SELECT * INTO r FROM reservations WHERE id = p_reservation FOR UPDATE;
     IF NOT FOUND THEN
@@ -303,19 +328,24 @@ BEGIN
     IF r.status <> 'PENDING' THEN
         RAISE EXCEPTION USING ERRCODE = 'BX409', MESSAGE = 'not_pending', DETAIL = r.status;
     END IF;
-    RETURN QUERY SELECT r.session_id, bx_release_locked(r.id, r.session_id, r.user_id, 'CANCELLED');
+    v_ids := bx_release_locked(r.id, r.session_id, r.user_id, 'CANCELLED');
+    RETURN QUERY SELECT r.session_id, v_ids, bx_waitlist_after_release(r.session_id);
 END
 $$;
 
+-- The expiry sweep: every due hold released, then the line of each session that got seats back
+-- is served, in session order; those rows come last, with reservation_id NULL and the offers made.
 CREATE FUNCTION bx_expire_due(p_limit integer)
-RETURNS TABLE (reservation_id uuid, session_id uuid, seat_ids uuid[])
+RETURNS TABLE (reservation_id uuid, session_id uuid, seat_ids uuid[], offers jsonb)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    r record;
+    r          record;
+    s          uuid;
+    v_sessions uuid[] := '{}';
 BEGIN
     -- SKIP LOCKED: several nodes sweep at once without waiting on each other, and a reservation a
-    -- confirm has locked is left to that confirm (which then sees it PENDING and unexpired, or refuses).
+    -- confirm (or an extension) has locked is left to it (which then sees it PENDING and unexpired, or refuses).
     FOR r IN
         SELECT res.id, res.session_id, res.user_id FROM reservations res
         WHERE res.status = 'PENDING' AND res.expires_at <= now()
@@ -325,7 +355,18 @@ BEGIN
         reservation_id := r.id;
         session_id := r.session_id;
         seat_ids := bx_release_locked(r.id, r.session_id, r.user_id, 'EXPIRED');
+        offers := NULL;
+        v_sessions := v_sessions || r.session_id;
         RETURN NEXT;
+    END LOOP;
+    FOR s IN SELECT DISTINCT x FROM unnest(v_sessions) AS x ORDER BY 1 LOOP
+        reservation_id := NULL;
+        session_id := s;
+        seat_ids := '{}';
+        offers := bx_waitlist_after_release(s);
+        IF offers <> '[]'::jsonb THEN
+            RETURN NEXT;
+        END IF;
     END LOOP;
 END
 $$;
@@ -524,5 +565,345 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'BX000', MESSAGE = 'hold_set_refused', DETAIL = 'seats';
     END IF;
     RETURN QUERY SELECT v_expires, x.seats FROM unnest(v_seats) WITH ORDINALITY AS x (seats, ord) ORDER BY x.ord;
+END
+$$;
+
+-- Hold extension and the waiting list of sold-out sessions (docs/waiting-list.md).
+--
+-- Hold extension: a PENDING hold may be extended once (reservations.extended_at), by bx_extend.
+-- The waiting list: waitlist_entries, one row per buyer in line (id = the order of the line). When seats
+-- come back (a hold cancelled or expired), the same transaction that frees them offers them to the line:
+-- bx_release and bx_expire_due call bx_waitlist_after_release, which holds seats for the first buyers whose
+-- request fits (a reservation of their own, the normal TTL, its outbox row carrying the offer). A node that
+-- dies after the commit loses nothing: the offer is a row, and its event is in the outbox.
+--
+-- Locks (transaction-level advisory locks, keyed by the session):
+--   'wl' (line): taken SHARED by every release before it looks at the line, EXCLUSIVE by a join before it
+--        counts free seats. A join therefore sees every release that did not see it: either the release
+--        saw the new entry (and offers to it), or the join sees the freed seats (and is refused: pick them).
+--   'wo' (offers): EXCLUSIVE around one pass over the line, so the line is served strictly in order. A
+--        transaction that serves several sessions (the expiry sweep) takes them in session order, and a pass
+--        never waits on a row (seats are taken SKIP LOCKED), so passes never wait on each other in a cycle.
+
+-- The seats held for a buyer on a waiting list count against MAX_SEATS_PER_USER like any hold
+-- (docs/waiting-list.md): a place records the quota in force when it was taken (0: none); a join is refused
+-- (BX429 hold_quota_exceeded) while the user's held seats and the request together pass it, and a pass over
+-- the line skips a buyer who holds too many seats at that moment (they keep their place). Without this, one
+-- user joining again after each offer would take every seat a sold-out show gets back.
+-- The seats one client address waits for on one show stay within MAX_SEATS_PER_ADDRESS, as the seats it may
+-- hold do (BX429 address_quota_exceeded), so one address making many guests cannot fill a show's line; the
+-- sum is taken under the line's exclusive lock, so joins from one address at once cannot pass it together.
+
+CREATE TABLE waitlist_entries (
+    id             bigserial PRIMARY KEY,           -- the place in line: first come, first served
+    session_id     uuid NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    user_id        uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    quantity       integer NOT NULL CHECK (quantity BETWEEN 1 AND 100),
+    hold_ttl_ms    integer NOT NULL CHECK (hold_ttl_ms > 0),   -- the hold an offer makes lives this long
+    status         text NOT NULL DEFAULT 'WAITING' CHECK (status IN ('WAITING', 'OFFERED', 'LEFT')),
+    reservation_id uuid,                            -- the hold made for this entry, once OFFERED
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    max_user_seats integer NOT NULL DEFAULT 0 CHECK (max_user_seats >= 0),  -- the quota when it joined (0: none)
+    address        text,                            -- the client address that joined ('' or NULL: unknown)
+    CHECK ((status = 'OFFERED') = (reservation_id IS NOT NULL))
+);
+-- one place per buyer per session: joining again finds it
+CREATE UNIQUE INDEX waitlist_one_place_idx ON waitlist_entries (session_id, user_id) WHERE status = 'WAITING';
+CREATE INDEX waitlist_line_idx ON waitlist_entries (session_id, id) WHERE status = 'WAITING';
+CREATE INDEX waitlist_user_idx ON waitlist_entries (user_id, session_id, id DESC);
+CREATE INDEX waitlist_address_idx ON waitlist_entries (session_id, address) WHERE status = 'WAITING';
+
+-- The version of each waiting list (storage/waitlist_line.py): a node keeps a copy of a session's line and
+-- answers every buyer's place from it while the version is the same, instead of counting the line for each
+-- read. Every change of who waits (a join, a leave, an offer, a place deleted while waiting) bumps it, by a
+-- trigger, in the transaction that makes the change. No foreign key: a session deleted with its places would
+-- bump a row of a session being deleted; a row is a few bytes per session that ever had a line.
+
+CREATE TABLE waitlist_lines (
+    session_id uuid PRIMARY KEY,
+    version    bigint NOT NULL
+);
+
+CREATE FUNCTION bx_waitlist_bump() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_session uuid := CASE WHEN TG_OP = 'DELETE' THEN OLD.session_id ELSE NEW.session_id END;
+BEGIN
+    INSERT INTO waitlist_lines AS l (session_id, version) VALUES (v_session, 1)
+    ON CONFLICT (session_id) DO UPDATE SET version = l.version + 1;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER waitlist_joined AFTER INSERT ON waitlist_entries
+    FOR EACH ROW WHEN (NEW.status = 'WAITING') EXECUTE FUNCTION bx_waitlist_bump();
+CREATE TRIGGER waitlist_moved AFTER UPDATE OF status ON waitlist_entries
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION bx_waitlist_bump();
+CREATE TRIGGER waitlist_deleted AFTER DELETE ON waitlist_entries
+    FOR EACH ROW WHEN (OLD.status = 'WAITING') EXECUTE FUNCTION bx_waitlist_bump();
+
+CREATE FUNCTION bx_waitlist_key(p_session uuid) RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$ SELECT hashtext(p_session::text) $$;
+
+-- Join the line for p_quantity seats: the existing place if the user already waits; refused while the
+-- session has that many seats free (BX409 seats_available: pick them) or has started, or while the user's
+-- held seats and the request pass their quota (BX429 hold_quota_exceeded), or while the places of the same
+-- address on this line and the request pass MAX_SEATS_PER_ADDRESS (BX429 address_quota_exceeded).
+CREATE FUNCTION bx_waitlist_join(p_session uuid, p_user uuid, p_quantity integer, p_ttl_ms integer,
+                                 p_max_user_seats integer, p_address text, p_max_address_seats integer)
+RETURNS TABLE (entry_id bigint, created boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_start timestamptz;
+    v_free  integer;
+    v_id    bigint;
+    v_held  integer;
+    v_addr  integer;
+BEGIN
+    SELECT s.start_show_time INTO v_start FROM sessions s WHERE s.id = p_session;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'BX404', MESSAGE = 'session_not_found';
+    END IF;
+    IF v_start <= now() THEN
+        RAISE EXCEPTION USING ERRCODE = 'BX422', MESSAGE = 'session_started';
+    END IF;
+    SELECT w.id INTO v_id FROM waitlist_entries w
+    WHERE w.session_id = p_session AND w.user_id = p_user AND w.status = 'WAITING';
+    IF FOUND THEN
+        RETURN QUERY SELECT v_id, false;
+        RETURN;
+    END IF;
+    IF p_max_user_seats > 0 THEN  -- as bx_hold counts (a pass over the line checks again when it serves)
+        SELECT count(*) INTO v_held FROM reservations r JOIN reservation_seats rs ON rs.reservation_id = r.id
+        WHERE r.user_id = p_user AND r.status = 'PENDING' AND r.expires_at > now();
+        IF v_held + p_quantity > p_max_user_seats THEN
+            RAISE EXCEPTION USING ERRCODE = 'BX429', MESSAGE = 'hold_quota_exceeded', DETAIL = v_held::text;
+        END IF;
+    END IF;
+    PERFORM pg_advisory_xact_lock(x'776c'::integer, bx_waitlist_key(p_session));  -- 'wl', exclusive
+    SELECT count(*) INTO v_free FROM session_seats ss WHERE ss.session_id = p_session AND ss.status = 'AVAILABLE';
+    IF v_free >= p_quantity THEN
+        RAISE EXCEPTION USING ERRCODE = 'BX409', MESSAGE = 'seats_available', DETAIL = v_free::text;
+    END IF;
+    IF p_max_address_seats > 0 AND coalesce(p_address, '') <> '' THEN
+        SELECT coalesce(sum(w.quantity), 0) INTO v_addr FROM waitlist_entries w
+        WHERE w.session_id = p_session AND w.status = 'WAITING' AND w.address = p_address;
+        IF v_addr + p_quantity > p_max_address_seats THEN
+            RAISE EXCEPTION USING ERRCODE = 'BX429', MESSAGE = 'address_quota_exceeded', DETAIL = v_addr::text;
+        END IF;
+    END IF;
+    INSERT INTO waitlist_entries (session_id, user_id, quantity, hold_ttl_ms, max_user_seats, address)
+    VALUES (p_session, p_user, p_quantity, p_ttl_ms, p_max_user_seats, nullif(p_address, ''))
+    ON CONFLICT (session_id, user_id) WHERE status = 'WAITING' DO NOTHING
+    RETURNING id INTO v_id;
+    IF v_id IS NULL THEN  -- a concurrent join of the same user won
+        SELECT w.id INTO v_id FROM waitlist_entries w
+        WHERE w.session_id = p_session AND w.user_id = p_user AND w.status = 'WAITING';
+        RETURN QUERY SELECT v_id, false;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT v_id, true;
+END
+$$;
+
+-- One pass over the line of a session: each WAITING entry in order whose quantity fits in the free seats
+-- gets them held (a reservation of its own, its TTL, a reservation.created outbox row that also carries
+-- `waitlist`: who to tell). Returns the offers made: [{entryId, reservationId, userId, expiresAtMs, seatIds}].
+CREATE FUNCTION bx_waitlist_serve(p_session uuid)
+RETURNS jsonb
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    e          record;
+    v_offers   jsonb := '[]'::jsonb;
+    v_free     integer;
+    v_seats    uuid[];
+    v_res      uuid;
+    v_expires  timestamptz;
+    v_changes  jsonb;
+    v_labels   jsonb;
+    v_held     integer;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM waitlist_entries w WHERE w.session_id = p_session AND w.status = 'WAITING') THEN
+        RETURN v_offers;
+    END IF;
+    PERFORM pg_advisory_xact_lock(x'776f'::integer, bx_waitlist_key(p_session));  -- 'wo', exclusive
+    IF NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = p_session AND s.start_show_time > now()) THEN
+        RETURN v_offers;
+    END IF;
+    SELECT count(*) INTO v_free FROM session_seats ss WHERE ss.session_id = p_session AND ss.status = 'AVAILABLE';
+    FOR e IN
+        -- only places whose request fits in the seats free now are locked: a long line where none fits (one seat
+        -- back, everyone waiting for two) is read, not written, by each release and backstop pass
+        SELECT w.id, w.user_id, w.quantity, w.hold_ttl_ms, w.max_user_seats FROM waitlist_entries w
+        WHERE w.session_id = p_session AND w.status = 'WAITING' AND w.quantity <= v_free ORDER BY w.id FOR UPDATE
+    LOOP
+        EXIT WHEN v_free <= 0;
+        CONTINUE WHEN e.quantity > v_free;
+        -- The user's quota, as bx_hold counts it under the same per-user lock; never waited for here (this
+        -- transaction holds seat locks): a user whose lock is taken stops the pass, and the backstop serves on.
+        -- A buyer who holds too many seats now keeps their place; the next whose request fits is served.
+        IF e.max_user_seats > 0 THEN
+            EXIT WHEN NOT pg_try_advisory_xact_lock(x'6278'::integer, hashtext(e.user_id::text));  -- 'bx'
+            SELECT count(*) INTO v_held FROM reservations r JOIN reservation_seats rs ON rs.reservation_id = r.id
+            WHERE r.user_id = e.user_id AND r.status = 'PENDING' AND r.expires_at > now();
+            CONTINUE WHEN v_held + e.quantity > e.max_user_seats;
+        END IF;
+        -- Together if possible: the first run (in seat order) of free seats numbered side by side in one row
+        -- that is long enough for the request; else the first free seats in seat order.
+        WITH free AS (
+            SELECT ss.id, ss.position, st.row_label,
+                   st.seat_number - row_number() OVER (PARTITION BY st.row_label ORDER BY st.seat_number) AS run
+            FROM session_seats ss JOIN seats st ON st.id = ss.seat_id
+            WHERE ss.session_id = p_session AND ss.status = 'AVAILABLE'
+        ), first_run AS (
+            SELECT free.row_label, free.run FROM free GROUP BY free.row_label, free.run
+            HAVING count(*) >= e.quantity ORDER BY min(free.position) LIMIT 1
+        )
+        SELECT array_agg(x.id ORDER BY x.position) INTO v_seats FROM (
+            SELECT free.id, free.position FROM free JOIN first_run USING (row_label, run)
+            ORDER BY free.position LIMIT e.quantity) x;
+        IF v_seats IS NOT NULL THEN  -- lock them; one taken meanwhile by a hold in flight: the plain choice
+            SELECT array_agg(ss.id ORDER BY ss.position) INTO v_seats FROM (
+                SELECT ss.id, ss.position FROM session_seats ss
+                WHERE ss.id = ANY (v_seats) AND ss.status = 'AVAILABLE' FOR UPDATE SKIP LOCKED) ss;
+        END IF;
+        IF coalesce(cardinality(v_seats), 0) < e.quantity THEN
+            SELECT array_agg(x.id ORDER BY x.position) INTO v_seats FROM (
+                SELECT ss.id, ss.position FROM session_seats ss
+                WHERE ss.session_id = p_session AND ss.status = 'AVAILABLE'
+                ORDER BY ss.position LIMIT e.quantity FOR UPDATE SKIP LOCKED) x;
+        END IF;
+        -- seats a hold in flight has locked are skipped: if too few are left, the waitlist sweep tries again
+        EXIT WHEN coalesce(cardinality(v_seats), 0) < e.quantity;
+        v_res := gen_random_uuid();
+        v_expires := now() + e.hold_ttl_ms * interval '1 millisecond';
+        INSERT INTO reservations (id, user_id, session_id, status, expires_at, created_at, updated_at)
+        VALUES (v_res, e.user_id, p_session, 'PENDING', v_expires, now(), now());
+        WITH upd AS (
+            UPDATE session_seats ss SET status = 'RESERVED', version = ss.version + 1, reservation_id = v_res
+            FROM seats st
+            WHERE ss.id = ANY (v_seats) AND ss.status = 'AVAILABLE' AND st.id = ss.seat_id
+            RETURNING ss.id, ss.version, ss.position, st.row_label, st.seat_number
+        ), linked AS (
+            INSERT INTO reservation_seats (reservation_id, session_seat_id) SELECT v_res, upd.id FROM upd
+        )
+        SELECT jsonb_agg(jsonb_build_object('id', upd.id, 'status', 'RESERVED', 'version', upd.version,
+                                            'reservationId', v_res) ORDER BY upd.id),
+               jsonb_agg(jsonb_build_object('id', upd.id, 'rowLabel', upd.row_label, 'seatNumber', upd.seat_number)
+                         ORDER BY upd.position)
+        INTO v_changes, v_labels FROM upd;
+        UPDATE waitlist_entries SET status = 'OFFERED', reservation_id = v_res, updated_at = now() WHERE id = e.id;
+        INSERT INTO outbox (event_type, session_id, payload)
+        VALUES ('reservation.created', p_session,
+                bx_event_payload('reservation.created', p_session, v_res, e.user_id, v_changes)
+                || jsonb_build_object('waitlist', jsonb_build_object(
+                       'entryId', e.id, 'quantity', e.quantity, 'expiresAtMs', bx_epoch_ms(v_expires),
+                       'createdAtMs', bx_epoch_ms(now()), 'seats', v_labels)));
+        v_offers := v_offers || jsonb_build_array(jsonb_build_object(
+            'entryId', e.id, 'reservationId', v_res, 'userId', e.user_id, 'expiresAtMs', bx_epoch_ms(v_expires),
+            'seatIds', to_jsonb(v_seats)));
+        v_free := v_free - e.quantity;
+    END LOOP;
+    RETURN v_offers;
+END
+$$;
+
+-- What every release does after freeing seats: look at the line (under the shared 'wl' lock, so a join in
+-- flight has committed first) and serve it.
+CREATE FUNCTION bx_waitlist_after_release(p_session uuid)
+RETURNS jsonb
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(x'776c'::integer, bx_waitlist_key(p_session));  -- 'wl', shared
+    RETURN bx_waitlist_serve(p_session);
+END
+$$;
+
+-- Leave the line (only a WAITING place; an offer already made is a hold, cancelled as any other).
+CREATE FUNCTION bx_waitlist_leave(p_session uuid, p_user uuid)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id bigint;
+BEGIN
+    UPDATE waitlist_entries w SET status = 'LEFT', updated_at = now()
+    WHERE w.session_id = p_session AND w.user_id = p_user AND w.status = 'WAITING'
+    RETURNING w.id INTO v_id;
+    IF v_id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'BX404', MESSAGE = 'not_on_waitlist';
+    END IF;
+    RETURN v_id;
+END
+$$;
+
+-- The backstop: sessions whose line waits while seats are free (a pass that found seats locked by a hold in
+-- flight, a join racing a release's commit) are served again, in session order. Run by jobs/waitlist.py.
+CREATE FUNCTION bx_waitlist_sweep()
+RETURNS TABLE (session_id uuid, offers jsonb)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    s uuid;
+BEGIN
+    FOR s IN
+        SELECT DISTINCT w.session_id FROM waitlist_entries w JOIN sessions se ON se.id = w.session_id
+        WHERE w.status = 'WAITING' AND se.start_show_time > now()
+          AND EXISTS (SELECT 1 FROM session_seats ss WHERE ss.session_id = w.session_id AND ss.status = 'AVAILABLE')
+        ORDER BY 1
+    LOOP
+        session_id := s;
+        offers := bx_waitlist_after_release(s);
+        IF offers <> '[]'::jsonb THEN
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- An extension waits for a join in flight (docs/waiting-list.md): bx_extend takes the session's line lock
+-- shared before it looks at the line, as a release does, so a join that has counted the free seats under that
+-- lock (exclusive) commits its place first, and the extension then sees it and is refused. It holds the
+-- reservation's row lock meanwhile; a join never waits on a reservation row, so the two cannot wait in a cycle.
+
+-- Extend a PENDING, unexpired hold once by p_extend_ms; refused while buyers wait on the session's line.
+CREATE FUNCTION bx_extend(p_reservation uuid, p_user uuid, p_check_owner boolean, p_extend_ms integer)
+RETURNS TABLE (session_id uuid, seat_ids uuid[], expires_at timestamptz)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    r       reservations%ROWTYPE;
+    v_until timestamptz;
+BEGIN
+    -- FOR UPDATE (not SKIP LOCKED): an expiry sweep that has the row decides first, and this sees its outcome
+    SELECT * INTO r FROM reservations WHERE id = p_reservation FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'BX404', MESSAGE = 'reservation_not_found';
+    END IF;
+    IF p_check_owner AND r.user_id <> p_user THEN
+        RAISE EXCEPTION USING ERRCODE = 'BX403', MESSAGE = 'not_owner';
+    END IF;
+    IF r.status = 'EXPIRED' OR (r.status = 'PENDING' AND r.expires_at <= now()) THEN
+        RAISE EXCEPTION USING ERRCODE = 'BX410', MESSAGE = 'hold_expired';
+    END IF;
+    IF r.status <> 'PENDING' THEN
+        RAISE EXCEPTION USING ERRCODE = 'BX409', MESSAGE = 'not_pending', DETAIL = r.status;
+    END IF;
+    IF r.extended_at IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'BX409', MESSAGE = 'already_extended';
+    END IF;
+    -- the line's lock, shared (as a release takes it): a join in flight has committed its place first, so an
+    -- extension never slips past a buyer who joined before it
+    PERFORM pg_advisory_xact_lock_shared(x'776c'::integer, bx_waitlist_key(r.session_id));  -- 'wl', shared
+    IF EXISTS (SELECT 1 FROM waitlist_entries w WHERE w.session_id = r.session_id AND w.status = 'WAITING') THEN
+        RAISE EXCEPTION USING ERRCODE = 'BX409', MESSAGE = 'extension_not_allowed', DETAIL = 'waiting_list';
+    END IF;
+    v_until := r.expires_at + p_extend_ms * interval '1 millisecond';
+    UPDATE reservations SET expires_at = v_until, extended_at = now(), updated_at = now() WHERE id = p_reservation;
+    RETURN QUERY SELECT r.session_id,
+                        ARRAY(SELECT rs.session_seat_id FROM reservation_seats rs
+                              WHERE rs.reservation_id = p_reservation ORDER BY 1),
+                        v_until;
 END
 $$;
