@@ -171,9 +171,9 @@ class Settings:
                                              metadata=env("TRUSTED_PROXIES", _networks))
     # Load shedding: requests a node works on at once (WebSocket upgrades and /health, /ready, /metrics are not
     # counted); beyond it a request is answered 503 `overloaded` at once. 0 turns it off.
-    max_inflight_requests: int = field(default=256, metadata=env("MAX_INFLIGHT_REQUESTS"))
+    max_inflight_requests: int = field(default=1024, metadata=env("MAX_INFLIGHT_REQUESTS"))
     # holds (REST and socket together) a node has taken and not yet answered; beyond it 503 `overloaded`
-    max_pending_holds: int = field(default=256, metadata=env("MAX_PENDING_HOLDS"))
+    max_pending_holds: int = field(default=1024, metadata=env("MAX_PENDING_HOLDS"))
     # Waiting rooms (storage.waiting_room): the secret admissions are signed with (unset: a random one kept in
     # PostgreSQL, shared by every node), how long an admission lets a buyer hold, and how long a buyer who
     # stops watching keeps their place
