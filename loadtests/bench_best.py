@@ -10,21 +10,26 @@ Run:  .venv/bin/python -m loadtests.bench_best [--clients 64] [--holds 1600] [--
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import uvloop
 
-from loadtests.bench_holds import USER_HOLDS, Node, make_session, make_users, percentile, write_summary
-from loadtests.lean_http import LeanPool
+from loadtests.bench_holds import (
+    USER_HOLDS,
+    Node,
+    make_session,
+    make_users,
+    percentile,
+    post_holds,
+    write_summary,
+)
 from server.embedded import EmbeddedStack
 
 ROWS, PER_ROW = 10, 16
@@ -42,27 +47,7 @@ async def holds(url: str, clients: int, count: int, best: bool, rows: int = ROWS
         session_id, seats = sessions[i % len(sessions)]
         bodies.append({"sessionId": session_id, "quantity": 1} if best
                       else {"sessionId": session_id, "sessionSeatIds": [seats[i // len(sessions)]]})
-    bodies.reverse()
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    pool = LeanPool(url, clients)
-
-    async def client(mine: list[str]) -> None:
-        headers = [{"Authorization": f"Bearer {token}"} for token in mine]
-        async with pool.connection() as conn:
-            while bodies:
-                body = bodies.pop()
-                t0 = time.perf_counter()
-                status, _ = await conn.request("POST", "/reservations", body, headers[len(bodies) % len(headers)])
-                latencies.append((time.perf_counter() - t0) * 1000)
-                statuses[status] = statuses.get(status, 0) + 1
-
-    started = time.perf_counter()
-    try:
-        await asyncio.gather(*(client(tokens[i::clients]) for i in range(clients)))
-    finally:
-        pool.close()
-    elapsed = time.perf_counter() - started
+    latencies, statuses, elapsed = await post_holds(url, clients, tokens, bodies)
     return {"holds_per_second": round(len(latencies) / elapsed), "p50_ms": round(percentile(latencies, 50), 2),
             "p99_ms": round(percentile(latencies, 99), 2), "statuses": statuses}
 

@@ -148,6 +148,33 @@ async def make_users(http: aiohttp.ClientSession, url: str, n: int) -> list[str]
     return tokens
 
 
+async def post_holds(url: str, clients: int, tokens: list[str], bodies: list[dict[str, Any]]
+                     ) -> tuple[list[float], dict[int, int], float]:
+    """POST every body to /reservations, one at a time per client over `clients` keep-alive connections, the
+    tokens round robin: each answer's latency (ms), the count of each status, and the seconds it all took."""
+    todo = list(reversed(bodies))
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    pool = LeanPool(url, clients)
+
+    async def client(mine: list[str]) -> None:
+        headers = [{"Authorization": f"Bearer {token}"} for token in mine]
+        async with pool.connection() as conn:
+            while todo:
+                body = todo.pop()
+                t0 = time.perf_counter()
+                status, _ = await conn.request("POST", "/reservations", body, headers[len(todo) % len(headers)])
+                latencies.append((time.perf_counter() - t0) * 1000)
+                statuses[status] = statuses.get(status, 0) + 1
+
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(client(tokens[i::clients]) for i in range(clients)))
+    finally:
+        pool.close()
+    return latencies, statuses, time.perf_counter() - started
+
+
 async def uncontended(url: str, clients: int, holds: int, meter: CpuMeter | None = None) -> dict[str, Any]:
     """(a) every client holds its own seats one at a time: the whole path, no contention."""
     async with aiohttp.ClientSession() as http:
@@ -155,31 +182,10 @@ async def uncontended(url: str, clients: int, holds: int, meter: CpuMeter | None
         session_id, seats = await make_session(http, url, rows=(holds + per_row - 1) // per_row, per_row=per_row)
         # buyers as in real life: a handful of seats each, within the default per-user quota
         tokens = await make_users(http, url, max(clients, holds // USER_HOLDS))
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    queue = list(seats[:holds])
-    pool = LeanPool(url, clients)
-
-    async def client(mine: list[str]) -> None:
-        headers = [{"Authorization": f"Bearer {token}"} for token in mine]
-        async with pool.connection() as conn:
-            while queue:
-                seat = queue.pop()
-                t0 = time.perf_counter()
-                status, _ = await conn.request("POST", "/reservations",
-                                               {"sessionId": session_id, "sessionSeatIds": [seat]},
-                                               headers[len(queue) % len(headers)])
-                latencies.append((time.perf_counter() - t0) * 1000)
-                statuses[status] = statuses.get(status, 0) + 1
-
+    bodies = [{"sessionId": session_id, "sessionSeatIds": [seat]} for seat in seats[:holds]]
     if meter:
         meter.start()
-    started = time.perf_counter()
-    try:
-        await asyncio.gather(*(client(tokens[i::clients]) for i in range(clients)))
-    finally:
-        pool.close()
-    elapsed = time.perf_counter() - started
+    latencies, statuses, elapsed = await post_holds(url, clients, tokens, bodies)
     return {"holds": len(latencies), "seconds": round(elapsed, 2), "holds_per_second": round(len(latencies) / elapsed),
             "p50_ms": round(percentile(latencies, 50), 2), "p99_ms": round(percentile(latencies, 99), 2),
             "statuses": statuses, "session_id": session_id,
