@@ -39,6 +39,11 @@ TAKE_BACK_DELAYS = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # seconds between tries to u
 # all time out (503) and each one's take-back runs over every seat of the room. 8 scripts of 5 ms is 40 ms.
 BEST_BATCH = 8
 BEST_INFLIGHT = 1
+# A room of at most SMALL_ROOM seats (a cinema's: 0.4-1 ms a script) is batched like the named holds, 32 scripts
+# a round trip with 4 in flight: in 10 x 16 rooms 8 x 1 made a best-available hold 1.77x a named one.
+SMALL_ROOM = 1000
+SMALL_BEST_BATCH = 32
+SMALL_BEST_INFLIGHT = 4
 
 
 # (session_id, seat_id, value, expire_at_ms): one seat key as the gate should have it
@@ -130,6 +135,8 @@ class RedisGate:
         # best-available scripts: pipelined like the holds, in smaller batches (BEST_BATCH, BEST_INFLIGHT)
         self._bests: Batcher[tuple[list[str], list[str | int]], Any] = Batcher(
             self._best_many, max_batch=BEST_BATCH, max_inflight=BEST_INFLIGHT, name="gate-bests")
+        self._small_bests: Batcher[tuple[list[str], list[str | int]], Any] = Batcher(
+            self._best_many, max_batch=SMALL_BEST_BATCH, max_inflight=SMALL_BEST_INFLIGHT, name="gate-bests-small")
         # holds asked for while others are in flight share one pipelined round trip (storage.batching)
         self._holds: Batcher[tuple[list[str], list[str | int]], list[int]] = Batcher(
             self._hold_many, max_batch=64, max_inflight=4, name="gate-holds")
@@ -183,9 +190,10 @@ class RedisGate:
         args: list[str | int] = [str(owner), ttl_ms, quantity, seat_key_prefix(session_id)]
         if len(rows) != len(layout):
             args += [row.index for row in rows]
+        batcher = self._small_bests if sum(len(row.seat_ids) for row in layout) <= SMALL_ROOM else self._bests
         for _ in range(2):
             try:
-                chosen = await self._bests.submit((keys, args))
+                chosen = await batcher.submit((keys, args))
             except (TimeoutError, RedisConnectionError, RedisTimeoutError, OSError):
                 # the script may have run all the same: take back whatever it held (compare-and-delete by owner)
                 every_seat = [s for row in layout for s in row.seat_ids]
