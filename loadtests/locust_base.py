@@ -102,6 +102,7 @@ class BoxofficeUser(FastHttpUser):
         """A buyer who walks away gives their place inside back (the capacity inlet: the next one goes in)."""
         if PLAN.queue_capacity and session_id in self.api.admissions:
             self.api.leave_queue(session_id)
+        self.api.admissions.pop(session_id, None)  # a buyer who comes back lines up again
 
     def choose_session(self) -> str:
         return self.rng.choice(PLAN.session_ids)

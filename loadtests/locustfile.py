@@ -78,6 +78,8 @@ class RushBuyer(BoxofficeUser):
             if hold.status == 201:
                 break
             if hold.status != 409 or not isinstance(hold.body, dict):
+                if hold.code == "not_admitted":  # the admission ran out (or the room was reopened): line up again
+                    self.api.admissions.pop(session_id, None)
                 self.back_off(hold)
                 return
             self.refusals += 1

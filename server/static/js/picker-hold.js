@@ -7,7 +7,7 @@ import { api } from "./api.js";
 import { clock, epochMs, plural, seatCode, seatList, uuid4 } from "./format.js";
 import { clearStoredHold, ensureGuest, forgetGuest, storeHold } from "./guest.js";
 import { toast } from "./notify.js";
-import { HOLD_ERRORS, URGENT_MS } from "./picker-rules.js";
+import { HOLD_ERRORS, URGENT_MS, viaSocketOrRest } from "./picker-rules.js";
 
 export class HoldFlow {
   async doHold() {
@@ -298,12 +298,8 @@ export class HoldFlow {
     this.phase = "releasing";
     this.renderPanel();
     try {
-      if (this.live?.isOpen()) {
-        const reply = await this.live.request({ type: "release", reservationId: hold.id });
-        if (reply.type === "error") throw Object.assign(new Error(reply.message), { code: reply.code });
-      } else {
-        await api(`/reservations/${hold.id}`, { method: "DELETE", token: this.guest?.token });
-      }
+      await viaSocketOrRest(this.live, { type: "release", reservationId: hold.id },
+        () => api(`/reservations/${hold.id}`, { method: "DELETE", token: this.guest?.token }));
       this.phase = "held";
       this.endHold("released");
     } catch (error) {

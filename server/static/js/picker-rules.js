@@ -23,3 +23,16 @@ export const HOLD_ERRORS = {
   overloaded: "The box office is busy right now. Try again in a moment.",
   not_admitted: "So many people want this show that it now has a waiting line. You are in it: the seat map opens when it is your turn.",
 };
+
+/**
+ * Send `message` over the page's socket when it is open, else `rest()` over REST: the reply, or an Error carrying
+ * the contract's `code` (and `details`), whichever way it went.
+ */
+export async function viaSocketOrRest(live, message, rest) {
+  if (live?.isOpen()) {
+    const reply = await live.request(message);
+    if (reply.type === "error") throw Object.assign(new Error(reply.message), { code: reply.code, details: reply.details });
+    return reply;
+  }
+  return rest();
+}

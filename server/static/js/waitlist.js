@@ -9,19 +9,18 @@ import { api } from "./api.js";
 import { clock, h, plural, seatList, uuid4 } from "./format.js";
 import { storeHold } from "./guest.js";
 import { toast } from "./notify.js";
+import { HOLD_ERRORS, MAX_SEATS, viaSocketOrRest } from "./picker-rules.js";
 
-const MAX_SEATS = 10;
 const REFRESH_MS = 10000; // while in line, the place is read again this often (and soon after seats change)
 
 const ERRORS = {
+  ...HOLD_ERRORS,
   seats_available: "Seats are free again: pick them on the map.",
-  session_started: "This show has already started, so it can no longer be booked.",
   not_on_waitlist: "You were not on the waiting list any more.",
   already_extended: "This hold was already extended once.",
   extension_not_allowed: "Others are waiting for seats, so holds cannot be extended now.",
   extension_disabled: "Holds cannot be extended here.",
   hold_expired: "Your hold has already expired.",
-  rate_limited: "Too many tries in a short time. Wait a few seconds and try again.",
   hold_quota_exceeded: "You already hold as many seats as one buyer may. Buy or release some, then join.",
   address_quota_exceeded: "Buyers on your network already wait for as many seats of this show as they may. Try again later.",
 };
@@ -94,15 +93,9 @@ export class WaitlistControls {
     page.renderPanel();
   }
 
-  /** Call the socket when it is open, else REST; the reply, or an Error with the contract's code. */
-  async call(message, rest) {
-    const live = this.page.live;
-    if (live?.isOpen()) {
-      const reply = await live.request(message);
-      if (reply.type === "error") throw Object.assign(new Error(reply.message), { code: reply.code, details: reply.details });
-      return reply;
-    }
-    return rest();
+  /** Call the socket when it is open, else REST (picker-rules.js viaSocketOrRest). */
+  call(message, rest) {
+    return viaSocketOrRest(this.page.live, message, rest);
   }
 
   async join() {
@@ -150,6 +143,9 @@ export class WaitlistControls {
 
   takeOffer(reservation) {
     const page = this.page;
+    // not while a hold of the page's own is on its way: its answer would replace the offered one on the page (the
+    // next read of the line takes the offer up again)
+    if (page.phase === "holding") return;
     this.entry = null;
     this.follow();
     page.startHold(reservation, uuid4(), { announce: false });
@@ -222,6 +218,16 @@ export class WaitlistControls {
         { tone: "success", key: "hold" });
     } catch (error) {
       if (error.code === "already_extended" || error.code === "extension_not_allowed" || error.code === "extension_disabled") hold.extended = true;
+      if (error.code === "not_pending") {  // bought or released elsewhere (another tab): the hold is over here too
+        this.busy = false;
+        await page.settleNotPending(hold);
+        return;
+      }
+      if (error.code === "hold_expired") {
+        this.busy = false;
+        page.endHold("expired");
+        return;
+      }
       toast(ERRORS[error.code] || error.message || "Could not extend the hold.", { tone: "warn", key: "hold" });
     } finally {
       this.busy = false;
