@@ -17,6 +17,9 @@ from core.metrics import SHED
 PROBES = frozenset({"/health", "/ready", "/metrics"})
 
 
+SOCKET_ROUTES = "/ws/"  # the seat channels (realtime/channel.py); an Upgrade header elsewhere counts
+
+
 class InflightGate:
     """The count of requests a node is working on, against its bound (`limit` 0: no bound)."""
 
@@ -31,8 +34,8 @@ class InflightGate:
         if self.inflight >= self.limit:
             SHED.labels("request").inc()
             raise Overloaded()
-        if request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
-            return False
+        if request.path.startswith(SOCKET_ROUTES) and request.headers.get(hdrs.UPGRADE, "").lower() == "websocket":
+            return False  # an open seat channel is not work in flight (its own bound: WS_MAX_SOCKETS_PER_ADDRESS)
         self.inflight += 1
         return True
 

@@ -187,6 +187,10 @@ class RedisGate:
         """Choose and hold in one script (lua/hold_best.lua), so the choice is never stale. The script reads the
         session's taken set and its layout (written here the first time, or again after a flush)."""
         keys = [taken_key(session_id), layout_key(session_id)]
+        if sold_until_ms(show_ends) <= time.time() * 1000:
+            # the show is long over: its layout key would expire as it is written. PostgreSQL answers
+            # (session_started), not a gate that cannot hold the layout (503)
+            return None
         args: list[str | int] = [str(owner), ttl_ms, quantity, seat_key_prefix(session_id)]
         if len(rows) != len(layout):
             args += [row.index for row in rows]

@@ -117,10 +117,12 @@ class Admissions:
         return f"{expires}.{self._signature(session_id, user_id, expires)}", expires
 
     def valid(self, token: str | None, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
-        if not token or len(token) > 128:
+        if not token or len(token) > 128 or not token.isascii():  # compare_digest takes ASCII text only
             return False
         expires_text, _, signature = token.partition(".")
-        if not expires_text.isdigit() or len(expires_text) > 12 or int(expires_text) < time.time():
+        # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+        if not (expires_text.isascii() and expires_text.isdigit()) or len(expires_text) > 12 \
+                or int(expires_text) < time.time():
             return False
         return hmac.compare_digest(signature, self._signature(session_id, user_id, int(expires_text)))
 
@@ -175,7 +177,9 @@ class WaitingRoom:
         """Open the session's waiting room at `rate` unless an admin has configured it (on or off); True if this
         call opened it."""
         opened = await self.pool.fetchval(
-            "INSERT INTO waiting_rooms (session_id, enabled, rate, auto) VALUES ($1, true, $2, true)"
+            # demand is counted for any session id a hold names: one with no session opens nothing
+            "INSERT INTO waiting_rooms (session_id, enabled, rate, auto)"
+            " SELECT $1, true, $2, true WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $1)"
             " ON CONFLICT (session_id) DO NOTHING RETURNING true", session_id, rate)
         if opened:
             inlet = Inlet(rate, None, auto=True)

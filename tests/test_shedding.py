@@ -62,7 +62,10 @@ async def test_beyond_the_bound_requests_are_503_overloaded_at_once_while_health
     await timed(client, "GET", "/ready")  # the first round of readiness checks is done
     before = await table_counts(pg)
     async with locked(base_settings.database_url, "sessions"):
-        stuck = [asyncio.create_task(timed(client, "GET", f"/sessions/{session['id']}")) for _ in range(LIMIT)]
+        # an Upgrade header on a route that is not the socket's is counted like any request
+        upgrade = {"Upgrade": "websocket", "Connection": "Upgrade"}
+        stuck = [asyncio.create_task(timed(client, "GET", f"/sessions/{session['id']}", headers=upgrade))
+                 for _ in range(LIMIT)]
         await until(lambda: gate.inflight == LIMIT)
 
         refused = [await timed(client, "GET", f"/sessions/{session['id']}") for _ in range(10)]

@@ -110,7 +110,8 @@ async def test_holds_need_the_users_own_valid_admission_to_this_session(
 
     before = await table_counts(pg)
     for refused in (None, "garbage", ana_admission[:-2] + "AA", forged_expiry, expired, other_secret,
-                    bea_admission, other_admission):
+                    bea_admission, other_admission,
+                    "²²².x", "9999999999.é"):  # digits to str.isdigit() but not to int(); not ASCII
         status, body = await hold(client, ana, session["id"], seats[0], refused)
         assert (status, body["code"]) == (403, "not_admitted"), (refused, body)
     assert await table_counts(pg) == before
