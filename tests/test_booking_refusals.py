@@ -164,9 +164,9 @@ async def test_bad_confirm_or_cancel_changes_nothing(client: TestClient, pg: Any
     ana = await make_user(client)
     headers = bearer(ana["token"])
     cancelled = await (await hold(client, ana, session["id"], seats[:1])).json()
-    await client.delete(f"/reservations/{cancelled['id']}", headers=headers)
+    assert (await client.delete(f"/reservations/{cancelled['id']}", headers=headers)).status == 204
     confirmed = await (await hold(client, ana, session["id"], seats[1:2])).json()
-    await client.post(f"/reservations/{confirmed['id']}/confirm", headers=headers)
+    assert (await client.post(f"/reservations/{confirmed['id']}/confirm", headers=headers)).status == 201
     target, method = {
         "unknown_reservation": (f"/reservations/{uuid.uuid4()}/confirm", "POST"),
         "non_uuid_reservation": ("/reservations/123/confirm", "POST"),

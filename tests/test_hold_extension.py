@@ -136,11 +136,9 @@ async def test_an_extension_racing_a_join_in_flight_is_refused_once_the_join_com
     await hold(client, bob, sid, seats[10:])
     joiner = await asyncpg.connect(settings.database_url)
     try:
-        async with joiner.transaction():  # what bx_waitlist_join does, held open before its commit
-            await joiner.execute("SELECT pg_advisory_xact_lock(x'776c'::integer, bx_waitlist_key($1))",
-                                 uuid.UUID(sid))
-            await joiner.execute("INSERT INTO waitlist_entries (session_id, user_id, quantity, hold_ttl_ms) "
-                                 "VALUES ($1, $2, 2, 30000)", uuid.UUID(sid), uuid.UUID(carla["id"]))
+        async with joiner.transaction():  # a join itself (bx_waitlist_join), held open before its commit
+            await joiner.fetch("SELECT * FROM bx_waitlist_join($1, $2, 2, 30000, 0, '', 0)",
+                               uuid.UUID(sid), uuid.UUID(carla["id"]))
             pending = asyncio.ensure_future(extend(client, ana, mine["id"]))
             await asyncio.sleep(0.5)
     finally:

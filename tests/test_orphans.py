@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from storage.redis_gate import RedisGate, Watch
+from storage.redis_keys import seat_key
 from tests.conftest import bearer, make_session, make_user, seat_ids
 
 
@@ -82,4 +83,4 @@ async def test_the_gate_looks_at_the_neighbours_in_the_hold_s_own_script(redis_c
     refused = Watch([seats[3]])
     assert await gate.hold(session, [seats[1], seats[2]], uuid.uuid4(), 30_000, refused) == [seats[1]]
     assert refused.taken is None  # nothing held, nothing looked at
-    assert not await redis_client.exists(f"bx:seat:{{s:{session}}}:{seats[2]}")
+    assert not await redis_client.exists(seat_key(session, seats[2]))

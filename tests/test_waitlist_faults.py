@@ -55,8 +55,6 @@ async def test_with_redis_not_answering_an_extension_still_answers_from_postgres
             body = await resp.json()
     finally:
         stack["redis"].resume()
-    assert resp.status in (200, 503), body
-    if resp.status == 503:
-        assert_unavailable(resp.status, resp.headers, body, "redis_unavailable")
+    assert resp.status == 200, body  # PostgreSQL decides; the gate follows when it can
     extended = await pg.fetchval("SELECT extended_at FROM reservations WHERE id = $1::uuid", mine.reservation["id"])
-    assert (extended is not None) == (resp.status == 200)
+    assert extended is not None
